@@ -1,0 +1,31 @@
+# `make demo` and `make test` install first when needed, so both work on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ONMT_QD_DATA_MIRROR ?= $(abspath ../shared/data)
+export ONMT_QD_DATA_MIRROR
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt torch
+	$(BIN)/pip install -q --no-deps -c constraints.txt OpenNMT-py
+	$(BIN)/pip install -q -c constraints.txt ConfigArgParse PyYAML pyonmttok sacrebleu \
+	    sentencepiece rapidfuzz pyahocorasick regex numpy spacy fasttext-wheel safetensors \
+	    bitarray constriction matplotlib scipy pytest
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/onmt_qd_recipe multi30k -profile quick -work_dir runs/multi30k_quick
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) runs

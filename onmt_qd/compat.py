@@ -1,0 +1,44 @@
+"""torch >= 2.6 loads checkpoints weights-only by default and refuses OpenNMT-py's,
+whose options are an ``argparse.Namespace``. We allow-list exactly that class;
+weights-only loading stays on, so a checkpoint can still run no code."""
+import argparse
+
+import torch
+
+
+def allow_onmt_checkpoints():
+    torch.serialization.add_safe_globals([argparse.Namespace])
+
+
+def load_checkpoint(path):
+    """Load an OpenNMT-py checkpoint on the CPU, weights-only, with a one-line error
+    for a missing or unreadable file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"checkpoint {path} does not exist") from None
+    except Exception as exc:  # corrupt, truncated, foreign pickle...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot read checkpoint {path}: {first}") from None
+
+
+def save_atomic(obj, path):
+    """torch.save to a temporary name, then rename: a crash never leaves half a file."""
+    import os
+
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def quiet_onmt_warnings():
+    """OpenNMT-py 3.5.1 uses torch.cuda.amp decorators that torch 2.13 deprecates;
+    the warnings say nothing a user can act on."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"onmt\.")
+    warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp.*", category=FutureWarning)

@@ -1,0 +1,59 @@
+"""Word-level distillation loss (method.md §5) as an OpenNMT-py LossCompute."""
+import torch
+import torch.nn.functional as F
+from onmt.utils.loss import LossCompute
+
+
+def distillation_loss(student_logits, teacher_logits, target, padding_idx, weight, temperature,
+                      ce_loss=None):
+    """(1-lambda)*CE + lambda*T^2*KL(p_teacher || p_student), summed over the
+    non-padding positions (OpenNMT-py's trainer divides by its normalization).
+
+    Returns (loss, ce): ``ce`` is the plain cross-entropy with the gold tokens that
+    perplexity is reported from. ``ce_loss`` lets the caller supply its own criterion
+    value (label smoothing); by default it is the summed cross-entropy."""
+    if ce_loss is None:
+        ce_loss = F.cross_entropy(student_logits.float(), target, ignore_index=padding_idx,
+                                  reduction="sum")
+    keep = target.ne(padding_idx)
+    student_logp = F.log_softmax(student_logits[keep].float() / temperature, dim=-1)
+    teacher_logp = F.log_softmax(teacher_logits[keep].float() / temperature, dim=-1)
+    kl = F.kl_div(student_logp, teacher_logp, log_target=True, reduction="sum")
+    loss = (1.0 - weight) * ce_loss + weight * temperature ** 2 * kl
+    return loss, ce_loss
+
+
+class DistillLossCompute(LossCompute):
+    """OpenNMT-py's loss with the teacher's KL term added during training.
+
+    The teacher decodes the same batch teacher-forced, under no_grad. Statistics
+    (perplexity, accuracy) stay those of the gold-token cross-entropy."""
+
+    teacher = None
+    distill_weight = 0.7
+    distill_temperature = 1.0
+
+    def set_teacher(self, teacher, weight, temperature):
+        if self.copy_attn or self.lambda_align or self.lambda_coverage or \
+                self.lm_generator is not None or self.lm_prior_model is not None:
+            raise ValueError("distillation supports plain generators only: unset "
+                             "copy_attn, lambda_align, lambda_coverage and lm_prior_model")
+        self.teacher = teacher
+        self.distill_weight = weight
+        self.distill_temperature = temperature
+
+    def forward(self, batch, output, attns, trunc_start=0, trunc_size=None):
+        if self.teacher is None:
+            return super().forward(batch, output, attns, trunc_start, trunc_size)
+        if trunc_start != 0 or (trunc_size is not None and trunc_size < batch["tgt"].size(1)):
+            raise ValueError("distillation needs whole targets: set -truncated_decoder 0")
+        with torch.no_grad():
+            teacher_out, _ = self.teacher(batch["src"], batch["tgt"], batch["srclen"])
+            teacher_logits = self.teacher.generator(self._bottle(teacher_out))
+        target = batch["tgt"][:, self.tgt_shift_index:, 0].contiguous().view(-1)
+        student_logits = self.generator(self._bottle(output))
+        ce = self.criterion(student_logits.float(), target)
+        loss, ce = distillation_loss(student_logits, teacher_logits, target, self.padding_idx,
+                                     self.distill_weight, self.distill_temperature, ce_loss=ce)
+        stats = self._stats(len(batch["srclen"]), ce.item(), student_logits, target)
+        return loss, stats

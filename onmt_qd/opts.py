@@ -1,0 +1,165 @@
+"""Every option onmt_qd adds to OpenNMT-py, declared in one place.
+
+Parsers are OpenNMT-py's own (``onmt.utils.parse.ArgumentParser``) plus our groups,
+so ``-config file.yaml`` and every stock option keep working. Unlike ``onmt_train``,
+our parsers reject unknown options and unknown YAML keys (typos must not pass
+silently)."""
+import difflib
+import os
+
+import yaml
+from onmt.opts import train_opts, translate_opts
+from onmt.utils.parse import ArgumentParser
+
+
+class OptionError(ValueError):
+    """A bad option value; the message is one line that says what to do."""
+
+
+def distill_opts(parser):
+    group = parser.add_argument_group("Distillation (onmt_qd)")
+    group.add("-teacher_model", "--teacher_model", default=None,
+              help="OpenNMT-py checkpoint of the teacher. When set, the loss is "
+              "(1-lambda)*CE + lambda*T^2*KL(teacher||student) per target word.")
+    group.add("-distill_weight", "--distill_weight", type=float, default=0.7,
+              help="lambda: weight of the KL term, in [0, 1].")
+    group.add("-distill_temperature", "--distill_temperature", type=float, default=1.0,
+              help="T > 0: softmax temperature of teacher and student in the KL term.")
+
+
+def schedule_opts(parser):
+    group = parser.add_argument_group("Epochs and learning-rate halving (onmt_qd)")
+    group.add("-epochs", "--epochs", type=int, default=0,
+              help="Train this many epochs; steps per epoch are computed from the "
+              "training corpus, and validation/saving happen once per epoch. "
+              "0 keeps OpenNMT-py's step-based -train_steps/-valid_steps.")
+    group.add("-lr_halving", "--lr_halving", choices=["none", "plateau"], default="none",
+              help="plateau: halve the learning rate at every validation from the "
+              "first one whose perplexity did not decrease (paper appendix A.3). "
+              "Replaces OpenNMT-py's step-based decay.")
+    group.add("-start_decay_at_epoch", "--start_decay_at_epoch", type=int, default=0,
+              help="With -lr_halving plateau: also halve at every validation from "
+              "this epoch on (the 2017 code's start_decay_at); 0 = off.")
+
+
+def policy_opts(parser, prefix):
+    """Quantization policy options; ``prefix`` is "quant_" for training and "" for
+    the stand-alone commands (``onmt_qd_quantize -bits 4``)."""
+    group = parser.add_argument_group("Quantization (onmt_qd)")
+
+    def add(name, **kw):
+        group.add(f"-{prefix}{name}", f"--{prefix}{name}", dest=f"quant_{name}", **kw)
+
+    add("bits", type=int, default=0 if prefix else None,
+        help="Bits per quantized weight (1-8)." + (" 0 = no quantization." if prefix else ""))
+    add("bucket_size", type=int, default=256, help="Bucket size k for min-max scaling.")
+    add("method", choices=["uniform", "quantile"], default="uniform",
+        help="uniform grid of 2^b points, or points at the quantiles of each tensor.")
+    add("rounding", choices=["deterministic", "stochastic"], default="deterministic",
+        help="Rounding during training (validation and saving always round "
+        "deterministically, so reported numbers are those of the saved model).")
+    add("skip_embeddings", action="store_true", help="Keep embeddings in fp32.")
+    add("skip_generator", action="store_true", help="Keep the output layer in fp32.")
+    add("biases", action="store_true", help="Also quantize biases (default: fp32).")
+    add("include", nargs="*", default=[], help="Regexes of parameter names to quantize too.")
+    add("exclude", nargs="*", default=[], help="Regexes of parameter names to keep in fp32.")
+    add("bits_override", nargs="*", default=[],
+        help="Mixed precision: PATTERN=BITS pairs, e.g. generator=8.")
+
+
+def policy_from_opts(opt):
+    """The QuantPolicy the options describe, or None when quantization is off."""
+    from onmt_qd.quant import QuantPolicy
+
+    if not opt.quant_bits:
+        return None
+    overrides = {}
+    for item in opt.quant_bits_override:
+        pattern, sep, bits = item.rpartition("=")
+        if not sep or not bits.isdigit():
+            raise OptionError(f"bits override '{item}' is not PATTERN=BITS, e.g. generator=8")
+        overrides[pattern] = int(bits)
+    try:
+        return QuantPolicy(
+            bits=opt.quant_bits, bucket_size=opt.quant_bucket_size, method=opt.quant_method,
+            rounding=opt.quant_rounding, embeddings=not opt.quant_skip_embeddings,
+            generator=not opt.quant_skip_generator, biases=opt.quant_biases,
+            include=tuple(opt.quant_include), exclude=tuple(opt.quant_exclude),
+            bits_overrides=overrides or None)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+
+
+def validate_distill_opts(opt):
+    if not 0.0 <= opt.distill_weight <= 1.0:
+        raise OptionError(f"-distill_weight must be in [0, 1], got {opt.distill_weight}")
+    if opt.distill_temperature <= 0:
+        raise OptionError(f"-distill_temperature must be > 0, got {opt.distill_temperature}")
+    if opt.teacher_model and not os.path.isfile(opt.teacher_model):
+        raise OptionError(f"teacher checkpoint {opt.teacher_model} does not exist: "
+                          "train the teacher first or fix -teacher_model")
+    if opt.epochs < 0:
+        raise OptionError(f"-epochs must be >= 0, got {opt.epochs}")
+
+
+def train_parser():
+    parser = ArgumentParser(description="onmt_qd_train: onmt_train plus distillation, "
+                            "quantized training and the paper's learning-rate rule")
+    train_opts(parser)
+    distill_opts(parser)
+    schedule_opts(parser)
+    policy_opts(parser, "quant_")
+    return parser
+
+
+def translate_parser():
+    parser = ArgumentParser(description="onmt_qd_translate: onmt_translate that also "
+                            "reads onmt_qd compressed model files")
+    translate_opts(parser)
+    return parser
+
+
+def _known_keys(parser):
+    keys = set()
+    for action in parser._actions:
+        keys.add(action.dest)
+        keys.update(s.lstrip("-") for s in action.option_strings)
+    return keys
+
+
+def check_config_keys(parser, args):
+    """Raise OptionError for a YAML key that names no option (onmt_train ignores
+    them, so a typo silently trains something else)."""
+    known = _known_keys(parser)
+    for i, arg in enumerate(args):
+        if arg.lstrip("-") != "config" or i + 1 >= len(args):
+            continue
+        path = args[i + 1]
+        try:
+            with open(path) as handle:
+                config = yaml.safe_load(handle) or {}
+        except OSError as exc:
+            raise OptionError(f"cannot read config {path}: {exc.strerror}") from None
+        if not isinstance(config, dict):
+            raise OptionError(f"config {path} is not a YAML mapping of option: value")
+        for key in config:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise OptionError(f"unknown key '{key}' in config {path}{hint}")
+
+
+def parse(parser, args=None):
+    """Parse strictly: unknown command-line options and YAML keys are errors."""
+    import sys
+
+    args = sys.argv[1:] if args is None else list(args)
+    check_config_keys(parser, args)
+    opt, unknown = parser.parse_known_args(args)
+    if unknown:
+        known = _known_keys(parser)
+        name = unknown[0].split("=")[0].lstrip("-")
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean '-{close[0]}'?)" if close else ""
+        raise OptionError(f"unknown option '{unknown[0]}'{hint}")
+    return opt

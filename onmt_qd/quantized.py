@@ -1,0 +1,84 @@
+"""Quantized checkpoints: OpenNMT-py's layout with dequantized weights under the stock
+keys (so stock translation loads the quantized model) plus, under ``qd_quant``, what
+the compressed file needs: the policy and every tensor's levels, scales and points."""
+import torch
+
+from onmt_qd.models import named_weights, split_weights
+from onmt_qd.quant import QuantizedTensor, QuantPolicy
+
+QUANT_KEY = "qd_quant"
+SHADOW_KEY = "qd_shadow"
+
+
+class NotQuantizedError(ValueError):
+    pass
+
+
+def tensor_entry(qt):
+    return {"levels": qt.levels.cpu(), "alpha": qt.alpha.cpu(), "beta": qt.beta.cpu(),
+            "points": qt.points.cpu(), "shape": list(qt.shape), "bucket_size": qt.bucket_size,
+            "bits": qt.bits}
+
+
+def tensor_from_entry(entry):
+    return QuantizedTensor(levels=entry["levels"], alpha=entry["alpha"], beta=entry["beta"],
+                           points=entry["points"], shape=tuple(entry["shape"]),
+                           bucket_size=entry["bucket_size"], bits=entry["bits"])
+
+
+def quantize_weights(weights, policy, points=None, bits=None):
+    """Quantize the tensors ``policy`` selects (CPU, deterministic rounding).
+
+    ``points``/``bits`` optionally give per-name points (differentiable quantization)
+    and allocations. Returns (weights with dequantized values, name -> QuantizedTensor)."""
+    selected = policy.select({k: tuple(v.shape) for k, v in weights.items()})
+    bits = bits or {}
+    points = points or {}
+    out, quantized = dict(weights), {}
+    for name, default_bits in selected.items():
+        qt = policy.quantize(name, weights[name].detach().float().cpu(),
+                             bits=bits.get(name, default_bits), points=points.get(name),
+                             stochastic=False)
+        quantized[name] = qt
+        out[name] = qt.dequantize().to(weights[name].dtype)
+    return out, quantized
+
+
+def attach_quantization(checkpoint, weights, quantized, policy):
+    """Write quantized weights and their quantization state into ``checkpoint``."""
+    checkpoint["model"], checkpoint["generator"] = split_weights(weights)
+    checkpoint[QUANT_KEY] = {"policy": policy.to_dict(),
+                             "tensors": {k: tensor_entry(v) for k, v in quantized.items()}}
+    return checkpoint
+
+
+def quantize_checkpoint(checkpoint, policy):
+    """Post-training ("PM") quantization of a full-precision checkpoint. A checkpoint
+    that is already quantized is quantized again from its full-precision shadow
+    weights when it has them, else from its stored weights."""
+    weights = named_weights(checkpoint)
+    weights.update(checkpoint.get(SHADOW_KEY, {}))
+    weights, quantized = quantize_weights(weights, policy)
+    out = {k: v for k, v in checkpoint.items() if k not in (QUANT_KEY, SHADOW_KEY, "optim")}
+    return attach_quantization(out, weights, quantized, policy)
+
+
+def quantization_of(checkpoint, path="checkpoint"):
+    """(policy, name -> QuantizedTensor) of a quantized checkpoint."""
+    if QUANT_KEY not in checkpoint:
+        raise NotQuantizedError(f"{path} is not quantized: quantize it first with "
+                                "onmt_qd_quantize (or train with -quant_bits)")
+    state = checkpoint[QUANT_KEY]
+    return (QuantPolicy.from_dict(state["policy"]),
+            {k: tensor_from_entry(v) for k, v in state["tensors"].items()})
+
+
+def levels_per_bucket(qt):
+    """Largest number of distinct levels in any bucket (a check that the saved model
+    really is quantized)."""
+    levels = qt.levels.long()
+    pad = (-levels.numel()) % qt.bucket_size
+    if pad:
+        levels = torch.cat([levels, levels[-1:].expand(pad)])
+    buckets = levels.view(-1, qt.bucket_size).sort(dim=1).values
+    return int((buckets[:, 1:] != buckets[:, :-1]).sum(dim=1).max().item()) + 1

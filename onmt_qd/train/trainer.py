@@ -1,0 +1,230 @@
+"""onmt_qd_train: OpenNMT-py's training, assembled from its own pieces, plus the
+distillation loss, quantized training and the per-epoch learning-rate rule."""
+import math
+import os
+import shutil
+
+import torch
+import yaml
+from onmt.constants import CorpusTask
+from onmt.inputters.dynamic_iterator import build_dynamic_dataset_iter
+from onmt.inputters.inputter import vocabs_to_dict
+from onmt.model_builder import build_model
+from onmt.models.model_saver import ModelSaver
+from onmt.train_single import _get_model_opts, _init_train, configure_process
+from onmt.trainer import Trainer, build_trainer
+from onmt.utils.distributed import ErrorHandler, spawned_train
+from onmt.utils.logging import init_logger, logger
+from onmt.utils.parse import ArgumentParser
+
+from onmt_qd.compat import save_atomic
+from onmt_qd.distill import DistillLossCompute, load_teacher
+from onmt_qd.models import model_weights, named_weights, split_weights
+from onmt_qd.opts import OptionError, policy_from_opts, validate_distill_opts
+from onmt_qd.quantized import SHADOW_KEY, attach_quantization, quantize_weights
+from onmt_qd.train.fakequant import FakeQuantizer
+from onmt_qd.train.schedule import PlateauHalving, QDOptimizer
+
+VALID_KEY = "qd_valid"
+
+
+def count_corpus(opt):
+    """(sentences, target tokens) over the training corpora, one pass."""
+    sentences = tokens = 0
+    corpora = yaml.safe_load(opt.data) if isinstance(opt.data, str) else opt.data
+    for name, corpus in corpora.items():
+        if name == CorpusTask.VALID:
+            continue
+        with open(corpus["path_tgt"], encoding="utf-8") as handle:
+            for line in handle:
+                sentences += 1
+                tokens += len(line.split())
+    return sentences, tokens
+
+
+def steps_per_epoch(opt):
+    sentences, tokens = count_corpus(opt)
+    per_step = opt.batch_size * opt.accum_count[0] * max(1, opt.world_size)
+    units = sentences if opt.batch_type == "sents" else tokens
+    return max(1, math.ceil(units / per_step))
+
+
+def apply_epochs(opt):
+    """-epochs N: validate and save once per epoch, stop after N epochs."""
+    if not opt.epochs:
+        return
+    steps = steps_per_epoch(opt)
+    opt.valid_steps = opt.save_checkpoint_steps = steps
+    opt.train_steps = opt.epochs * steps
+    logger.info(f"{steps} steps per epoch; training {opt.epochs} epochs = {opt.train_steps} steps")
+
+
+class QDModelSaver(ModelSaver):
+    """Checkpoints in the stock layout, written atomically. With quantized training the
+    stock keys hold Q(w) and ``qd_quant``/``qd_shadow`` what resuming and compression
+    need; the best validation checkpoint is also kept as ``<save_model>_best.pt``."""
+
+    fake_quant = None
+    valid_ppl = None
+    best_ppl = math.inf
+
+    def _save(self, step, model):
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return None, None
+        if self.fake_quant is not None:
+            self.fake_quant.restore()
+        weights = model_weights(model)
+        checkpoint = {"vocab": vocabs_to_dict(self.vocabs), "opt": self.model_opt,
+                      "optim": self.optim.state_dict()}
+        if self.fake_quant is not None:
+            shadow = {k: weights[k] for k in self.fake_quant.bits}
+            weights, quantized = quantize_weights(weights, self.fake_quant.policy,
+                                                  bits=self.fake_quant.bits)
+            attach_quantization(checkpoint, weights, quantized, self.fake_quant.policy)
+            checkpoint[SHADOW_KEY] = shadow
+        else:
+            checkpoint["model"], checkpoint["generator"] = split_weights(weights)
+        if self.valid_ppl is not None:
+            checkpoint[VALID_KEY] = {"ppl": self.valid_ppl, "step": step}
+        path = f"{self.base_path}_step_{step}.pt"
+        logger.info(f"Saving checkpoint {path}")
+        save_atomic(checkpoint, path)
+        if self.valid_ppl is not None and self.valid_ppl < self.best_ppl:
+            self.best_ppl = self.valid_ppl
+            tmp = f"{self.base_path}_best.pt.tmp"
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, f"{self.base_path}_best.pt")
+        return path, None
+
+
+class QDTrainer(Trainer):
+    """Stock Trainer plus the per-epoch learning-rate rule.
+
+    Validation sees the quantized weights (the fake quantizer's forward hook rounds
+    deterministically in eval mode), so perplexity, halving and the best checkpoint
+    are those of the quantized model."""
+
+    @classmethod
+    def adopt(cls, trainer):
+        """Take over a Trainer built by OpenNMT-py's build_trainer (which wires its
+        many options) instead of repeating that wiring here."""
+        adopted = cls.__new__(cls)
+        adopted.__dict__.update(trainer.__dict__)
+        return adopted
+
+    def validate(self, valid_iter, moving_average=None):
+        stats = super().validate(valid_iter, moving_average)
+        ppl = stats.ppl()
+        plateau = self.optim.plateau
+        if plateau is not None and plateau.observe(ppl):
+            logger.info(f"Epoch {plateau.epoch}: validation perplexity {ppl:.3f} "
+                        f"(best {plateau.best_ppl:.3f}); learning rate halved to "
+                        f"{self.optim.learning_rate():g}")
+        if self.model_saver is not None:
+            self.model_saver.valid_ppl = ppl
+        return stats
+
+    def _gradient_accumulation(self, batches, normalization, total_stats, report_stats):
+        self._share_halving()
+        super()._gradient_accumulation(batches, normalization, total_stats, report_stats)
+
+    def _share_halving(self):
+        """Only rank 0 validates: after each validation step every rank takes its
+        learning-rate scale, so all GPUs keep stepping with the same rate."""
+        plateau = self.optim.plateau
+        if plateau is None or self.n_gpu <= 1 or self.parallel_mode != "data_parallel":
+            return
+        step = self.optim.training_step
+        if step > 1 and (step - 1) % self.valid_steps == 0:
+            scale = torch.tensor([plateau.scale], device=f"cuda:{torch.cuda.current_device()}")
+            torch.distributed.broadcast(scale, 0)
+            plateau.scale = scale.item()
+
+
+def resume_from_shadow(checkpoint):
+    """A quantized checkpoint resumes from its full-precision shadow weights."""
+    if checkpoint is not None and SHADOW_KEY in checkpoint:
+        weights = named_weights(checkpoint)
+        weights.update(checkpoint[SHADOW_KEY])
+        checkpoint["model"], checkpoint["generator"] = split_weights(weights)
+
+
+def train_single(opt, device_id):
+    configure_process(opt, device_id)
+    init_logger(opt.log_file)
+    checkpoint, vocabs, transforms_cls = _init_train(opt)
+    resume_from_shadow(checkpoint)
+    model_opt = _get_model_opts(opt, checkpoint=checkpoint)
+    model = build_model(model_opt, opt, vocabs, checkpoint, device_id)
+    model.count_parameters(log=logger.info)
+    optim = QDOptimizer.from_opt(model, opt, checkpoint=checkpoint)
+    if opt.lr_halving == "plateau":
+        optim.use_plateau(PlateauHalving(opt.start_decay_at_epoch))
+    del checkpoint
+
+    saver = QDModelSaver(opt.save_model, model, model_opt, vocabs, optim,
+                         opt.keep_checkpoint, opt.save_format, device_id)
+    os.makedirs(os.path.dirname(os.path.abspath(opt.save_model)), exist_ok=True)
+    policy = policy_from_opts(opt)
+    if policy is not None:
+        saver.fake_quant = FakeQuantizer(model, policy)
+        saver.fake_quant.attach(model, optim)
+        logger.info(f"Quantized training: {len(saver.fake_quant.bits)} tensors, "
+                    f"{policy.bits} bits, bucket {policy.bucket_size}, {policy.method}")
+
+    trainer = QDTrainer.adopt(build_trainer(opt, device_id, model, vocabs, optim,
+                                            model_saver=saver))
+    trainer.valid_steps = opt.valid_steps
+    if opt.teacher_model:
+        device = next(model.parameters()).device
+        loss = DistillLossCompute.from_opts(opt, model, vocabs["tgt"])
+        loss.set_teacher(load_teacher(opt.teacher_model, vocabs, device),
+                         opt.distill_weight, opt.distill_temperature)
+        trainer.train_loss = loss
+        logger.info(f"Distilling from {opt.teacher_model}: lambda={opt.distill_weight}, "
+                    f"T={opt.distill_temperature}")
+
+    parallel = opt.parallel_mode == "data_parallel"
+    train_iter = build_dynamic_dataset_iter(
+        opt, transforms_cls, vocabs, task=CorpusTask.TRAIN, copy=opt.copy_attn,
+        stride=max(1, len(opt.gpu_ranks)) if parallel else 1,
+        offset=max(0, device_id) if parallel else 0, device_id=device_id)
+    valid_iter = build_dynamic_dataset_iter(
+        opt, transforms_cls, vocabs, task=CorpusTask.VALID, copy=opt.copy_attn,
+        device_id=device_id)
+    trainer.train(train_iter, opt.train_steps, save_checkpoint_steps=opt.save_checkpoint_steps,
+                  valid_iter=valid_iter, valid_steps=opt.valid_steps)
+
+
+def check_opts(opt):
+    """Every option check that can fail, before any process starts or file is written."""
+    ArgumentParser.validate_train_opts(opt)
+    ArgumentParser.update_model_opts(opt)
+    ArgumentParser.validate_model_opts(opt)
+    validate_distill_opts(opt)
+    policy_from_opts(opt)
+    if opt.teacher_model and opt.truncated_decoder:
+        raise OptionError("distillation needs whole targets: set -truncated_decoder 0")
+    if opt.train_from and not os.path.isfile(opt.train_from):
+        raise OptionError(f"-train_from {opt.train_from} does not exist")
+
+
+def train(opt):
+    init_logger(opt.log_file)
+    check_opts(opt)
+    apply_epochs(opt)
+    if opt.world_size > 1:
+        context = torch.multiprocessing.get_context("spawn")
+        error_queue = context.SimpleQueue()
+        error_handler = ErrorHandler(error_queue)
+        procs = []
+        for device_id in range(len(opt.gpu_ranks)):
+            proc = context.Process(target=spawned_train,
+                                   args=(train_single, opt, device_id, error_queue))
+            proc.start()
+            error_handler.add_child(proc.pid)
+            procs.append(proc)
+        for proc in procs:
+            proc.join()
+    else:
+        train_single(opt, 0 if len(opt.gpu_ranks) == 1 else -1)
