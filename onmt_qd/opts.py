@@ -149,17 +149,33 @@ def check_config_keys(parser, args):
                 raise OptionError(f"unknown key '{key}' in config {path}{hint}")
 
 
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _unknown_option_error(parser, option):
+    known = sorted(s.lstrip("-") for s in parser._option_string_actions)
+    close = difflib.get_close_matches(option.lstrip("-"), known, n=1)
+    hint = f" (did you mean '-{close[0]}'?)" if close else ""
+    return OptionError(f"unknown option '{option}'{hint}")
+
+
 def parse(parser, args=None):
-    """Parse strictly: unknown command-line options and YAML keys are errors."""
+    """Parse strictly: unknown command-line options and YAML keys are errors
+    (checked before argparse, which would read '-hiden_size' as '-h iden_size')."""
     import sys
 
     args = sys.argv[1:] if args is None else list(args)
     check_config_keys(parser, args)
+    for arg in args:
+        option = arg.split("=", 1)[0]
+        if arg.startswith("-") and not _is_number(arg) and option not in parser._option_string_actions:
+            raise _unknown_option_error(parser, option)
     opt, unknown = parser.parse_known_args(args)
     if unknown:
-        known = _known_keys(parser)
-        name = unknown[0].split("=")[0].lstrip("-")
-        close = difflib.get_close_matches(name, sorted(known), n=1)
-        hint = f" (did you mean '-{close[0]}'?)" if close else ""
-        raise OptionError(f"unknown option '{unknown[0]}'{hint}")
+        raise _unknown_option_error(parser, unknown[0])
     return opt

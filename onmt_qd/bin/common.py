@@ -6,9 +6,8 @@ import sys
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError)
 
 
-def run_command(main_fn):
-    """Run ``main_fn``; a user error becomes 'COMMAND: error: message' and exit 2."""
-    name = sys.argv[0].rsplit("/", 1)[-1]
+def run_command(main_fn, name):
+    """Run ``main_fn``; a user error becomes 'NAME: error: message' and exit 2."""
     try:
         main_fn()
     except USER_ERRORS as exc:

@@ -38,7 +38,7 @@ def main():
                 args.vocab_size, args.model_type)
             print(f"SentencePiece model: {model}")
 
-    run_command(run)
+    run_command(run, "onmt_qd_data")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ def main():
 
         train(parse(train_parser()))
 
-    run_command(run)
+    run_command(run, "onmt_qd_train")
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ def reference_perplexity(model, vocabs, train_opt, src_path, tgt_path, device="c
     """exp(mean cross-entropy of the gold target tokens), tokenized as in validation."""
     opt = copy.deepcopy(train_opt)
     transforms = valid_transforms(train_opt)
-    opt.data = {CorpusTask.VALID: {"path_src": src_path, "path_tgt": tgt_path,
-                                   "transforms": transforms}}
+    corpus = dict(train_opt.data[CorpusTask.VALID])  # validated: every field present
+    corpus.update(path_src=src_path, path_tgt=tgt_path, transforms=transforms)
+    opt.data = {CorpusTask.VALID: corpus}
     opt._all_transform = set(transforms)
     opt.num_workers = 0
     opt.valid_batch_size = 64

@@ -164,13 +164,13 @@ def train_single(opt, device_id):
 
     saver = QDModelSaver(opt.save_model, model, model_opt, vocabs, optim,
                          opt.keep_checkpoint, opt.save_format, device_id)
-    os.makedirs(os.path.dirname(os.path.abspath(opt.save_model)), exist_ok=True)
     policy = policy_from_opts(opt)
     if policy is not None:
         saver.fake_quant = FakeQuantizer(model, policy)
         saver.fake_quant.attach(model, optim)
         logger.info(f"Quantized training: {len(saver.fake_quant.bits)} tensors, "
                     f"{policy.bits} bits, bucket {policy.bucket_size}, {policy.method}")
+    os.makedirs(os.path.dirname(os.path.abspath(opt.save_model)), exist_ok=True)
 
     trainer = QDTrainer.adopt(build_trainer(opt, device_id, model, vocabs, optim,
                                             model_saver=saver))

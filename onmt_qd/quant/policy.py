@@ -1,0 +1,120 @@
+"""Which parameters are quantized, and at how many bits (method.md §3).
+
+One policy object, applied by parameter name, decides this for training, export, size
+accounting and evaluation alike, and travels in checkpoints as a plain dict."""
+import dataclasses
+import re
+
+from onmt_qd.quant.quantizer import (
+    quantile_points, quantize_to_points, quantize_uniform, validate_bits,
+    validate_bucket_size)
+
+METHODS = ("uniform", "quantile")
+ROUNDINGS = ("deterministic", "stochastic")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class QuantPolicy:
+    """By default every parameter with two or more dimensions is quantized, embeddings
+    (names containing "embeddings") and the output layer ("generator.*") included.
+
+    ``biases`` adds the 1-dimensional tensors. Patterns are regular expressions searched
+    anywhere in the name: ``include`` forces a parameter in whatever the switches say,
+    ``exclude`` takes it out and wins over ``include``. ``bits_overrides`` maps patterns
+    to bits for mixed precision; when several match, the last one wins, so list general
+    patterns before specific ones."""
+    bits: int = 4
+    bucket_size: int = 256
+    method: str = "uniform"
+    rounding: str = "deterministic"
+    embeddings: bool = True
+    generator: bool = True
+    biases: bool = False
+    include: tuple = ()
+    exclude: tuple = ()
+    bits_overrides: dict = None
+
+    def __post_init__(self):
+        validate_bits(self.bits)
+        validate_bucket_size(self.bucket_size)
+        if self.method not in METHODS:
+            raise ValueError(f"quantization method must be one of {', '.join(METHODS)}, "
+                             f"got {self.method!r}")
+        if self.rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, "
+                             f"got {self.rounding!r}")
+        if self.rounding == "stochastic" and self.method != "uniform":
+            raise ValueError("stochastic rounding needs the uniform method")
+        object.__setattr__(self, "include", tuple(self.include))
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "bits_overrides", dict(self.bits_overrides or {}))
+        for pattern in self.include + self.exclude + tuple(self.bits_overrides):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid policy pattern {pattern!r}: {exc}") from None
+        for bits in self.bits_overrides.values():
+            validate_bits(bits)
+
+    def bits_for(self, name):
+        """The policy's bits for ``name``: the last matching override, else ``bits``."""
+        matching = [bits for pattern, bits in self.bits_overrides.items()
+                    if re.search(pattern, name)]
+        return matching[-1] if matching else self.bits
+
+    def _switched_on(self, name, shape):
+        if len(shape) >= 2:
+            selected = True
+        else:
+            selected = self.biases and len(shape) == 1
+        if "embeddings" in name and not self.embeddings:
+            selected = False
+        if name.startswith("generator.") and not self.generator:
+            selected = False
+        return selected
+
+    def select(self, named_shapes):
+        """name -> bits for every quantized parameter, in the input order. A pattern
+        that matches nothing is an error: it is almost always a typo."""
+        names = list(named_shapes)
+        example = names[0] if names else "encoder.rnn.weight_ih_l0"
+        for pattern in self.include + self.exclude:
+            if not any(re.search(pattern, name) for name in names):
+                raise ValueError(f"policy pattern {pattern!r} matches no parameter; "
+                                 f"parameters look like {example!r}")
+        selected = {
+            name: self.bits_for(name) for name, shape in named_shapes.items()
+            if (self._switched_on(name, tuple(shape))
+                or any(re.search(p, name) for p in self.include))
+            and not any(re.search(p, name) for p in self.exclude)}
+        for pattern in self.bits_overrides:
+            if not any(re.search(pattern, name) for name in selected):
+                raise ValueError(f"policy pattern {pattern!r} matches no quantized "
+                                 f"parameter; parameters look like {example!r}")
+        return selected
+
+    def quantize(self, name, tensor, bits=None, points=None, stochastic=None, generator=None):
+        """Quantize ``tensor`` (parameter ``name``) the policy's way: to explicit
+        ``points`` when given (differentiable quantization), else by the policy's
+        method. ``stochastic`` overrides the rounding; it applies to uniform only."""
+        bits = self.bits_for(name) if bits is None else bits
+        if stochastic is None:
+            stochastic = self.rounding == "stochastic"
+        if stochastic and (points is not None or self.method != "uniform"):
+            raise ValueError("stochastic rounding needs the uniform method")
+        if points is None and self.method == "quantile":
+            points = quantile_points(tensor, bits, self.bucket_size)
+        if points is not None:
+            return quantize_to_points(tensor, points, self.bucket_size, bits)
+        return quantize_uniform(tensor, bits, self.bucket_size, stochastic, generator)
+
+    def to_dict(self):
+        """JSON-serializable form, for checkpoints and the compressed file."""
+        as_dict = dataclasses.asdict(self)
+        as_dict["include"] = list(self.include)
+        as_dict["exclude"] = list(self.exclude)
+        return as_dict
+
+    @classmethod
+    def from_dict(cls, as_dict):
+        return cls(**as_dict)

@@ -1,0 +1,131 @@
+"""Bucketed quantization to a set of points in scaled space (method.md §1, §2, §4).
+
+Every quantized tensor is stored the same way, uniform or not: one level index per
+weight, (alpha, beta) per bucket and the sorted points the levels index, so a single
+``dequantize`` serves training, export, evaluation and file readers."""
+import dataclasses
+import numbers
+
+import torch
+
+from onmt_qd.quant.buckets import bucket_scales, bucket_view, scaled_values, unbucket
+
+MAX_BITS = 8  # levels are stored as uint8
+
+
+def validate_bits(bits):
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) \
+            or not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"bits must be an integer from 1 to {MAX_BITS}, got {bits!r}")
+
+
+def validate_bucket_size(bucket_size):
+    if isinstance(bucket_size, bool) or not isinstance(bucket_size, numbers.Integral) \
+            or bucket_size < 1:
+        raise ValueError(f"bucket size must be a positive integer, got {bucket_size!r}")
+
+
+@dataclasses.dataclass
+class QuantizedTensor:
+    levels: torch.Tensor   # uint8 [numel], indices into points
+    alpha: torch.Tensor    # float32 [n_buckets], bucket max - min
+    beta: torch.Tensor     # float32 [n_buckets], bucket min
+    points: torch.Tensor   # float32 [n_points], sorted, in [0, 1]
+    shape: tuple
+    bucket_size: int
+    bits: int              # allocation: n_points <= 2**bits
+
+    @property
+    def n_buckets(self):
+        return self.alpha.numel()
+
+    def dequantize(self):
+        """alpha * point + beta per element, as two separately rounded float32 ops
+        (never a fused multiply-add), so CPU and CUDA give the same bits. The min of
+        every bucket is exact; its max is off by at most float32 rounding of alpha."""
+        scaled = bucket_view(self.points[self.levels.long()], self.bucket_size)
+        buckets = scaled * self.alpha[:, None] + self.beta[:, None]
+        return unbucket(buckets, self.levels.numel()).view(self.shape)
+
+    def to(self, device):
+        return dataclasses.replace(
+            self, **{name: getattr(self, name).to(device)
+                     for name in ("levels", "alpha", "beta", "points")})
+
+
+def uniform_points(bits, device=None):
+    """The 2**bits evenly spaced points of [0, 1], both ends included. Computed on the
+    CPU: CUDA divides by a scalar through its reciprocal, one ulp off."""
+    validate_bits(bits)
+    n_points = 2 ** bits
+    return (torch.arange(n_points, dtype=torch.float32) / (n_points - 1)).to(device)
+
+
+def project_points(points):
+    """Clamp to [0, 1] and sort: keeps trained points a valid codebook after an
+    optimizer step (the caller's optimizer state then follows the old order)."""
+    return torch.sort(points.detach().clamp(0.0, 1.0)).values
+
+
+def quantile_points(tensor, bits, bucket_size=256):
+    """Points at the j/(s-1) quantiles of the tensor's scaled values (linear
+    interpolation, as torch.quantile, but by one sort: no input size limit)."""
+    validate_bits(bits)
+    validate_bucket_size(bucket_size)
+    n_points = 2 ** bits
+    if tensor.numel() < n_points:
+        raise ValueError(f"quantile method needs at least {n_points} values, tensor has "
+                         f"{tensor.numel()}: use -quant_method uniform or fewer bits")
+    scaled = scaled_values(tensor, *bucket_scales(tensor, bucket_size), bucket_size)
+    ordered = torch.sort(scaled).values
+    positions = torch.linspace(0, ordered.numel() - 1, n_points, dtype=torch.float64,
+                               device=ordered.device)
+    lower = positions.floor().long()
+    upper = positions.ceil().long()
+    weight = (positions - lower).float()
+    return project_points(torch.lerp(ordered[lower], ordered[upper], weight))
+
+
+def quantize_uniform(tensor, bits, bucket_size=256, stochastic=False, generator=None):
+    """Round scaled values to the uniform grid, to the nearest point or stochastically
+    (floor plus a Bernoulli draw of the remainder, which makes E[Q(v)] = v)."""
+    validate_bits(bits)
+    validate_bucket_size(bucket_size)
+    alpha, beta = bucket_scales(tensor, bucket_size)
+    intervals = 2 ** bits - 1
+    grid = scaled_values(tensor, alpha, beta, bucket_size) * intervals
+    if stochastic:
+        floor = grid.floor()
+        draws = torch.rand(grid.shape, generator=generator, device=grid.device)
+        levels = floor + (draws < grid - floor)
+    else:
+        levels = grid.round()
+    return QuantizedTensor(levels.clamp_(0, intervals).to(torch.uint8), alpha, beta,
+                           uniform_points(bits, device=grid.device), tuple(tensor.shape),
+                           bucket_size, bits)
+
+
+def quantize_to_points(tensor, points, bucket_size=256, bits=None):
+    """Nearest point for every scaled value (a value on a midpoint goes to the lower
+    point). ``bits`` defaults to the fewest that index all the points."""
+    validate_bucket_size(bucket_size)
+    points = torch.sort(points.detach().float().reshape(-1).to(tensor.device)).values
+    if bits is None:
+        bits = max(1, (points.numel() - 1).bit_length())
+    validate_bits(bits)
+    if not 1 <= points.numel() <= 2 ** bits:
+        raise ValueError(f"{points.numel()} points do not fit in {bits} bits")
+    alpha, beta = bucket_scales(tensor, bucket_size)
+    midpoints = (points[1:] + points[:-1]) / 2
+    levels = torch.searchsorted(midpoints, scaled_values(tensor, alpha, beta, bucket_size))
+    return QuantizedTensor(levels.to(torch.uint8), alpha, beta, points,
+                           tuple(tensor.shape), bucket_size, bits)
+
+
+def point_gradient(qt, grad_q):
+    """dL/dp_j = sum over weights i on point j of alpha_bucket(i) * dL/dq_i, since
+    q_i = alpha * p_j + beta (differentiable quantization, method.md §4)."""
+    buckets = bucket_view(grad_q.detach().float().to(qt.alpha.device), qt.bucket_size)
+    weighted = unbucket(buckets * qt.alpha[:, None], qt.levels.numel())
+    grad = torch.zeros_like(qt.points)
+    return grad.index_add_(0, qt.levels.long(), weighted)
