@@ -18,8 +18,10 @@ def load_checkpoint(path):
     except FileNotFoundError:
         raise ValueError(f"checkpoint {path} does not exist") from None
     except Exception as exc:  # corrupt, truncated, foreign pickle...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"cannot read checkpoint {path}: {first}") from None
+        reason = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() \
+            else type(exc).__name__
+        raise ValueError(f"{path} is neither an OpenNMT-py checkpoint nor an onmt_qd "
+                         f"compressed model ({reason})") from None
 
 
 def save_atomic(obj, path):

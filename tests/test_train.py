@@ -15,12 +15,14 @@ from conftest import run_cli
 from onmt_qd.compat import load_checkpoint
 
 
-def stock_translate(model, src, output):
-    """OpenNMT-py's own translate entry point; importing onmt_qd only allow-lists
-    argparse.Namespace for torch's weights-only loading."""
-    code = ("import sys, onmt_qd; from onmt.bin.translate import main; "
-            f"sys.argv = ['onmt_translate', '-model', {model!r}, '-src', {src!r}, "
-            f"'-output', {output!r}, '-beam_size', '2']; main()")
+def stock_translate(model, src, output, spm):
+    """OpenNMT-py's own translate entry point, with the SentencePiece transform;
+    importing onmt_qd only allow-lists argparse.Namespace for torch's weights-only
+    loading."""
+    args = ["onmt_translate", "-model", model, "-src", src, "-output", output, "-beam_size",
+            "2", "-transforms", "sentencepiece", "-src_subword_model", spm,
+            "-tgt_subword_model", spm]
+    code = f"import sys, onmt_qd; from onmt.bin.translate import main; sys.argv = {args!r}; main()"
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     with open(output) as handle:
         return handle.read().splitlines()
@@ -37,7 +39,8 @@ def test_distillation_learns_and_translates_with_stock_onmt(data, teacher, tmp_p
             "-teacher_model", teacher, "-distill_weight", 0.7)
     ppls = valid_ppls(save)
     assert len(ppls) == 3 and ppls[-1] < ppls[0]
-    lines = stock_translate(f"{save}_best.pt", data["test.de"], str(tmp_path / "out.txt"))
+    lines = stock_translate(f"{save}_best.pt", data["test.de"], str(tmp_path / "out.txt"),
+                            data["spm"])
     assert len(lines) == 20
 
 

@@ -1,0 +1,77 @@
+"""Bridge between OpenNMT-py checkpoints and the compressed model file: what goes into
+the file (model options, vocabularies, policy, quantized and plain tensors) and the
+checkpoint that comes back out, bit for bit."""
+import argparse
+import contextlib
+import os
+import tempfile
+
+from onmt_qd.codec import is_compressed_file, read_compressed, write_compressed  # noqa
+from onmt_qd.compat import load_checkpoint, save_atomic
+from onmt_qd.models import named_weights, split_weights
+from onmt_qd.quant import QuantPolicy
+from onmt_qd.quantized import attach_quantization, quantization_of
+
+
+def _jsonable(value):
+    if isinstance(value, (set, frozenset)):
+        return {"__set__": sorted(_jsonable(v) for v in value)}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _from_json(value):
+    if isinstance(value, dict):
+        if set(value) == {"__set__"}:
+            return set(value["__set__"])
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
+def compress_checkpoint(checkpoint, output, coder="huffman", pooling="auto", source="checkpoint"):
+    """Write a quantized checkpoint as a compressed file; returns the size report."""
+    policy, quantized = quantization_of(checkpoint, source)
+    weights = named_weights(checkpoint)
+    plain = {k: v.float() for k, v in weights.items() if k not in quantized}
+    meta = {"opt": _jsonable(vars(checkpoint["opt"])), "vocab": _jsonable(checkpoint["vocab"]),
+            "policy": policy.to_dict(), "order": list(weights)}
+    return write_compressed(output, meta, quantized, plain, coder=coder, pooling=pooling)
+
+
+def checkpoint_from_compressed(path):
+    """The quantized checkpoint a compressed file was made from (weights bit for bit)."""
+    meta, quantized, plain = read_compressed(path)
+    weights = {name: quantized[name].dequantize() if name in quantized else plain[name]
+               for name in meta["order"]}
+    checkpoint = {"opt": argparse.Namespace(**_from_json(meta["opt"])),
+                  "vocab": _from_json(meta["vocab"])}
+    return attach_quantization(checkpoint, weights, quantized, QuantPolicy.from_dict(meta["policy"]))
+
+
+def load_any(path):
+    """A checkpoint dictionary from a checkpoint or a compressed file."""
+    if is_compressed_file(path):
+        return checkpoint_from_compressed(path)
+    return load_checkpoint(path)
+
+
+@contextlib.contextmanager
+def as_checkpoint_file(path):
+    """Yield a path OpenNMT-py can load: ``path`` itself for a checkpoint, a
+    temporary checkpoint decoded from it for a compressed file."""
+    if not is_compressed_file(path):
+        if not os.path.isfile(path):
+            raise ValueError(f"model {path} does not exist")
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="onmt_qd_") as tmp:
+        decoded = os.path.join(tmp, "model.pt")
+        save_atomic(checkpoint_from_compressed(path), decoded)
+        yield decoded
