@@ -3,7 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-ONMT_QD_DATA_MIRROR ?= $(abspath ../shared/data)
+# Use the workplace's local dataset mirror when there is one; otherwise datasets download.
+ONMT_QD_DATA_MIRROR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export ONMT_QD_DATA_MIRROR
 
 .PHONY: install demo test clean

@@ -23,8 +23,11 @@ def build_model_from_checkpoint(checkpoint, device="cpu"):
     model_opt = model_opts_of(checkpoint)
     vocabs = dict_to_vocabs(checkpoint["vocab"])
     model = build_base_model(model_opt, vocabs)
-    # OpenNMT-py's loader consumes the dictionaries it is given: hand it copies.
-    state = {"model": dict(checkpoint["model"]), "generator": dict(checkpoint["generator"] or {})}
+    # OpenNMT-py's loader consumes the dictionaries it is given and makes the generator
+    # share storage with the checkpoint's tensors: hand it copies, so writing into the
+    # model (differentiable quantization does) never changes the checkpoint.
+    state = {"model": {k: v.clone() for k, v in checkpoint["model"].items()},
+             "generator": {k: v.clone() for k, v in (checkpoint["generator"] or {}).items()}}
     model.load_state_dict(state, device=torch.device(device), strict=True)
     model.to(device)
     model.eval()

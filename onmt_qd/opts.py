@@ -98,8 +98,6 @@ def validate_distill_opts(opt):
     if opt.teacher_model and not os.path.isfile(opt.teacher_model):
         raise OptionError(f"teacher checkpoint {opt.teacher_model} does not exist: "
                           "train the teacher first or fix -teacher_model")
-    if opt.epochs < 0:
-        raise OptionError(f"-epochs must be >= 0, got {opt.epochs}")
 
 
 def train_parser():

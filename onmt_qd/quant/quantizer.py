@@ -67,12 +67,13 @@ def project_points(points):
     return torch.sort(points.detach().clamp(0.0, 1.0)).values
 
 
-def quantile_points(tensor, bits, bucket_size=256):
+def quantile_points(tensor, bits, bucket_size=256, n_points=None):
     """Points at the j/(s-1) quantiles of the tensor's scaled values (linear
-    interpolation, as torch.quantile, but by one sort: no input size limit)."""
+    interpolation, as torch.quantile, but by one sort: no input size limit).
+    ``n_points`` (at most 2**bits) serves allocations that are not a power of two."""
     validate_bits(bits)
     validate_bucket_size(bucket_size)
-    n_points = 2 ** bits
+    n_points = 2 ** bits if n_points is None else n_points
     if tensor.numel() < n_points:
         raise ValueError(f"quantile method needs at least {n_points} values, tensor has "
                          f"{tensor.numel()}: use -quant_method uniform or fewer bits")

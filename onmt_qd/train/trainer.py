@@ -203,6 +203,8 @@ def check_opts(opt):
     ArgumentParser.validate_model_opts(opt)
     validate_distill_opts(opt)
     policy_from_opts(opt)
+    if opt.epochs < 0:
+        raise OptionError(f"-epochs must be >= 0, got {opt.epochs}")
     if opt.teacher_model and opt.truncated_decoder:
         raise OptionError("distillation needs whole targets: set -truncated_decoder 0")
     if opt.train_from and not os.path.isfile(opt.train_from):

@@ -1,0 +1,38 @@
+"""onmt_qd_recipe NAME [-profile quick|paper|mini] [-data_dir D] [-work_dir W]
+[-stages S ...]: run a recipe's stages; finished stages are skipped."""
+import argparse
+
+from onmt_qd.bin.common import run_command
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="onmt_qd_recipe", description=__doc__)
+    p.add_argument("name", help="multi30k, integ200k or wmt13")
+    p.add_argument("-profile", default="quick")
+    p.add_argument("-data_dir", default=None, help="where the dataset is (fetched if absent)")
+    p.add_argument("-work_dir", default=None, help="default: runs/NAME_PROFILE")
+    p.add_argument("-from", dest="mirror", default=None, help="local dataset mirror")
+    p.add_argument("-stages", nargs="*", default=None, help="run only these stages")
+    p.add_argument("-gpu", action="store_true", help="train and evaluate on GPU 0")
+    return p
+
+
+def main():
+    def run():
+        import os
+
+        from onmt_qd.recipes import Pipeline
+
+        args = parser().parse_args()
+        work = args.work_dir or os.path.join("runs", f"{args.name}_{args.profile}")
+        pipeline = Pipeline(args.name, args.profile, work, args.data_dir, args.mirror, args.gpu)
+        pipeline.run(args.stages)
+        if os.path.exists(pipeline.path("report.md")):
+            print(f"Report: {pipeline.path('report.md')}\nPlot:   "
+                  f"{pipeline.path('bleu_vs_size.png')}\nJSON:   {pipeline.path('results.json')}")
+
+    run_command(run, "onmt_qd_recipe")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,325 @@
+"""Recipes: the paper's translation experiments as resumable stages.
+
+Every stage runs a real onmt_qd command in a subprocess, writes its config and log
+under the work directory, and leaves ``stages/NAME.done`` only when it finished:
+a finished stage is skipped, a killed one starts again from a clean slate."""
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import yaml
+
+from onmt_qd import datasets
+
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+
+
+class RecipeError(ValueError):
+    pass
+
+
+def load_recipe(name, profile):
+    path = os.path.join(RECIPES_DIR, name, "recipe.yaml")
+    if not os.path.isfile(path):
+        known = sorted(os.listdir(RECIPES_DIR))
+        raise RecipeError(f"unknown recipe '{name}'; known: {', '.join(known)}")
+    with open(path) as handle:
+        recipe = yaml.safe_load(handle)
+    if profile not in recipe["profiles"]:
+        raise RecipeError(f"recipe {name} has no profile '{profile}'; "
+                          f"known: {', '.join(recipe['profiles'])}")
+    return recipe, recipe["profiles"][profile]
+
+
+def option_args(options):
+    args = []
+    for key, value in options.items():
+        if isinstance(value, bool):
+            args += [f"-{key}"] if value else []
+        else:
+            args += [f"-{key}"] + ([str(v) for v in value] if isinstance(value, list) else [str(value)])
+    return args
+
+
+class Stage:
+    """``signature`` names what the stage covers (the models a compress/evaluate/report
+    stage handles): a finished stage whose signature changed runs again."""
+
+    def __init__(self, name, run, outputs=(), signature=""):
+        self.name, self.run, self.outputs, self.signature = name, run, outputs, signature
+
+
+class Pipeline:
+    """The stages of one recipe and profile, run in order in ``work_dir``."""
+
+    def __init__(self, name, profile, work_dir, data_dir=None, mirror=None, gpu=False):
+        self.name, self.profile_name = name, profile
+        self.recipe, self.profile = load_recipe(name, profile)
+        self.work = os.path.abspath(work_dir)
+        self.data_dir = os.path.abspath(data_dir or os.path.join(self.work, "data"))
+        self.mirror = mirror
+        self.gpu = (gpu or bool(self.profile.get("gpu"))) and _cuda()
+        if gpu and not self.gpu:
+            raise RecipeError("-gpu given but torch sees no CUDA device")
+        for sub in ("stages", "logs", "configs", "models", "eval"):
+            os.makedirs(os.path.join(self.work, sub), exist_ok=True)
+        self.stages = self.build_stages()
+
+    # ---- paths -------------------------------------------------------------
+    def path(self, *parts):
+        return os.path.join(self.work, *parts)
+
+    def model_path(self, name, ext=".pt"):
+        return self.path("models", name + ext)
+
+    # ---- running -----------------------------------------------------------
+    def command(self, stage, args):
+        """Run one onmt_qd command, output to logs/STAGE.log; fail with the log's tail."""
+        log = self.path("logs", f"{stage}.log")
+        with open(log, "a") as handle:
+            handle.write("$ " + " ".join(args) + "\n")
+            handle.flush()
+            result = subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if result.returncode != 0:
+            with open(log) as handle:
+                tail = handle.read().strip().splitlines()[-1:]
+            raise RecipeError(f"stage {stage} failed ({tail[0] if tail else 'no output'}); "
+                              f"see {log}")
+
+    def py(self, module, *args):
+        return [sys.executable, "-m", f"onmt_qd.bin.{module}", *map(str, args)]
+
+    def run(self, only=None):
+        todo = [s for s in self.stages if not only or s.name in only]
+        if only:
+            unknown = set(only) - {s.name for s in self.stages}
+            if unknown:
+                raise RecipeError(f"unknown stage(s) {', '.join(sorted(unknown))}; stages: "
+                                  + ", ".join(s.name for s in self.stages))
+        start = time.time()
+        for i, stage in enumerate(todo, 1):
+            done = self.path("stages", stage.name + ".done")
+            prefix = f"[{i}/{len(todo)}] {stage.name}"
+            if os.path.exists(done) and self.finished_signature(done) == stage.signature:
+                print(f"{prefix}: done already, skipped", flush=True)
+                continue
+            for output in stage.outputs:  # a killed run may have left part of these
+                shutil.rmtree(output, ignore_errors=True) if os.path.isdir(output) else \
+                    os.path.exists(output) and os.remove(output)
+            open(self.path("logs", f"{stage.name}.log"), "w").close()
+            print(f"{prefix} ...", flush=True)
+            t0 = time.time()
+            stage.run()
+            with open(done, "w") as handle:
+                json.dump({"seconds": round(time.time() - t0, 1), "signature": stage.signature},
+                          handle)
+            print(f"{prefix}: finished in {(time.time() - t0) / 60:.1f} min "
+                  f"(total {(time.time() - start) / 60:.1f} min)", flush=True)
+
+    @staticmethod
+    def finished_signature(done):
+        try:
+            with open(done) as handle:
+                return json.load(handle).get("signature")
+        except ValueError:
+            return None
+
+    # ---- stages ------------------------------------------------------------
+    def build_stages(self):
+        p = self.profile
+        stages = [Stage("data", self.prepare_data, [self.path("data_config.yaml")]),
+                  self.train_stage("teacher", p["teacher"]),
+                  self.train_stage("student_fp", p["student"]),
+                  self.train_stage("student_distilled_fp", p["student"], teacher=True)]
+        quantized = []
+        for bits in p.get("pm_bits", []):
+            name = f"pm_quantization_{bits}bit"
+            stages.append(Stage(name, lambda b=bits, n=name: self.command(n, self.py(
+                "quantize", "-model", self.model_path("student_distilled_fp"), "-bits", b,
+                "-output", self.model_path(n))), [self.model_path(name)]))
+            quantized.append(name)
+        for bits in p.get("qd_bits", []):
+            stages.append(self.train_stage(f"quantized_distillation_{bits}bit", p["student"],
+                                           teacher=True, bits=bits,
+                                           warm_start="student_distilled_fp"))
+            quantized.append(stages[-1].name)
+        for bits in p.get("normal_loss_bits", []):
+            stages.append(self.train_stage(f"quantized_normal_loss_{bits}bit", p["student"],
+                                           bits=bits, warm_start="student_fp"))
+            quantized.append(stages[-1].name)
+        if self.diffquant_available():
+            for bits in p.get("diffquant_bits", []):
+                name = f"differentiable_quantization_{bits}bit"
+                stages.append(Stage(name, lambda b=bits, n=name: self.diffquant(n, b),
+                                    [self.model_path(name)]))
+                quantized.append(name)
+        self.quantized = quantized
+        self.evaluated = ["teacher", "student_fp", "student_distilled_fp"] + quantized
+        covered = ",".join(self.evaluated)
+        stages.append(Stage("compress", self.compress_all,
+                            [self.path("sizes")] + [self.model_path(n, ".qdz") for n in quantized],
+                            covered))
+        stages.append(Stage("evaluate", self.evaluate_all, [self.path("eval")], covered))
+        stages.append(Stage("report", self.report, [self.path("report.md")], covered))
+        return stages
+
+    def diffquant_available(self):
+        try:
+            import onmt_qd.bin.diffquant  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def prepare_data(self):
+        name = self.recipe["dataset"]
+        raw = self.path("data_raw") if self.profile.get("subset") else self.data_dir
+        if not os.path.exists(os.path.join(raw, "MANIFEST.json")):
+            datasets.get(name, raw, self.mirror)
+        files = datasets.split_files(name, raw)
+        if self.profile.get("subset"):
+            files = self.subset(files, self.profile["subset"])
+        if "test" not in files:
+            raise RecipeError(f"dataset {name} has no test split with references")
+        config = {"save_data": self.path("data"), "overwrite": True,
+                  "src_vocab": self.path("data", "vocab.src"),
+                  "tgt_vocab": self.path("data", "vocab.tgt"), "share_vocab": True,
+                  "data": {"train": {"path_src": files["train"][0], "path_tgt": files["train"][1]},
+                           "valid": {"path_src": files["valid"][0], "path_tgt": files["valid"][1]}},
+                  "test": {"src": files["test"][0], "tgt": files["test"][1]}}
+        if self.recipe.get("sentencepiece"):
+            size = self.profile.get("spm_vocab_size", 8000)
+            spm_model = datasets.train_sentencepiece(list(files["train"]),
+                                                     self.path("data", f"spm{size}"), size)
+            for corpus in config["data"].values():
+                corpus["transforms"] = ["sentencepiece", "filtertoolong"]
+            config.update(src_subword_model=spm_model, tgt_subword_model=spm_model,
+                          src_seq_length=200, tgt_seq_length=200)
+        else:
+            config.update(src_vocab_size=self.recipe.get("vocab_size", 50000),
+                          tgt_vocab_size=self.recipe.get("vocab_size", 50000))
+        os.makedirs(self.path("data"), exist_ok=True)
+        test = config.pop("test")
+        build_config = self.path("configs", "build_vocab.yaml")
+        with open(build_config, "w") as handle:
+            yaml.safe_dump(config, handle)
+        self.command("data", [sys.executable, "-m", "onmt.bin.build_vocab", "-config",
+                              build_config, "-n_sample", "-1"])
+        for vocab in {config["src_vocab"], config["tgt_vocab"]}:  # one file when shared
+            if os.path.exists(vocab):
+                drop_unreadable_tokens(vocab)
+        config["test"] = test
+        with open(self.path("data_config.yaml"), "w") as handle:
+            yaml.safe_dump(config, handle)
+
+    def subset(self, files, sizes):
+        out = {}
+        for split, paths in files.items():
+            n = sizes.get(split)
+            out[split] = tuple(self.path("data", os.path.basename(p)) for p in paths)
+            os.makedirs(self.path("data"), exist_ok=True)
+            for src, dst in zip(paths, out[split]):
+                with open(src, encoding="utf-8") as fin, open(dst, "w", encoding="utf-8") as fout:
+                    for i, line in enumerate(fin):
+                        if n is not None and i >= n:
+                            break
+                        fout.write(line)
+        return out
+
+    def data_config(self):
+        with open(self.path("data_config.yaml")) as handle:
+            return yaml.safe_load(handle)
+
+    def train_stage(self, name, model, teacher=False, bits=None, warm_start=None):
+        """A training stage. Quantized students train from scratch, as in the paper,
+        unless the profile sets ``quantized_epochs`` (to save time): then they resume
+        the full-precision run of the same loss (``warm_start``) that many epochs before
+        its end, optimizer and learning-rate schedule included, and finish it
+        quantized, so they see exactly as many epochs as the full-precision student."""
+        def run():
+            config = {k: v for k, v in self.data_config().items() if k != "test"}
+            config.update(self.recipe["train"])
+            config.update(model)
+            config["keep_checkpoint"] = 1 if bits else -1
+            if bits and warm_start and self.profile.get("quantized_epochs"):
+                config.update(train_from=self.epoch_checkpoint(
+                    warm_start, model["epochs"] - self.profile["quantized_epochs"]))
+            config["save_model"] = self.path("models", name, "model")
+            if teacher:
+                config["teacher_model"] = self.model_path("teacher")
+            if bits:
+                config["quant_bits"] = bits
+            if self.gpu:
+                config.update(world_size=1, gpu_ranks=[0])
+            path = self.path("configs", f"{name}.yaml")
+            with open(path, "w") as handle:
+                yaml.safe_dump(config, handle)
+            self.command(name, self.py("train", "-config", path))
+            os.replace(self.path("models", name, "model_best.pt"), self.model_path(name))
+        return Stage(name, run, [self.path("models", name), self.model_path(name)])
+
+    def epoch_checkpoint(self, name, epoch):
+        """The checkpoint a full-precision run saved at the end of ``epoch``."""
+        saved = sorted(glob.glob(self.path("models", name, "model_step_*.pt")),
+                       key=lambda p: int(p.rsplit("_", 1)[1][:-3]))
+        if not 1 <= epoch <= len(saved):
+            raise RecipeError(f"{name} has no checkpoint for epoch {epoch}: "
+                              "quantized_epochs must be smaller than the student's epochs")
+        return saved[epoch - 1]
+
+    def diffquant(self, name, bits):
+        config = {k: v for k, v in self.data_config().items() if k != "test"}
+        path = self.path("configs", f"{name}.yaml")
+        with open(path, "w") as handle:
+            yaml.safe_dump(config, handle)
+        self.command(name, self.py(
+            "diffquant", "-config", path, "-model", self.model_path("student_distilled_fp"),
+            "-teacher_model", self.model_path("teacher"), "-bits", bits,
+            "-train_steps", self.profile.get("diffquant_steps", 300),
+            "-output", self.model_path(name), *(["-gpu_ranks", 0] if self.gpu else [])))
+
+    def compress_all(self):
+        os.makedirs(self.path("sizes"), exist_ok=True)
+        for name in self.quantized:
+            self.command("compress", self.py("compress", "-model", self.model_path(name),
+                                             "-output", self.model_path(name, ".qdz"),
+                                             "-report_json", self.path("sizes", f"{name}.json")))
+
+    def evaluated_file(self, name):
+        return self.model_path(name, ".qdz") if name in self.quantized else self.model_path(name)
+
+    def evaluate_all(self):
+        os.makedirs(self.path("eval"), exist_ok=True)
+        test = self.data_config()["test"]
+        for name in self.evaluated:
+            self.command("evaluate", self.py("eval", "-model", self.evaluated_file(name),
+                                             "-src", test["src"], "-tgt", test["tgt"],
+                                             "-json", self.path("eval", f"{name}.json"),
+                                             "-gpu", 0 if self.gpu else -1))
+
+    def report(self):
+        from onmt_qd.report import write_report
+
+        write_report(self)
+
+
+def drop_unreadable_tokens(vocab_path):
+    """OpenNMT-py writes tokens that are Unicode whitespace (a no-break space in
+    WMT-derived text) into its vocabulary but cannot read them back; they become <unk>."""
+    with open(vocab_path, encoding="utf-8") as handle:
+        lines = handle.readlines()
+    kept = [line for line in lines if len(line.split(None, 1)) == 2]
+    if len(kept) != len(lines):
+        with open(vocab_path + ".tmp", "w", encoding="utf-8") as handle:
+            handle.writelines(kept)
+        os.replace(vocab_path + ".tmp", vocab_path)
+
+
+def _cuda():
+    import torch
+
+    return torch.cuda.is_available()

@@ -1,0 +1,191 @@
+"""Differentiable quantization (Algorithm 2, method.md §4): the weights of a trained
+model stay frozen; only each tensor's quantization points are learned, with the
+distillation loss against the teacher.
+
+Each step assigns every scaled weight to its nearest point, runs forward/backward with
+the quantized weights, and turns the weight gradients into point gradients
+dL/dp_j = sum_{i -> j} alpha_bucket(i) dL/dq_i; points are kept sorted inside [0, 1]."""
+import math
+
+import torch
+from onmt.constants import CorpusTask, DefaultTokens
+from onmt.inputters.dynamic_iterator import build_dynamic_dataset_iter
+from onmt.inputters.inputter import dict_to_vocabs
+from onmt.transforms import get_transforms_cls
+from onmt.utils.logging import logger
+from onmt.utils.parse import ArgumentParser
+
+from onmt_qd.compat import load_checkpoint, save_atomic
+from onmt_qd.distill import distillation_loss, load_teacher
+from onmt_qd.evaluate.metrics import reference_perplexity
+from onmt_qd.models import build_model_from_checkpoint, named_weights
+from onmt_qd.quant import (allocate_bits, allocate_points, point_gradient, project_points,
+                           quantile_points, quantize_to_points)
+from onmt_qd.quantized import attach_quantization, quantize_weights
+from onmt_qd.train.schedule import PlateauHalving
+
+
+class PointLearner:
+    """Per-tensor points of a frozen model, and the quantized weights they give."""
+
+    def __init__(self, model, policy, n_points, bits):
+        params = dict(model.named_parameters())
+        self.policy = policy
+        self.params = {name: params[name] for name in n_points}
+        self.weights = {name: p.detach().float().clone() for name, p in self.params.items()}
+        self.bits = bits
+        self.points = {name: self.initial_points(name, n) for name, n in n_points.items()}
+        self.quantized = {}
+
+    def initial_points(self, name, n):
+        if self.policy.method == "quantile":
+            return quantile_points(self.weights[name], self.bits[name], self.policy.bucket_size, n)
+        return torch.linspace(0, 1, n, device=self.weights[name].device)
+
+    def assign(self):
+        """Nearest-point assignment; the model's parameters then hold Q(w)."""
+        with torch.no_grad():
+            for name, param in self.params.items():
+                qt = quantize_to_points(self.weights[name], self.points[name],
+                                        self.policy.bucket_size, self.bits[name])
+                self.quantized[name] = qt
+                param.copy_(qt.dequantize())
+
+    def restore(self):
+        """Put the full-precision weights back into the model."""
+        with torch.no_grad():
+            for name, param in self.params.items():
+                param.copy_(self.weights[name])
+
+    def point_gradients(self):
+        return {name: point_gradient(self.quantized[name], param.grad.float())
+                for name, param in self.params.items()}
+
+
+def distill_step(model, teacher, batch, padding, weight, temperature):
+    """Backward of the mean distillation loss of one batch; returns the loss."""
+    output, _ = model(batch["src"], batch["tgt"], batch["srclen"])
+    with torch.no_grad():
+        teacher_out, _ = teacher(batch["src"], batch["tgt"], batch["srclen"])
+        teacher_logits = teacher.generator(teacher_out.reshape(-1, teacher_out.size(-1)))
+    logits = model.generator(output.reshape(-1, output.size(-1)))
+    target = batch["tgt"][:, 1:, 0].reshape(-1)
+    loss, _ = distillation_loss(logits, teacher_logits, target, padding, weight, temperature)
+    loss = loss / max(int(target.ne(padding).sum()), 1)
+    loss.backward()
+    return loss.item()
+
+
+def gradient_norms(model, teacher, learner, batches, padding, opt):
+    """Average norm of dL/dq per tensor over the given batches (at the initial points)."""
+    totals = dict.fromkeys(learner.params, 0.0)
+    learner.assign()
+    for batch in batches:
+        model.zero_grad(set_to_none=True)
+        distill_step(model, teacher, batch, padding, opt.distill_weight, opt.distill_temperature)
+        for name, param in learner.params.items():
+            totals[name] += param.grad.norm().item() / len(batches)
+    return totals
+
+
+def allocation(policy, selected, sizes, norms, opt):
+    """name -> (points, bits) by the chosen redistribution rule."""
+    names = list(selected)
+    if opt.redistribute == "none":
+        return {n: (2 ** selected[n], selected[n]) for n in names}
+    size_list, norm_list = [sizes[n] for n in names], [norms[n] for n in names]
+    if opt.redistribute == "points":
+        counts = allocate_points(size_list, norm_list, policy.bits)
+        return {n: (c, max(1, math.ceil(math.log2(c)))) for n, c in zip(names, counts)}
+    bits = allocate_bits(size_list, norm_list, opt.avg_bits or policy.bits)
+    return {n: (2 ** b, b) for n, b in zip(names, bits)}
+
+
+def data_iterator(opt, vocabs, device_id):
+    ArgumentParser.validate_prepare_opts(opt)
+    return build_dynamic_dataset_iter(opt, get_transforms_cls(opt._all_transform), vocabs,
+                                      task=CorpusTask.TRAIN, device_id=device_id)
+
+
+def run(opt, policy):
+    device_id = opt.gpu_ranks[0] if opt.gpu_ranks else -1
+    device = "cpu" if device_id < 0 else f"cuda:{device_id}"
+    torch.manual_seed(opt.seed)
+    checkpoint = load_checkpoint(opt.model)
+    vocabs = dict_to_vocabs(checkpoint["vocab"])
+    model, _, _ = build_model_from_checkpoint(checkpoint, device)
+    teacher = load_teacher(opt.teacher_model, vocabs, device)
+    weights = named_weights(checkpoint)
+    selected = policy.select({k: tuple(v.shape) for k, v in weights.items()})
+    sizes = {name: weights[name].numel() for name in selected}
+    padding = vocabs["tgt"][DefaultTokens.PAD]
+    # Weights are frozen: no dropout noise in the point gradients. Training mode stays
+    # on because cuDNN's RNN backward refuses eval mode.
+    model.update_dropout(0.0, 0.0)
+    model.train()
+    for param in model.parameters():
+        param.requires_grad_(True)
+    batches = (batch for batch, _ in data_iterator(opt, vocabs, device_id))
+
+    norms = {}
+    if opt.redistribute != "none":
+        probe = PointLearner(model, policy, {n: 2 ** b for n, b in selected.items()}, selected)
+        norms = gradient_norms(model, teacher, probe, [next(batches) for _ in
+                                                       range(opt.grad_norm_batches)], padding, opt)
+        probe.restore()
+    alloc = allocation(policy, selected, sizes, norms, opt)
+    for name, (n_points, bits) in alloc.items():
+        logger.info(f"{name}: {sizes[name]} weights, {n_points} points ({bits} bits)"
+                    + (f", gradient norm {norms[name]:.4g}" if norms else ""))
+    learner = PointLearner(model, policy, {n: a[0] for n, a in alloc.items()},
+                           {n: a[1] for n, a in alloc.items()})
+    points = list(learner.points.values())
+    for p in points:
+        p.requires_grad_(False)
+    optimizer = (torch.optim.Adam(points, lr=opt.learning_rate) if opt.optim == "adam"
+                 else torch.optim.SGD(points, lr=opt.learning_rate))
+    plateau = PlateauHalving()
+    valid = opt.data[CorpusTask.VALID]
+
+    def validate():
+        learner.assign()
+        ppl = reference_perplexity(model, vocabs, opt, valid["path_src"], valid["path_tgt"], device)
+        model.train()
+        return ppl
+
+    best_ppl = validate()
+    best_points = {n: p.clone() for n, p in learner.points.items()}
+    logger.info(f"initial points: validation perplexity {best_ppl:.3f}")
+    for step in range(1, opt.train_steps + 1):
+        learner.assign()
+        model.zero_grad(set_to_none=True)
+        loss = distill_step(model, teacher, next(batches), padding, opt.distill_weight,
+                            opt.distill_temperature)
+        for name, grad in learner.point_gradients().items():
+            learner.points[name].grad = grad
+        optimizer.step()
+        for name in learner.points:
+            learner.points[name].copy_(project_points(learner.points[name]))
+        if step % opt.report_every == 0:
+            logger.info(f"step {step}/{opt.train_steps}: distillation loss {loss:.4f}")
+        if step % opt.valid_steps == 0 or step == opt.train_steps:
+            ppl = validate()
+            if plateau.observe(ppl):
+                for group in optimizer.param_groups:
+                    group["lr"] = opt.learning_rate * plateau.scale
+            if ppl < best_ppl:
+                best_ppl, best_points = ppl, {n: p.clone() for n, p in learner.points.items()}
+            logger.info(f"step {step}: validation perplexity {ppl:.3f} (best {best_ppl:.3f}), "
+                        f"lr {opt.learning_rate * plateau.scale:g}")
+
+    weights, quantized = quantize_weights(
+        weights, policy, points={n: p.cpu() for n, p in best_points.items()},
+        bits={n: a[1] for n, a in alloc.items()})
+    out = {k: v for k, v in checkpoint.items() if k not in ("optim", "qd_shadow", "qd_quant")}
+    attach_quantization(out, weights, quantized, policy)
+    out["qd_valid"] = {"ppl": best_ppl, "step": opt.train_steps}
+    out["qd_diffquant"] = {"allocation": {n: list(a) for n, a in alloc.items()},
+                           "grad_norms": norms, "redistribute": opt.redistribute}
+    save_atomic(out, opt.output)
+    logger.info(f"wrote {opt.output}: validation perplexity {best_ppl:.3f}")
+    return best_ppl

@@ -1,0 +1,49 @@
+import subprocess
+import sys
+
+from conftest import MULTI30K
+
+
+def data_cli(*args):
+    return subprocess.run([sys.executable, "-m", "onmt_qd.bin.data", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+def test_get_from_mirror_copies_and_records_checksums(tmp_path):
+    result = data_cli("get", "multi30k", "-dest", tmp_path / "m", "-from", MULTI30K)
+    assert result.returncode == 0, result.stderr
+    for name in ("train.de", "train.en", "val.de", "val.en", "test_2016_flickr.de"):
+        assert (tmp_path / "m" / name).read_bytes() == open(f"{MULTI30K}/{name}", "rb").read()
+    manifest = (tmp_path / "m" / "MANIFEST.json").read_text()
+    assert '"lines": 29000' in manifest and "sha256" in manifest
+
+
+def test_bad_mirror_fails_clearly_and_writes_nothing(tmp_path):
+    result = data_cli("get", "multi30k", "-dest", tmp_path / "m", "-from", tmp_path / "nowhere")
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()
+    assert len(line) == 1 and "does not exist" in line[0] and "-from" in line[0]
+    assert not any((tmp_path / "m").iterdir())
+
+
+def test_mirror_missing_a_file_is_named(tmp_path):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "train.de").write_text("x\n")
+    result = data_cli("get", "multi30k", "-dest", tmp_path / "m", "-from", partial)
+    assert result.returncode == 2 and "lacks" in result.stderr
+
+
+def test_unknown_dataset(tmp_path):
+    result = data_cli("get", "nosuch", "-dest", tmp_path / "m")
+    assert result.returncode == 2 and "unknown dataset 'nosuch'" in result.stderr
+
+
+def test_non_parallel_mirror_is_rejected(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name in ("train", "val", "test_2016_flickr"):
+        (mirror / f"{name}.de").write_text("a\nb\n")
+        (mirror / f"{name}.en").write_text("a\n")
+    result = data_cli("get", "multi30k", "-dest", tmp_path / "m", "-from", mirror)
+    assert result.returncode == 2 and "not parallel" in result.stderr

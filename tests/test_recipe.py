@@ -1,0 +1,93 @@
+"""The multi30k recipe's mini profile end to end: every table row, the plot, skipping
+finished stages, and a stage killed midway."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import MULTI30K, REPO
+
+METHODS = {"teacher", "student_fp", "student_distilled_fp", "pm_quantization",
+           "quantized_distillation", "differentiable_quantization", "quantized_normal_loss"}
+
+
+def recipe(work, *extra, wait=True):
+    args = [sys.executable, "-m", "onmt_qd.bin.recipe", "multi30k", "-profile", "mini",
+            "-work_dir", str(work), "-from", MULTI30K, *extra]
+    if not wait:
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+    result = subprocess.run(args, capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    if not os.path.isdir(MULTI30K):
+        pytest.skip("Multi30K mirror not found")
+    work = tmp_path_factory.mktemp("recipe")
+    return work, recipe(work)
+
+
+def test_every_method_is_evaluated_from_its_file(finished):
+    work, output = finished
+    assert "Report:" in output
+    with open(work / "results.json") as handle:
+        results = json.load(handle)
+    assert {r["method"] for r in results} == METHODS
+    expected = {("pm_quantization", b) for b in (2, 4, 8)} | \
+        {(m, b) for m in ("quantized_distillation", "differentiable_quantization") for b in (2, 4)} | \
+        {("quantized_normal_loss", 4)}
+    assert expected <= {(r["method"], r["bits"]) for r in results}
+    for r in results:
+        assert set(r) >= {"name", "method", "bits", "path", "bleu", "chrf", "ppl", "size_bytes"}
+        assert os.path.getsize(work / r["path"]) == r["size_bytes"]
+        if r["bits"] < 32:
+            assert r["path"].endswith(".qdz")
+    teacher = next(r for r in results if r["method"] == "teacher")
+    for r in results:
+        if r["bits"] <= 4:
+            assert r["size_bytes"] * 4 < teacher["n_params"] * 4  # far below fp32 weights
+
+
+def test_report_has_the_papers_tables_and_plot(finished):
+    work, _ = finished
+    report = (work / "report.md").read_text()
+    for heading in ("## Full-precision models", "## Quantized students",
+                    "## Huffman coding of the quantized weights",
+                    "## Distillation vs normal loss when quantizing"):
+        assert heading in report
+    assert "configs/" in report and "nrefs:1" in report
+    png = (work / "bleu_vs_size.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_second_run_skips_every_finished_stage(finished):
+    work, _ = finished
+    output = recipe(work)
+    stage_lines = [line for line in output.splitlines() if line.startswith("[")]
+    assert stage_lines and all("skipped" in line for line in stage_lines)
+
+
+def test_killed_stage_reruns_to_the_same_report(finished):
+    work, _ = finished
+    before = json.loads((work / "results.json").read_text())
+    for stage in ("quantized_distillation_2bit", "compress", "evaluate", "report"):
+        os.remove(work / "stages" / f"{stage}.done")
+    proc = recipe(work, wait=False)
+    log = work / "logs" / "quantized_distillation_2bit.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and "Step" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (work / "stages" / "quantized_distillation_2bit.done").exists()
+    recipe(work)
+    after = json.loads((work / "results.json").read_text())
+    strip = [{k: r[k] for k in ("name", "bleu", "chrf", "ppl", "size_bytes")} for r in before]
+    assert strip == [{k: r[k] for k in ("name", "bleu", "chrf", "ppl", "size_bytes")} for r in after]
