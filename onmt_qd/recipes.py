@@ -125,9 +125,10 @@ class Pipeline:
     def finished_signature(done):
         try:
             with open(done) as handle:
-                return json.load(handle).get("signature")
+                record = json.load(handle)
         except ValueError:
             return None
+        return record.get("signature") if isinstance(record, dict) else ""
 
     # ---- stages ------------------------------------------------------------
     def build_stages(self):

@@ -87,3 +87,12 @@ def test_diffquant_bad_input(data, teacher, tmp_path):
         assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1], \
             result.stderr[-500:]
         assert not (tmp_path / "x.pt").exists()
+
+
+def test_assignments_follow_the_points():
+    torch.manual_seed(0)
+    w = torch.randn(4, 64)
+    before = quantize_to_points(w, torch.tensor([0.0, 0.3, 0.7, 1.0]), bucket_size=64)
+    after = quantize_to_points(w, torch.tensor([0.0, 0.45, 0.55, 1.0]), bucket_size=64)
+    assert not torch.equal(before.levels, after.levels)
+    assert after.levels.max() <= 3

@@ -55,6 +55,21 @@ def test_every_method_is_evaluated_from_its_file(finished):
             assert r["size_bytes"] * 4 < teacher["n_params"] * 4  # far below fp32 weights
 
 
+def test_learned_points_survive_compression_bit_for_bit(finished):
+    import torch
+
+    from onmt_qd.compat import load_checkpoint
+    from onmt_qd.compressed import checkpoint_from_compressed
+
+    work, _ = finished
+    for bits in (2, 4):
+        name = work / "models" / f"differentiable_quantization_{bits}bit"
+        original, restored = load_checkpoint(f"{name}.pt"), checkpoint_from_compressed(f"{name}.qdz")
+        for part in ("model", "generator"):
+            for key, value in original[part].items():
+                assert torch.equal(value, restored[part][key]), key
+
+
 def test_report_has_the_papers_tables_and_plot(finished):
     work, _ = finished
     report = (work / "report.md").read_text()
@@ -82,7 +97,7 @@ def test_killed_stage_reruns_to_the_same_report(finished):
     proc = recipe(work, wait=False)
     log = work / "logs" / "quantized_distillation_2bit.log"
     deadline = time.time() + 120
-    while time.time() < deadline and "Step" not in (log.read_text() if log.exists() else ""):
+    while time.time() < deadline and "Start training loop" not in (log.read_text() if log.exists() else ""):
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
