@@ -3,7 +3,6 @@ distillation run whose saved model is what validation measured."""
 import glob
 
 import torch
-from onmt.utils.optimizers import build_torch_optimizer  # noqa: F401  (OpenNMT-py present)
 
 from conftest import run_cli
 from onmt_qd.compat import load_checkpoint

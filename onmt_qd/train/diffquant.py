@@ -139,9 +139,7 @@ def run(opt, policy):
                     + (f", gradient norm {norms[name]:.4g}" if norms else ""))
     learner = PointLearner(model, policy, {n: a[0] for n, a in alloc.items()},
                            {n: a[1] for n, a in alloc.items()})
-    points = list(learner.points.values())
-    for p in points:
-        p.requires_grad_(False)
+    points = list(learner.points.values())  # plain tensors; their .grad is set by hand
     optimizer = (torch.optim.Adam(points, lr=opt.learning_rate) if opt.optim == "adam"
                  else torch.optim.SGD(points, lr=opt.learning_rate))
     plateau = PlateauHalving()
