@@ -57,6 +57,21 @@ def test_without_teacher_trains_exactly_like_onmt_train(data, tmp_path):
             assert torch.equal(stock[part][key], ours[part][key]), key
 
 
+def test_the_teacher_changes_training_through_the_loss_alone(data, teacher, tmp_path):
+    """Weight 0 trains exactly like no teacher; weight 0.7 gives another student (a
+    loss that ignored the teacher once passed every other test)."""
+    steps = ["-train_steps", "6", "-save_checkpoint_steps", "6", "-valid_steps", "100"]
+    students = {}
+    for name, extra in {"plain": [], "weight0": ["-teacher_model", teacher, "-distill_weight", 0],
+                        "distilled": ["-teacher_model", teacher, "-distill_weight", 0.7]}.items():
+        run_cli("train", "-config", data["config"], "-save_model", tmp_path / name, *steps, *extra)
+        students[name] = load_checkpoint(str(tmp_path / f"{name}_step_6.pt"))["model"]
+    for key in students["plain"]:
+        assert torch.equal(students["plain"][key], students["weight0"][key]), key
+    assert any(not torch.equal(students["plain"][k], students["distilled"][k])
+               for k in students["plain"])
+
+
 def write_config(data, tmp_path, **changes):
     with open(data["config"]) as handle:
         config = yaml.safe_load(handle)

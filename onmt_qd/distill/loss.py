@@ -38,7 +38,11 @@ class DistillLossCompute(LossCompute):
                 self.lm_generator is not None or self.lm_prior_model is not None:
             raise ValueError("distillation supports plain generators only: unset "
                              "copy_attn, lambda_align, lambda_coverage and lm_prior_model")
-        self.teacher = teacher
+        # A plain attribute, not a submodule: nn.Module would file the teacher under
+        # _modules, where the class attribute ``teacher = None`` shadows it (the loss
+        # then silently trained on cross-entropy alone), and train() would switch the
+        # frozen teacher's dropout on.
+        object.__setattr__(self, "teacher", teacher)
         self.distill_weight = weight
         self.distill_temperature = temperature
 

@@ -1,4 +1,5 @@
 """The teacher: loaded once, frozen, in eval mode, on the student's device."""
+import torch
 from onmt.inputters.inputter import vocabs_to_dict
 
 from onmt_qd.compat import load_checkpoint
@@ -29,7 +30,10 @@ def load_teacher(path, student_vocabs, device):
     """Frozen teacher model whose vocabularies match ``student_vocabs``."""
     checkpoint = load_checkpoint(path)
     check_same_vocabs(checkpoint["vocab"], vocabs_to_dict(student_vocabs))
-    teacher, _, _ = build_model_from_checkpoint(checkpoint, device)
+    # Building the model draws initial weights; keep that off the student's random
+    # stream, so a teacher changes the student's training through the loss alone.
+    with torch.random.fork_rng(devices=[]):
+        teacher, _, _ = build_model_from_checkpoint(checkpoint, device)
     for param in teacher.parameters():
         param.requires_grad_(False)
     return teacher
