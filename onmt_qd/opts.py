@@ -125,10 +125,23 @@ def _known_keys(parser):
     return keys
 
 
+def did_you_mean(word, known, prefix=""):
+    """" (did you mean 'PREFIXx'?)" for the closest known word x, or ""."""
+    close = difflib.get_close_matches(word, sorted(known), n=1)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
+def check_keys(parser, keys, where):
+    """Raise OptionError for the first key that names no option of ``parser``."""
+    known = _known_keys(parser)
+    for key in keys:
+        if key not in known:
+            raise OptionError(f"unknown key '{key}' in {where}{did_you_mean(key, known)}")
+
+
 def check_config_keys(parser, args):
     """Raise OptionError for a YAML key that names no option (onmt_train ignores
     them, so a typo silently trains something else)."""
-    known = _known_keys(parser)
     for i, arg in enumerate(args):
         if arg.lstrip("-") != "config" or i + 1 >= len(args):
             continue
@@ -140,11 +153,7 @@ def check_config_keys(parser, args):
             raise OptionError(f"cannot read config {path}: {exc.strerror}") from None
         if not isinstance(config, dict):
             raise OptionError(f"config {path} is not a YAML mapping of option: value")
-        for key in config:
-            if key not in known:
-                close = difflib.get_close_matches(key, sorted(known), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise OptionError(f"unknown key '{key}' in config {path}{hint}")
+        check_keys(parser, config, f"config {path}")
 
 
 def _is_number(text):
@@ -156,9 +165,8 @@ def _is_number(text):
 
 
 def _unknown_option_error(parser, option):
-    known = sorted(s.lstrip("-") for s in parser._option_string_actions)
-    close = difflib.get_close_matches(option.lstrip("-"), known, n=1)
-    hint = f" (did you mean '-{close[0]}'?)" if close else ""
+    known = [s.lstrip("-") for s in parser._option_string_actions]
+    hint = did_you_mean(option.lstrip("-"), known, prefix="-")
     return OptionError(f"unknown option '{option}'{hint}")
 
 

@@ -22,6 +22,11 @@ class RecipeError(ValueError):
     pass
 
 
+RECIPE_KEYS = {"dataset", "sentencepiece", "vocab_size", "train", "profiles"}
+PROFILE_KEYS = {"subset", "spm_vocab_size", "gpu", "teacher", "student", "quantized_epochs",
+                "pm_bits", "qd_bits", "normal_loss_bits", "diffquant_bits", "diffquant_steps"}
+
+
 def load_recipe(name, profile):
     path = os.path.join(RECIPES_DIR, name, "recipe.yaml")
     if not os.path.isfile(path):
@@ -32,7 +37,26 @@ def load_recipe(name, profile):
     if profile not in recipe["profiles"]:
         raise RecipeError(f"recipe {name} has no profile '{profile}'; "
                           f"known: {', '.join(recipe['profiles'])}")
+    check_recipe(recipe, profile, path)
     return recipe, recipe["profiles"][profile]
+
+
+def check_recipe(recipe, profile, path):
+    """Fail before any training on a key that means nothing: a typo in the students'
+    options would otherwise surface only after the teacher has trained."""
+    from onmt_qd.opts import check_keys, did_you_mean, train_parser
+
+    for keys, known, where in ((recipe, RECIPE_KEYS, path),
+                               (recipe["profiles"][profile], PROFILE_KEYS,
+                                f"profile {profile} of {path}")):
+        for key in keys:
+            if key not in known:
+                raise RecipeError(f"unknown key '{key}' in {where}{did_you_mean(key, known)}")
+    parser = train_parser()
+    check_keys(parser, recipe["train"], f"train options of {path}")
+    for model in ("teacher", "student"):
+        check_keys(parser, recipe["profiles"][profile][model],
+                   f"{model} options of profile {profile} of {path}")
 
 
 def option_args(options):
