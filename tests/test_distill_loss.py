@@ -56,3 +56,19 @@ def test_mixture_weights():
     _, ce = distillation_loss(student, teacher, target, PAD, weight=0.0, temperature=1.0)
     mixed, _ = distillation_loss(student, teacher, target, PAD, weight=0.25, temperature=1.0)
     assert torch.allclose(mixed, 0.75 * ce + 0.25 * full_kl, rtol=1e-5)
+
+
+def test_gradient_is_that_of_the_written_out_loss():
+    student, teacher, target = logits_and_target(seed=3)
+    keep = target != PAD
+    for T in (1.0, 2.5):
+        ours = student.clone().requires_grad_(True)
+        loss, _ = distillation_loss(ours, teacher, target, PAD, weight=0.6, temperature=T)
+        loss.backward()
+        ref = student.clone().requires_grad_(True)
+        p_t = F.softmax(teacher[keep] / T, -1)
+        kl = (p_t * (p_t.log() - F.log_softmax(ref[keep] / T, -1))).sum()
+        ce = F.cross_entropy(ref, target, ignore_index=PAD, reduction="sum")
+        (0.4 * ce + 0.6 * T ** 2 * kl).backward()
+        assert torch.allclose(loss, 0.4 * ce + 0.6 * T ** 2 * kl, rtol=1e-5)
+        assert torch.allclose(ours.grad, ref.grad, atol=1e-6)
