@@ -8,8 +8,10 @@ import pytest
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MIRROR = os.environ.get("ONMT_QD_DATA_MIRROR", os.path.join(REPO, "..", "shared", "data"))
+MIRROR = os.environ.get("ONMT_QD_DATA_MIRROR") or os.path.join(REPO, "..", "shared", "data")
 MULTI30K = os.path.join(MIRROR, "multi30k")
+needs_multi30k = pytest.mark.skipif(not os.path.isdir(MULTI30K),
+                                    reason="Multi30K mirror not found (set ONMT_QD_DATA_MIRROR)")
 
 
 def run_cli(module, *args, check=True, cwd=None):

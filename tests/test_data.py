@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from conftest import MULTI30K
+from conftest import MULTI30K, needs_multi30k
 
 
 def data_cli(*args):
@@ -9,6 +9,7 @@ def data_cli(*args):
                           capture_output=True, text=True)
 
 
+@needs_multi30k
 def test_get_from_mirror_copies_and_records_checksums(tmp_path):
     result = data_cli("get", "multi30k", "-dest", tmp_path / "m", "-from", MULTI30K)
     assert result.returncode == 0, result.stderr

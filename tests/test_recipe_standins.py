@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import MIRROR, MULTI30K, REPO, head
+from conftest import MIRROR, MULTI30K, REPO, head, needs_multi30k
 
 INTEG = os.path.join(MIRROR, "onmt-integ")
 
@@ -44,6 +44,7 @@ def test_integ200k_recipe_end_to_end_on_standin_files(tmp_path):
     assert json.loads((work / "e.json").read_text())["ppl"] > 1
 
 
+@needs_multi30k
 def test_wmt13_recipe_prepares_and_trains_on_standin_files(tmp_path):
     mirror = tmp_path / "wmt13"
     mirror.mkdir()
