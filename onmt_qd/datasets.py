@@ -25,8 +25,13 @@ DATASETS = {
         "src": "de", "tgt": "en", "raw_text": True,
         "splits": {"train": ("train.de", "train.en"), "valid": ("val.de", "val.en"),
                    "test": ("test_2016_flickr.de", "test_2016_flickr.en")},
+        "test_name": "test_2016_flickr",
+        # evaluated too when present; a mirror may lack them, a download fetches them all
+        "more_test_sets": {s: (f"{s}.de", f"{s}.en")
+                           for s in ("test_2017_flickr", "test_2018_flickr", "test_2017_mscoco")},
         "downloads": {f"{s}.{l}": MULTI30K + f"{s}.{l}.gz"
-                      for s in ("train", "val", "test_2016_flickr") for l in ("de", "en")},
+                      for s in ("train", "val", "test_2016_flickr", "test_2017_flickr",
+                                "test_2018_flickr", "test_2017_mscoco") for l in ("de", "en")},
     },
     "onmt-integ": {
         "src": "en", "tgt": "de", "raw_text": False,
@@ -40,6 +45,7 @@ DATASETS = {
         "splits": {"train": ("de-train-clean.200K.txt", "en-train-clean.200K.txt"),
                    "valid": ("de-val-clean.10K.txt", "en-val-clean.10K.txt"),
                    "test": ("de-val-clean.10K.txt", "en-val-clean.10K.txt")},
+        "test_name": "val-clean.10K",
         "downloads": {f"{l}-{s}.txt": INTEG + f"{l}-{s}.txt"
                       for l in ("de", "en") for s in ("train-clean.200K", "val-clean.10K")},
     },
@@ -48,6 +54,7 @@ DATASETS = {
         "splits": {"train": ("train.de", "train.en"),
                    "valid": ("newstest2012.de", "newstest2012.en"),
                    "test": ("newstest2013.de", "newstest2013.en")},
+        "test_name": "newstest2013",
         "archives": {
             "train": [WMT13 + "training-parallel-europarl-v7.tgz",
                       WMT13 + "training-parallel-commoncrawl.tgz",
@@ -81,14 +88,38 @@ def required_files(name):
     return sorted({f for files in dataset(name)["splits"].values() for f in files})
 
 
+def further_test_files(name):
+    """Files of the test sets beyond the main one: fetched when available, never required."""
+    return sorted({f for files in dataset(name).get("more_test_sets", {}).values() for f in files})
+
+
+def test_sets(name, folder):
+    """Test set name -> (source path, target path) of a prepared folder: the main test
+    set first, then every further one that was fetched."""
+    spec = dataset(name)
+    if "test" not in spec["splits"]:
+        return {}
+    sets = {spec["test_name"]: split_files(name, folder)["test"]}
+    for set_name, files in spec.get("more_test_sets", {}).items():
+        paths = tuple(os.path.join(folder, f) for f in files)
+        if any(os.path.isfile(p) for p in paths):
+            sets[set_name] = paths
+    return sets
+
+
+def fetched_files(name, folder):
+    return required_files(name) + [f for f in further_test_files(name)
+                                   if os.path.isfile(os.path.join(folder, f))]
+
+
 def count_lines(path):
     with open(path, "rb") as handle:
         return sum(1 for _ in handle)
 
 
 def verify(name, folder):
-    """Every split present, non-empty, and parallel (same line counts)."""
-    for split, (src, tgt) in split_files(name, folder).items():
+    """Every split and fetched test set present, non-empty, and parallel (same line counts)."""
+    for split, (src, tgt) in {**split_files(name, folder), **test_sets(name, folder)}.items():
         for path in (src, tgt):
             if not os.path.isfile(path) or os.path.getsize(path) == 0:
                 raise DatasetError(f"{name}: {path} is missing or empty")
@@ -109,7 +140,7 @@ def sha256(path):
 
 def write_manifest(name, folder, source):
     files = {f: {"sha256": sha256(os.path.join(folder, f)),
-                 "lines": count_lines(os.path.join(folder, f))} for f in required_files(name)}
+                 "lines": count_lines(os.path.join(folder, f))} for f in fetched_files(name, folder)}
     with open(os.path.join(folder, "MANIFEST.json"), "w") as handle:
         json.dump({"dataset": name, "source": source, "files": files}, handle, indent=1)
 
@@ -121,7 +152,7 @@ def copy_from_mirror(name, mirror, dest):
         raise DatasetError(f"mirror {mirror} for dataset {name} {what}: point -from (or "
                            "$ONMT_QD_DATA_MIRROR) at a folder holding the dataset's files, "
                            "or omit it on a connected machine to download")
-    for f in required_files(name):
+    for f in fetched_files(name, mirror):
         shutil.copyfile(os.path.join(mirror, f), os.path.join(dest, f))
 
 

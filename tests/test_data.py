@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from conftest import MULTI30K, needs_multi30k
 
 
@@ -48,3 +50,20 @@ def test_non_parallel_mirror_is_rejected(tmp_path):
         (mirror / f"{name}.en").write_text("a\n")
     result = data_cli("get", "multi30k", "-dest", tmp_path / "m", "-from", mirror)
     assert result.returncode == 2 and "not parallel" in result.stderr
+
+
+def test_mirror_copies_every_further_test_set_it_has(tmp_path):
+    from onmt_qd import datasets
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name in ("train", "val", "test_2016_flickr", "test_2017_mscoco"):
+        for lang in ("de", "en"):
+            (mirror / f"{name}.{lang}").write_text(f"{name} {lang}\n")
+    datasets.get("multi30k", str(tmp_path / "m"), str(mirror))
+    assert list(datasets.test_sets("multi30k", str(tmp_path / "m"))) == [
+        "test_2016_flickr", "test_2017_mscoco"]
+    assert "test_2017_mscoco.en" in (tmp_path / "m" / "MANIFEST.json").read_text()
+    (mirror / "test_2018_flickr.de").write_text("one side only\n")
+    with pytest.raises(datasets.DatasetError, match=r"test_2018_flickr\.en is missing"):
+        datasets.get("multi30k", str(tmp_path / "m2"), str(mirror))

@@ -36,10 +36,9 @@ def add_tar(path, members):
 
 def test_multi30k_download_gunzips_and_verifies(server, tmp_path, monkeypatch):
     root, url = server
-    for split in ("train", "val", "test_2016_flickr"):
-        for lang in ("de", "en"):
-            with gzip.open(root / f"{split}.{lang}.gz", "wt") as handle:
-                handle.write(f"{split} {lang} one\n{split} {lang} two\n")
+    for name in datasets.DATASETS["multi30k"]["downloads"]:  # every test set, not one
+        with gzip.open(root / f"{name}.gz", "wt") as handle:
+            handle.write(f"{name} one\n{name} two\n".replace(".", " "))
     spec = dict(datasets.DATASETS["multi30k"])
     spec["downloads"] = {name: url + u.rsplit("/", 1)[1] for name, u in spec["downloads"].items()}
     monkeypatch.setitem(datasets.DATASETS, "multi30k", spec)
@@ -47,6 +46,8 @@ def test_multi30k_download_gunzips_and_verifies(server, tmp_path, monkeypatch):
     assert datasets.get("multi30k", str(tmp_path / "m")) == "download"
     assert (tmp_path / "m" / "val.en").read_text() == "val en one\nval en two\n"
     assert "sha256" in (tmp_path / "m" / "MANIFEST.json").read_text()
+    assert list(datasets.test_sets("multi30k", str(tmp_path / "m"))) == [
+        "test_2016_flickr", "test_2017_flickr", "test_2018_flickr", "test_2017_mscoco"]
 
 
 def test_wmt13_download_reads_plain_text_and_sgml(server, tmp_path, monkeypatch):
