@@ -44,3 +44,32 @@ def quiet_onmt_warnings():
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"onmt\.")
     warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp.*", category=FutureWarning)
+
+
+class ContiguousRNNState:
+    """Mixin for OpenNMT-py's RNN decoders: keep the recurrent state contiguous.
+
+    Beam search reorders the decoder state through ``RNNDecoderBase.map_state``,
+    which returns transposed views; for decoders of two or more layers they are not
+    contiguous, and cuDNN's LSTM refuses them (``rnn: hx is not contiguous``). The
+    CPU kernels accept any layout, so on the CPU this changes memory layout only."""
+
+    def map_state(self, fn):
+        super().map_state(fn)
+        self.state["hidden"] = tuple(h.contiguous() for h in self.state["hidden"])
+        for key in ("input_feed", "coverage"):
+            if self.state.get(key) is not None:
+                self.state[key] = self.state[key].contiguous()
+
+
+def use_contiguous_rnn_decoders():
+    """Replace OpenNMT-py's "rnn"/"ifrnn" entries of its decoder registry
+    (``onmt.decoders.str2dec``, what ``build_decoder`` looks up) by subclasses with
+    :class:`ContiguousRNNState`. Same parameters and checkpoint keys; idempotent."""
+    from onmt.decoders import str2dec
+
+    for name in ("rnn", "ifrnn"):
+        base = str2dec[name]
+        if not issubclass(base, ContiguousRNNState):
+            str2dec[name] = type(base.__name__, (ContiguousRNNState, base),
+                                 {"__doc__": base.__doc__, "__module__": __name__})

@@ -5,7 +5,10 @@ from onmt.inputters.inputter import dict_to_vocabs
 from onmt.model_builder import build_base_model
 from onmt.utils.parse import ArgumentParser
 
-from onmt_qd.compat import load_checkpoint
+from onmt_qd.compat import load_checkpoint, use_contiguous_rnn_decoders
+
+# Every model built here may decode with beam search on cuDNN (see compat).
+use_contiguous_rnn_decoders()
 
 
 def model_opts_of(checkpoint):

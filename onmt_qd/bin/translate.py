@@ -35,6 +35,9 @@ def translation_opts(opt):
 def translate(opt):
     from onmt.bin.translate import translate as onmt_translate
 
+    from onmt_qd.compat import use_contiguous_rnn_decoders
+
+    use_contiguous_rnn_decoders()  # beam search on cuDNN needs a contiguous state
     with translation_opts(opt):
         onmt_translate(opt)
 
