@@ -37,6 +37,7 @@ setup(
             "onmt_qd_eval=onmt_qd.bin.eval:main",
             "onmt_qd_recipe=onmt_qd.bin.recipe:main",
             "onmt_qd_data=onmt_qd.bin.data:main",
+            "onmt_qd_teacher_cache=onmt_qd.bin.teacher_cache:main",
         ]
     },
 )

@@ -25,6 +25,17 @@ def distill_opts(parser):
               help="lambda: weight of the KL term, in [0, 1].")
     group.add("-distill_temperature", "--distill_temperature", type=float, default=1.0,
               help="T > 0: softmax temperature of teacher and student in the KL term.")
+    group.add("-teacher_cache", "--teacher_cache", default=None,
+              help="Folder written by onmt_qd_teacher_cache: distill from the teacher's "
+              "cached top-K distribution instead of running -teacher_model (T must be 1).")
+    group.add("-topk", "--topk", type=int, default=None,
+              help="onmt_qd_teacher_cache: tokens kept per position (default 8). "
+              "onmt_qd_train: the K the -teacher_cache must hold (default: any).")
+
+
+def teacher_cache_opts(parser):
+    group = parser.add_argument_group("Teacher cache (onmt_qd)")
+    group.add("-output", "--output", default=None, help="The cache folder to write.")
 
 
 def schedule_opts(parser):
@@ -98,6 +109,24 @@ def validate_distill_opts(opt):
     if opt.teacher_model and not os.path.isfile(opt.teacher_model):
         raise OptionError(f"teacher checkpoint {opt.teacher_model} does not exist: "
                           "train the teacher first or fix -teacher_model")
+    if opt.teacher_model and opt.teacher_cache:
+        raise OptionError("set either -teacher_model (live teacher) or -teacher_cache "
+                          "(its cached outputs), not both")
+    if opt.teacher_cache and not os.path.isdir(opt.teacher_cache):
+        raise OptionError(f"teacher cache {opt.teacher_cache} does not exist: build it with "
+                          "onmt_qd_teacher_cache or fix -teacher_cache")
+    if opt.topk is not None and opt.topk < 1:
+        raise OptionError(f"-topk must be >= 1, got {opt.topk}")
+
+
+def teacher_cache_parser():
+    """onmt_qd_teacher_cache reads the data config onmt_qd_train reads (training keys in
+    it are accepted and ignored)."""
+    parser = train_parser()
+    parser.description = ("onmt_qd_teacher_cache: run the teacher once over the training "
+                          "corpora and store its top-K distribution per target position")
+    teacher_cache_opts(parser)
+    return parser
 
 
 def train_parser():

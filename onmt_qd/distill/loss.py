@@ -1,4 +1,4 @@
-"""Word-level distillation loss (method.md §5) as an OpenNMT-py LossCompute."""
+"""Word-level distillation loss (docs/method.md §5) as an OpenNMT-py LossCompute."""
 import torch
 import torch.nn.functional as F
 from onmt.utils.loss import LossCompute
@@ -48,11 +48,72 @@ def distillation_loss(student_logits, teacher_logits, target, padding_idx, weigh
     return loss, ce_loss
 
 
+class TopKDistillation(torch.autograd.Function):
+    """(1-lambda)*CE + lambda*KL over the teacher's top-K tokens plus one rest bucket,
+    and the plain CE, from one pass over the vocabulary (see topk_distillation_loss).
+
+    The gradient with respect to the student's logits s (P = softmax(s), P_r the
+    student's mass outside the K ids, q_r the teacher's) is formed in the forward pass:
+    P_j - lambda*q_j for the K ids, P_j*(1 - lambda*q_r/P_r) elsewhere, minus
+    (1-lambda) at the gold token."""
+
+    @staticmethod
+    def forward(ctx, student_logits, target, keep, topk_ids, topk_logp, rest_logp, weight):
+        logits = student_logits.float()
+        lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+        probs = logits.sub(lse).exp_()
+        topk_probs = probs.gather(1, topk_ids)
+        probs.scatter_(1, topk_ids, 0.0)
+        rest_probs = probs.sum(-1).clamp_min_(torch.finfo(torch.float32).tiny)
+        teacher_probs, teacher_rest = topk_logp.exp(), rest_logp.exp()
+        student_topk_logp = logits.gather(1, topk_ids) - lse
+        kl_rows = ((teacher_probs * (topk_logp - student_topk_logp)).sum(-1)
+                   + torch.xlogy(teacher_rest, teacher_rest)
+                   - torch.xlogy(teacher_rest, rest_probs))
+        ce_rows = lse.squeeze(1) - logits.gather(1, target.unsqueeze(1)).squeeze(1)
+        kl = torch.where(keep, kl_rows, 0.0).sum()
+        ce = torch.where(keep, ce_rows, 0.0).sum()
+        grad = probs.mul_((1.0 - weight * teacher_rest / rest_probs).unsqueeze(1))
+        grad.scatter_(1, topk_ids, topk_probs - weight * teacher_probs)
+        grad.scatter_add_(1, target.unsqueeze(1),
+                          torch.full_like(ce_rows, weight - 1.0).unsqueeze(1))
+        grad.mul_(keep.unsqueeze(1))
+        ctx.save_for_backward(grad)
+        ctx.logits_dtype = student_logits.dtype
+        ctx.mark_non_differentiable(ce)
+        return (1.0 - weight) * ce + weight * kl, ce
+
+    @staticmethod
+    def backward(ctx, grad_loss, grad_ce):
+        (grad,) = ctx.saved_tensors
+        return (grad * grad_loss).to(ctx.logits_dtype), None, None, None, None, None, None
+
+
+def topk_distillation_loss(student_logits, topk_ids, topk_logp, rest_logp, target, padding_idx,
+                           weight):
+    """(1-lambda)*CE + lambda*KL(q || p) over K+1 buckets, summed over the non-padding
+    positions; returns (loss, ce) like distillation_loss.
+
+    q is the teacher's distribution at T = 1 as cached: q_k = exp(topk_logp[k]) for its K
+    most probable tokens and q_r = exp(rest_logp), the mass of all other tokens. p is the
+    student's softmax on the same buckets: p_k = softmax(s)[topk_ids[k]] and
+    p_r = 1 - sum_k p_k. Per position
+
+        KL = sum_k q_k (log q_k - log p_k) + q_r (log q_r - log p_r)
+
+    (0 log 0 = 0). With K = vocabulary size, q_r = 0 and this is the full-vocabulary KL
+    of distillation_loss. Temperature is not applied: the tail's mass at another
+    temperature cannot be recovered from K cached log-probabilities."""
+    return TopKDistillation.apply(student_logits, target, target.ne(padding_idx), topk_ids,
+                                  topk_logp.float(), rest_logp.float(), weight)
+
+
 class DistillLossCompute(LossCompute):
     """OpenNMT-py's loss with the teacher's KL term added during training.
 
-    The teacher decodes the same batch teacher-forced, under no_grad. Statistics
-    (perplexity, accuracy) stay those of the gold-token cross-entropy."""
+    The teacher (onmt_qd.distill.teacher: live model or cache) gives its distribution
+    for the batch. Statistics (perplexity, accuracy) stay those of the gold-token
+    cross-entropy."""
 
     teacher = None
     distill_weight = 0.7
@@ -63,9 +124,7 @@ class DistillLossCompute(LossCompute):
                 self.lm_generator is not None or self.lm_prior_model is not None:
             raise ValueError("distillation supports plain generators only: unset "
                              "copy_attn, lambda_align, lambda_coverage and lm_prior_model")
-        # A plain attribute, not a submodule: nn.Module would file the teacher under
-        # _modules, where the class attribute ``teacher = None`` shadows it (the loss
-        # then silently trained on cross-entropy alone), and train() would switch the
+        # A plain attribute (teachers are not nn.Modules): train() must not switch the
         # frozen teacher's dropout on.
         object.__setattr__(self, "teacher", teacher)
         self.distill_weight = weight
@@ -76,13 +135,11 @@ class DistillLossCompute(LossCompute):
             return super().forward(batch, output, attns, trunc_start, trunc_size)
         if trunc_start != 0 or (trunc_size is not None and trunc_size < batch["tgt"].size(1)):
             raise ValueError("distillation needs whole targets: set -truncated_decoder 0")
-        with torch.no_grad():
-            teacher_out, _ = self.teacher(batch["src"], batch["tgt"], batch["srclen"])
-            teacher_logits = self.teacher.generator(self._bottle(teacher_out))
+        distribution = self.teacher.distribution(batch)
         target = batch["tgt"][:, self.tgt_shift_index:, 0].contiguous().view(-1)
         student_logits = self.generator(self._bottle(output))
-        ce = self.criterion(student_logits.float(), target)
-        loss, ce = distillation_loss(student_logits, teacher_logits, target, self.padding_idx,
-                                     self.distill_weight, self.distill_temperature, ce_loss=ce)
+        loss, ce = distribution.loss(student_logits, target, self.padding_idx,
+                                     self.distill_weight, self.distill_temperature,
+                                     criterion=self.criterion)
         stats = self._stats(len(batch["srclen"]), ce.item(), student_logits, target)
         return loss, stats

@@ -1,8 +1,14 @@
-"""The teacher: loaded once, frozen, in eval mode, on the student's device."""
+"""One way to ask a teacher: ``teacher.distribution(batch)`` gives its distribution over
+the batch's target positions, whether a live model computes it (LiveTeacher) or a cache
+holds it (CachedTeacher); the distribution computes the distillation loss against the
+student's logits. A new kind of teacher is one class with ``distribution``."""
+import numpy as np
 import torch
 from onmt.inputters.inputter import vocabs_to_dict
 
 from onmt_qd.compat import load_checkpoint
+from onmt_qd.distill.cache import TeacherCache, corpus_line, data_fingerprint, source_checksum
+from onmt_qd.distill.loss import distillation_loss, topk_distillation_loss
 from onmt_qd.models import build_model_from_checkpoint
 
 
@@ -37,3 +43,114 @@ def load_teacher(path, student_vocabs, device):
     for param in teacher.parameters():
         param.requires_grad_(False)
     return teacher
+
+
+def teacher_forced_logits(model, batch):
+    """Logits at every target position given the gold prefix: [batch * positions, vocab],
+    rows in the order of ``batch["tgt"][:, 1:]`` flattened (OpenNMT-py's loss order)."""
+    output, _ = model(batch["src"], batch["tgt"], batch["srclen"])
+    return model.generator(output.reshape(-1, output.size(-1)))
+
+
+class DenseDistribution:
+    """The teacher's logits over the whole vocabulary."""
+
+    def __init__(self, logits):
+        self.logits = logits
+
+    def loss(self, student_logits, target, padding_idx, weight, temperature, criterion=None):
+        ce = criterion(student_logits.float(), target) if criterion is not None else None
+        return distillation_loss(student_logits, self.logits, target, padding_idx, weight,
+                                 temperature, ce_loss=ce)
+
+
+class TopKDistribution:
+    """The teacher's K most probable tokens per position, their log-probabilities and
+    the log of the remaining mass (see topk_distillation_loss)."""
+
+    def __init__(self, ids, logp, rest_logp):
+        self.ids, self.logp, self.rest_logp = ids, logp, rest_logp
+
+    def loss(self, student_logits, target, padding_idx, weight, temperature, criterion=None):
+        if temperature != 1.0:
+            raise ValueError("a cached teacher distills at temperature 1 (it stores T = 1 "
+                             "log-probabilities): set -distill_temperature 1")
+        if getattr(criterion, "label_smoothing", 0.0):
+            raise ValueError("the cached-teacher loss uses plain cross-entropy: unset "
+                             "-label_smoothing")
+        return topk_distillation_loss(student_logits, self.ids, self.logp, self.rest_logp,
+                                      target, padding_idx, weight)
+
+
+class LiveTeacher:
+    """A teacher model run teacher-forced on each batch, without gradients."""
+
+    def __init__(self, model):
+        self.model = model
+
+    @classmethod
+    def from_checkpoint(cls, path, student_vocabs, device):
+        return cls(load_teacher(path, student_vocabs, device))
+
+    def distribution(self, batch):
+        with torch.no_grad():
+            return DenseDistribution(teacher_forced_logits(self.model, batch))
+
+
+def loader_stride(opt):
+    """The line stride of OpenNMT-py's training reader: data-loader workers times
+    data-parallel GPUs (see onmt_qd_train's iterator and DynamicDatasetIter)."""
+    gpus = max(1, len(opt.gpu_ranks)) if opt.parallel_mode == "data_parallel" else 1
+    return gpus * max(1, opt.num_workers)
+
+
+class CachedTeacher:
+    """Entries of a teacher cache, found by each example's (corpus, line) and checked
+    against the batch: row count, gold target tokens and source checksum must match."""
+
+    def __init__(self, cache, stride, device):
+        self.cache, self.stride, self.device = cache, stride, device
+
+    @classmethod
+    def from_opts(cls, opt, vocabs, device):
+        """The cache named by -teacher_cache, refused unless it was made from this run's
+        corpora, transforms and vocabulary (and holds -topk tokens when that is set)."""
+        cache = TeacherCache(opt.teacher_cache)
+        cache.check(data_fingerprint(opt, vocabs), opt.topk)
+        return cls(cache, loader_stride(opt), device)
+
+    def _fail(self, cid, line, what):
+        raise ValueError(f"teacher cache {self.cache.path}: corpus '{cid}' line {line + 1} {what}; "
+                         "the cache was made from other data: rebuild it with onmt_qd_teacher_cache")
+
+    def distribution(self, batch):
+        cids = batch["cid"]
+        lines = corpus_line(batch["cid_line_number"], self.stride)
+        offsets, lengths, checksums = self.cache.lookup(cids, lines)
+        positions = (batch["tgtlen"] - 1).cpu().numpy()
+        for b in np.flatnonzero(lengths != positions):
+            self._fail(cids[b], lines[b], "is not in the cache" if lengths[b] < 0 else
+                       f"has {lengths[b]} cached positions, the batch {positions[b]}")
+        for b in np.flatnonzero(checksums != source_checksum(batch["src"][:, :, 0],
+                                                             batch["srclen"]).cpu().numpy()):
+            self._fail(cids[b], lines[b], "has another source sentence in the cache")
+        width = batch["tgt"].size(1) - 1
+        rows = self.cache.gather(offsets, lengths, width)
+        target = batch["tgt"][:, 1:, 0].cpu().numpy()
+        real = np.arange(width)[None, :] < lengths[:, None]
+        wrong = (rows["gold"].reshape(-1, width).astype(np.int64) != target) & real
+        for b in np.flatnonzero(wrong.any(1)):
+            self._fail(cids[b], lines[b], "has another target sentence in the cache")
+        return TopKDistribution(
+            torch.from_numpy(rows["ids"].astype(np.int64)).to(self.device),
+            torch.from_numpy(rows["logp"]).to(self.device, torch.float32),
+            torch.from_numpy(rows["rest"]).to(self.device, torch.float32))
+
+
+def teacher_from_opts(opt, vocabs, device):
+    """The teacher -teacher_model or -teacher_cache names, or None."""
+    if opt.teacher_model:
+        return LiveTeacher.from_checkpoint(opt.teacher_model, vocabs, device)
+    if opt.teacher_cache:
+        return CachedTeacher.from_opts(opt, vocabs, device)
+    return None

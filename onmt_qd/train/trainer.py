@@ -18,7 +18,7 @@ from onmt.utils.logging import init_logger, logger
 from onmt.utils.parse import ArgumentParser
 
 from onmt_qd.compat import save_atomic
-from onmt_qd.distill import DistillLossCompute, load_teacher
+from onmt_qd.distill import DistillLossCompute, teacher_from_opts
 from onmt_qd.models import model_weights, named_weights, split_weights
 from onmt_qd.opts import OptionError, policy_from_opts, validate_distill_opts
 from onmt_qd.quantized import SHADOW_KEY, attach_quantization, quantize_weights
@@ -161,6 +161,8 @@ def train_single(opt, device_id):
     if opt.lr_halving == "plateau":
         optim.use_plateau(PlateauHalving(opt.start_decay_at_epoch))
     del checkpoint
+    # Before anything is written: a cache made from other data is refused here.
+    teacher = teacher_from_opts(opt, vocabs, next(model.parameters()).device)
 
     saver = QDModelSaver(opt.save_model, model, model_opt, vocabs, optim,
                          opt.keep_checkpoint, opt.save_format, device_id)
@@ -175,13 +177,12 @@ def train_single(opt, device_id):
     trainer = QDTrainer.adopt(build_trainer(opt, device_id, model, vocabs, optim,
                                             model_saver=saver))
     trainer.valid_steps = opt.valid_steps
-    if opt.teacher_model:
-        device = next(model.parameters()).device
+    if teacher is not None:
         loss = DistillLossCompute.from_opts(opt, model, vocabs["tgt"])
-        loss.set_teacher(load_teacher(opt.teacher_model, vocabs, device),
-                         opt.distill_weight, opt.distill_temperature)
+        loss.set_teacher(teacher, opt.distill_weight, opt.distill_temperature)
         trainer.train_loss = loss
-        logger.info(f"Distilling from {opt.teacher_model}: lambda={opt.distill_weight}, "
+        logger.info(f"Distilling from {opt.teacher_model or opt.teacher_cache}: "
+                    f"lambda={opt.distill_weight}, "
                     f"T={opt.distill_temperature}")
 
     parallel = opt.parallel_mode == "data_parallel"
@@ -205,8 +206,16 @@ def check_opts(opt):
     policy_from_opts(opt)
     if opt.epochs < 0:
         raise OptionError(f"-epochs must be >= 0, got {opt.epochs}")
-    if opt.teacher_model and opt.truncated_decoder:
+    if (opt.teacher_model or opt.teacher_cache) and opt.truncated_decoder:
         raise OptionError("distillation needs whole targets: set -truncated_decoder 0")
+    if opt.topk is not None and not opt.teacher_cache:
+        raise OptionError("-topk applies to -teacher_cache: set both or neither")
+    if opt.teacher_cache and opt.distill_temperature != 1.0:
+        raise OptionError("a cached teacher distills at temperature 1 (it stores T = 1 "
+                          "log-probabilities): set -distill_temperature 1 or use -teacher_model")
+    if opt.teacher_cache and opt.label_smoothing:
+        raise OptionError("the cached-teacher loss uses plain cross-entropy: unset "
+                          "-label_smoothing or use -teacher_model")
     if opt.train_from and not os.path.isfile(opt.train_from):
         raise OptionError(f"-train_from {opt.train_from} does not exist")
 

@@ -1,0 +1,278 @@
+"""The teacher cache on disk: for every target position of the training corpora, the
+teacher's K most probable tokens, their log-probabilities and the log of the mass left
+outside them (teacher-forced, T = 1), found by (corpus, line).
+
+A cache is a folder of raw little-endian arrays, read through numpy memmaps (nothing is
+unpickled, nothing is loaded whole):
+  header.json  format, K, dtypes, sizes, corpora, and the fingerprint of what it was made
+               from (teacher checkpoint, corpus files, transforms and their options,
+               vocabulary)
+  index.bin    per corpus line: offset of its first row, row count (-1: not cached, e.g.
+               dropped by filtertoolong), checksum of its source token ids
+  ids.bin      [rows, K] token ids (uint16; int32 for vocabularies over 65,536)
+  logp.bin     [rows, K] float16 log-probabilities
+  rest.bin     [rows] float16 log of the remaining mass (-inf when K = vocabulary size)
+  gold.bin     [rows] the gold target token of each row, checked at batch time
+"""
+import hashlib
+import json
+import os
+
+import numpy as np
+import torch
+from onmt.constants import CorpusTask
+from onmt.inputters.inputter import vocabs_to_dict
+from onmt.transforms import AVAILABLE_TRANSFORMS
+from onmt.utils.parse import ArgumentParser
+
+FORMAT = "onmt_qd teacher cache"
+VERSION = 1
+HEADER = "header.json"
+INDEX_DTYPE = np.dtype([("offset", "<i8"), ("length", "<i4"), ("checksum", "<i8")])
+LOGP_DTYPE = np.dtype("<f2")
+ROW_ARRAYS = ("ids", "logp", "rest", "gold")
+
+# Transforms whose output depends on the input alone (given the options checked in
+# check_deterministic): a cache made once is right for every epoch.
+DETERMINISTIC_TRANSFORMS = {"sentencepiece", "bpe", "onmt_tokenize", "filtertoolong",
+                            "prefix", "suffix", "normalize", "clean"}
+SUBWORD_TRANSFORMS = {"sentencepiece", "bpe", "onmt_tokenize"}
+
+
+def id_dtype(vocab_size):
+    return np.dtype("<u2") if vocab_size <= 65536 else np.dtype("<i4")
+
+
+def file_digest(path):
+    """(sha256 hex, number of lines) of a file, in one streaming pass."""
+    sha, lines, last = hashlib.sha256(), 0, b"\n"
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return sha.hexdigest(), lines + (last != b"\n")
+
+
+def check_deterministic(opt):
+    """Refuse transforms that draw random numbers in training: the cache would hold the
+    teacher's view of one draw while every epoch trains on another."""
+    for name in sorted(opt._all_transform):
+        if name not in DETERMINISTIC_TRANSFORMS:
+            raise ValueError(f"transform '{name}' is random or not supported by the teacher "
+                             f"cache (supported: {', '.join(sorted(DETERMINISTIC_TRANSFORMS))}); "
+                             "distill from the live teacher with -teacher_model instead")
+        if name in SUBWORD_TRANSFORMS:
+            for side in ("src", "tgt"):
+                nbest = getattr(opt, f"{side}_subword_nbest")
+                alpha = getattr(opt, f"{side}_subword_alpha")
+                if nbest not in (0, 1) or alpha != 0:
+                    raise ValueError(
+                        f"transform '{name}' samples subwords in training (-{side}_subword_nbest "
+                        f"{nbest}, -{side}_subword_alpha {alpha}): the cache would be wrong every "
+                        f"epoch; set -{side}_subword_nbest 1 and -{side}_subword_alpha 0, or "
+                        "distill from the live teacher with -teacher_model")
+
+
+def _option_value(value):
+    """JSON form of an option; a file is represented by its contents' digest."""
+    if isinstance(value, str) and os.path.isfile(value):
+        return {"sha256": file_digest(value)[0]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_option_value(v) for v in value]
+    return str(value)
+
+
+def transform_options(opt):
+    """Every option the used transforms declare, with its value in this run."""
+    options = {}
+    for name in sorted(opt._all_transform):
+        parser = ArgumentParser()
+        AVAILABLE_TRANSFORMS[name].add_options(parser)
+        for action in parser._actions:
+            if action.dest != "help":
+                options[action.dest] = _option_value(getattr(opt, action.dest, None))
+    return options
+
+
+def vocab_digest(vocabs):
+    tokens = vocabs_to_dict(vocabs)
+    text = "\n".join(tokens["src"]) + "\0" + "\n".join(tokens["tgt"])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def data_fingerprint(opt, vocabs):
+    """What a cache must have been made from to serve this run: training corpora (file
+    contents, line counts, transforms, per-corpus options), transform options, decoder
+    start token and vocabulary."""
+    corpora = {}
+    for name, corpus in opt.data.items():
+        if name == CorpusTask.VALID:
+            continue
+        if corpus.get("path_txt"):
+            raise ValueError(f"corpus '{name}' is a language-model text corpus (path_txt): "
+                             "the teacher cache supports parallel corpora only")
+        src_sha, src_lines = file_digest(corpus["path_src"])
+        tgt_sha, tgt_lines = file_digest(corpus["path_tgt"])
+        corpora[name] = {
+            "src_sha256": src_sha, "tgt_sha256": tgt_sha, "lines": min(src_lines, tgt_lines),
+            "options": {k: _option_value(v) for k, v in sorted(corpus.items())
+                        if k not in ("path_src", "path_tgt", "path_align", "weight")}}
+    return {"corpora": corpora, "transforms": transform_options(opt),
+            "decoder_start_token": opt.decoder_start_token, "vocab_sha256": vocab_digest(vocabs)}
+
+
+def _flatten(value, prefix=""):
+    if isinstance(value, dict):
+        items = {}
+        for key, sub in value.items():
+            items.update(_flatten(sub, f"{prefix}{key}."))
+        return items
+    return {prefix[:-1]: value}
+
+
+def _short(value):
+    text = json.dumps(value)
+    return text[:60] + "..." if len(text) > 60 else text
+
+
+def first_difference(cached, wanted):
+    """'KEY is A in the cache, B in this run' for the first key that differs, or None."""
+    cached, wanted = _flatten(cached), _flatten(wanted)
+    for key in sorted(set(cached) | set(wanted)):
+        if cached.get(key) != wanted.get(key):
+            return (f"{key} is {_short(cached.get(key, 'absent'))} in the cache, "
+                    f"{_short(wanted.get(key, 'absent'))} in this run")
+    return None
+
+
+def corpus_line(numbers, stride):
+    """Line numbers of the examples OpenNMT-py 3.5.1 tags ``cid_line_number``.
+
+    With a stride s > 1 (data-loader workers times data-parallel GPUs) its reader takes
+    the lines whose block line // s is congruent to the offset modulo s, but numbers the
+    i-th line it takes i*s + offset; this undoes that numbering (identity for s = 1)."""
+    numbers = np.asarray(numbers, dtype=np.int64)
+    if stride == 1:
+        return numbers
+    offset, taken = numbers % stride, numbers // stride
+    return (taken // stride) * stride * stride + offset * stride + taken % stride
+
+
+_CHECKSUM_PRIME = 1048573  # below 2**20: ids below 2**32 summed over 2**11 positions fit int64
+
+
+def source_checksum(src_ids, src_len):
+    """Per sentence, a position-weighted sum of its source token ids (exact int64): tells
+    one sentence's cache entries from another's with the same target."""
+    positions = torch.arange(1, src_ids.size(1) + 1, device=src_ids.device, dtype=torch.int64)
+    weights = positions * 2654435761 % _CHECKSUM_PRIME + 1
+    real = positions.unsqueeze(0) <= src_len.unsqueeze(1)
+    return ((src_ids.long() + 1) * weights * real).sum(1)
+
+
+class CacheWriter:
+    """Appends each batch's rows as it comes (nothing is held in memory) and fills the
+    (corpus, line) index; ``finish`` writes the header that makes the folder a cache."""
+
+    def __init__(self, folder, corpus_lines, topk, vocab_size):
+        os.makedirs(folder)
+        self.folder, self.topk = folder, topk
+        self.dtypes = {"ids": id_dtype(vocab_size), "logp": LOGP_DTYPE, "rest": LOGP_DTYPE,
+                       "gold": id_dtype(vocab_size)}
+        self.bases, total = {}, 0
+        for name, lines in corpus_lines.items():
+            self.bases[name] = total
+            total += lines
+        self.index = np.memmap(os.path.join(folder, "index.bin"), INDEX_DTYPE, "w+",
+                               shape=(max(total, 1),))
+        self.index["length"] = -1
+        self.files = {name: open(os.path.join(folder, f"{name}.bin"), "wb") for name in ROW_ARRAYS}
+        self.rows = self.sentences = 0
+
+    def add(self, cids, lines, checksums, lengths, arrays):
+        """One batch: ``lengths[b]`` rows for sentence b; ``arrays`` (ids, logp, rest,
+        gold) hold the rows of all sentences, sentence after sentence."""
+        positions = np.array([self.bases[c] for c in cids], dtype=np.int64) + lines
+        if (self.index["length"][positions] >= 0).any():
+            raise ValueError("a corpus line came twice while building the teacher cache")
+        offsets = self.rows + np.cumsum(lengths) - lengths
+        self.index["offset"][positions] = offsets
+        self.index["length"][positions] = lengths
+        self.index["checksum"][positions] = checksums
+        for name in ROW_ARRAYS:
+            np.ascontiguousarray(arrays[name], dtype=self.dtypes[name]).tofile(self.files[name])
+        self.rows += int(lengths.sum())
+        self.sentences += len(lengths)
+
+    def finish(self, header):
+        for handle in self.files.values():
+            handle.close()
+        self.index.flush()
+        header = dict(header, rows=self.rows, sentences=self.sentences,
+                      bases=self.bases, index_lines=len(self.index),
+                      dtypes={k: v.str for k, v in self.dtypes.items()})
+        with open(os.path.join(self.folder, HEADER), "w") as handle:
+            json.dump(header, handle, indent=1)
+
+
+class TeacherCache:
+    """A finished cache, memory-mapped."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            with open(os.path.join(path, HEADER)) as handle:
+                self.header = json.load(handle)
+        except (OSError, ValueError):
+            raise ValueError(f"{path} is not a teacher cache (no readable {HEADER}): build one "
+                             "with onmt_qd_teacher_cache") from None
+        if self.header.get("format") != FORMAT or self.header.get("version") != VERSION:
+            raise ValueError(f"{path} is not a version {VERSION} teacher cache: rebuild it with "
+                             "onmt_qd_teacher_cache")
+        self.topk = self.header["topk"]
+        rows, dtypes = self.header["rows"], self.header["dtypes"]
+        shapes = {"ids": (rows, self.topk), "logp": (rows, self.topk), "rest": (rows,),
+                  "gold": (rows,)}
+        self.index = self._map("index.bin", INDEX_DTYPE, (self.header["index_lines"],))
+        self.arrays = {name: self._map(f"{name}.bin", np.dtype(dtypes[name]), shapes[name])
+                       for name in ROW_ARRAYS}
+
+    def _map(self, name, dtype, shape):
+        path = os.path.join(self.path, name)
+        expected = int(np.prod(shape)) * dtype.itemsize
+        if not os.path.isfile(path) or os.path.getsize(path) != expected:
+            raise ValueError(f"teacher cache {self.path} is incomplete ({name} is missing or "
+                             "has the wrong size): rebuild it with onmt_qd_teacher_cache")
+        if expected == 0:
+            return np.zeros(shape, dtype)
+        return np.memmap(path, dtype, "r", shape=shape)
+
+    def check(self, fingerprint, topk=None):
+        """Raise unless the cache was made from what ``fingerprint`` describes (and holds
+        ``topk`` tokens per position when asked)."""
+        if topk is not None and topk != self.topk:
+            raise ValueError(f"teacher cache {self.path} holds the top {self.topk} tokens per "
+                             f"position, -topk asks for {topk}: rebuild it with -topk {topk} "
+                             "or drop -topk")
+        difference = first_difference(self.header["fingerprint"], fingerprint)
+        if difference:
+            raise ValueError(f"teacher cache {self.path} was made from other data: {difference}; "
+                             "rebuild it with onmt_qd_teacher_cache")
+
+    def lookup(self, cids, lines):
+        """(offsets, lengths, checksums) of the given corpus lines."""
+        bases = self.header["bases"]
+        positions = np.array([bases[c] for c in cids], dtype=np.int64) + lines
+        entries = self.index[positions]
+        return entries["offset"], entries["length"], entries["checksum"]
+
+    def gather(self, offsets, lengths, width):
+        """Rows of each sentence padded to ``width`` (padding repeats its last row):
+        ids, logp, rest, gold as arrays of B*width rows, in OpenNMT-py's loss order."""
+        steps = np.arange(width)[None, :]
+        rows = offsets[:, None] + np.minimum(steps, np.maximum(lengths[:, None] - 1, 0))
+        rows = rows.ravel()
+        return {name: np.asarray(array[rows]) for name, array in self.arrays.items()}

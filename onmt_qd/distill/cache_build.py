@@ -1,0 +1,138 @@
+"""onmt_qd_teacher_cache: run the teacher once, teacher-forced, over the training corpora
+as onmt_qd_train reads them (same transforms and vocabulary) and write its top-K
+distribution per target position (format: onmt_qd.distill.cache)."""
+import os
+import shutil
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from onmt.constants import CorpusTask
+from onmt.inputters import build_vocab
+from onmt.inputters.dynamic_iterator import DynamicDatasetIter
+from onmt.inputters.text_corpus import get_corpora
+from onmt.transforms import get_specials, get_transforms_cls, make_transforms
+from onmt.utils.logging import logger
+from onmt.utils.parse import ArgumentParser
+
+from onmt_qd.distill.cache import (FORMAT, VERSION, CacheWriter, TeacherCache, check_deterministic,
+                                   data_fingerprint, file_digest, first_difference,
+                                   source_checksum)
+from onmt_qd.distill.teacher import load_teacher, teacher_forced_logits
+from onmt_qd.opts import OptionError
+
+DEFAULT_TOPK = 8
+
+
+def one_pass_batches(opt, transforms_cls, vocabs, device):
+    """Every example of every training corpus once, in length-sorted batches, through
+    OpenNMT-py's own reader, transforms and numericalization (tagged with corpus and
+    line like training batches); unlike a training iterator it neither repeats corpora
+    nor drops duplicate sources."""
+    corpora = get_corpora(opt, CorpusTask.TRAIN)
+    info = {name: dict(opt.data[name], weight=1) for name in corpora}
+    iterator = DynamicDatasetIter(
+        corpora, info, make_transforms(opt, transforms_cls, vocabs), vocabs, CorpusTask.VALID,
+        opt.batch_type, opt.batch_size, 1, bucket_size=opt.bucket_size, device=device,
+        skip_empty_level=opt.skip_empty_level)
+    iterator.num_workers = 0
+    iterator._init_datasets(0)  # what build_dynamic_dataset_iter does without workers
+    for batch, _ in iterator:
+        yield batch
+
+
+def topk_rows(logits, topk):
+    """(top-K ids, their log-probabilities, log of the mass of all other tokens)."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    values, ids = logp.topk(topk, dim=-1)
+    rest = logp.scatter_(1, ids, -float("inf")).logsumexp(-1)
+    return ids, values, rest
+
+
+class Progress:
+    """Sentences done / total and rate, every 10% or 30 seconds."""
+
+    def __init__(self, total):
+        self.total, self.start, self.last_time, self.last_tenth = total, time.time(), 0.0, 0
+
+    def update(self, done, final=False):
+        now = time.time() - self.start
+        tenth = done * 10 // max(self.total, 1)
+        if final or tenth > self.last_tenth or now - self.last_time >= 30:
+            self.last_time, self.last_tenth = now, tenth
+            logger.info(f"teacher cache: {done:,} / {self.total:,} sentences "
+                        f"({done / max(self.total, 1):.0%}), {done / max(now, 1e-9):.0f} sentences/s")
+
+
+def header_of(opt, vocabs, topk):
+    return {"format": FORMAT, "version": VERSION, "topk": topk,
+            "vocab_size": len(vocabs["tgt"]), "teacher_sha256": file_digest(opt.teacher_model)[0],
+            "fingerprint": data_fingerprint(opt, vocabs)}
+
+
+def check_existing(path, header):
+    """True when ``path`` already holds this very cache; raise when it holds another."""
+    try:
+        cache = TeacherCache(path)
+    except ValueError:
+        raise ValueError(f"{path} exists and is not a teacher cache: remove it or choose "
+                         "another -output") from None
+    mine = {k: header[k] for k in ("topk", "teacher_sha256", "fingerprint")}
+    theirs = {k: cache.header.get(k) for k in mine}
+    difference = first_difference(theirs, mine)
+    if difference:
+        raise ValueError(f"{path} already holds a teacher cache of something else ({difference}): "
+                         "remove it or choose another -output")
+    return True
+
+
+def build_teacher_cache(opt):
+    """Write the cache to opt.output (under a temporary name, renamed when complete);
+    returns the number of rows written, 0 when an identical cache is already there."""
+    if not opt.teacher_model or not os.path.isfile(opt.teacher_model):
+        raise OptionError(f"-teacher_model {opt.teacher_model} is not a file: give the "
+                          "checkpoint whose outputs to cache")
+    if not opt.output:
+        raise OptionError("-output is required: the cache folder to write")
+    topk = DEFAULT_TOPK if opt.topk is None else opt.topk
+    ArgumentParser.validate_prepare_opts(opt)
+    check_deterministic(opt)
+    transforms_cls = get_transforms_cls(opt._all_transform)
+    vocabs = build_vocab(opt, get_specials(opt, transforms_cls))
+    if not 1 <= topk <= len(vocabs["tgt"]):
+        raise OptionError(f"-topk must be between 1 and the vocabulary size "
+                          f"{len(vocabs['tgt'])}, got {topk}")
+    header = header_of(opt, vocabs, topk)
+    if os.path.exists(opt.output) and check_existing(opt.output, header):
+        logger.info(f"{opt.output} already holds this teacher cache; nothing to do")
+        return 0
+    device = torch.device(f"cuda:{opt.gpu_ranks[0]}" if opt.gpu_ranks else "cpu")
+    teacher = load_teacher(opt.teacher_model, vocabs, device)
+    corpus_lines = {name: c["lines"] for name, c in header["fingerprint"]["corpora"].items()}
+    progress = Progress(sum(corpus_lines.values()))
+    tmp = f"{opt.output}.tmp{os.getpid()}"
+    try:
+        writer = CacheWriter(tmp, corpus_lines, topk, len(vocabs["tgt"]))
+        for batch in one_pass_batches(opt, transforms_cls, vocabs, device):
+            with torch.inference_mode():
+                ids, logp, rest = topk_rows(teacher_forced_logits(teacher, batch), topk)
+            lengths = batch["tgtlen"] - 1
+            width = batch["tgt"].size(1) - 1
+            real = (torch.arange(width, device=device).unsqueeze(0) < lengths.unsqueeze(1)).view(-1)
+            rows = {"ids": ids[real], "logp": logp[real], "rest": rest[real],
+                    "gold": batch["tgt"][:, 1:, 0].reshape(-1)[real]}
+            checksums = source_checksum(batch["src"][:, :, 0], batch["srclen"])
+            writer.add(batch["cid"], np.asarray(batch["cid_line_number"], dtype=np.int64),
+                       checksums.cpu().numpy(), lengths.cpu().numpy(),
+                       {k: v.cpu().numpy() for k, v in rows.items()})
+            progress.update(writer.sentences)
+        writer.finish(header)
+        progress.update(writer.sentences, final=True)
+        os.replace(tmp, opt.output)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+    logger.info(f"wrote {opt.output}: {writer.sentences:,} sentences, {writer.rows:,} target "
+                f"positions, top {topk}")
+    return writer.rows
