@@ -9,6 +9,8 @@ from onmt.constants import CorpusTask, DefaultTokens
 from onmt.inputters.dynamic_iterator import build_dynamic_dataset_iter
 from onmt.transforms import get_transforms_cls
 
+from onmt_qd.distill.teacher import teacher_forced_logits
+
 
 def read_lines(path):
     with open(path, encoding="utf-8") as handle:
@@ -56,8 +58,7 @@ def reference_perplexity(model, vocabs, train_opt, src_path, tgt_path, device="c
     total_loss, total_words = 0.0, 0
     model.eval()
     for batch, _ in iterator:
-        output, _ = model(batch["src"], batch["tgt"], batch["srclen"])
-        logits = model.generator(output.reshape(-1, output.size(-1)))
+        logits = teacher_forced_logits(model, batch)
         target = batch["tgt"][:, 1:, 0].reshape(-1)
         total_loss += F.cross_entropy(logits.float(), target, ignore_index=padding,
                                       reduction="sum").item()

@@ -16,7 +16,7 @@ from onmt.utils.logging import logger
 from onmt.utils.parse import ArgumentParser
 
 from onmt_qd.compat import load_checkpoint, save_atomic
-from onmt_qd.distill import distillation_loss, load_teacher
+from onmt_qd.distill import LiveTeacher, teacher_forced_logits
 from onmt_qd.evaluate.metrics import reference_perplexity
 from onmt_qd.models import build_model_from_checkpoint, named_weights
 from onmt_qd.quant import (allocate_bits, allocate_points, point_gradient, project_points,
@@ -64,13 +64,9 @@ class PointLearner:
 
 def distill_step(model, teacher, batch, padding, weight, temperature):
     """Backward of the mean distillation loss of one batch; returns the loss."""
-    output, _ = model(batch["src"], batch["tgt"], batch["srclen"])
-    with torch.no_grad():
-        teacher_out, _ = teacher(batch["src"], batch["tgt"], batch["srclen"])
-        teacher_logits = teacher.generator(teacher_out.reshape(-1, teacher_out.size(-1)))
-    logits = model.generator(output.reshape(-1, output.size(-1)))
+    logits = teacher_forced_logits(model, batch)
     target = batch["tgt"][:, 1:, 0].reshape(-1)
-    loss, _ = distillation_loss(logits, teacher_logits, target, padding, weight, temperature)
+    loss, _ = teacher.distribution(batch).loss(logits, target, padding, weight, temperature)
     loss = loss / max(int(target.ne(padding).sum()), 1)
     loss.backward()
     return loss.item()
@@ -114,7 +110,7 @@ def run(opt, policy):
     checkpoint = load_checkpoint(opt.model)
     vocabs = dict_to_vocabs(checkpoint["vocab"])
     model, _, _ = build_model_from_checkpoint(checkpoint, device)
-    teacher = load_teacher(opt.teacher_model, vocabs, device)
+    teacher = LiveTeacher.from_checkpoint(opt.teacher_model, vocabs, device)
     weights = named_weights(checkpoint)
     selected = policy.select({k: tuple(v.shape) for k, v in weights.items()})
     sizes = {name: weights[name].numel() for name in selected}
