@@ -11,6 +11,9 @@ import yaml
 from onmt.opts import train_opts, translate_opts
 from onmt.utils.parse import ArgumentParser
 
+from onmt_qd.quant import QUANTIZERS, QuantPolicy
+from onmt_qd.quant.policy import ROUNDINGS
+
 
 class OptionError(ValueError):
     """A bad option value; the message is one line that says what to do."""
@@ -64,9 +67,11 @@ def policy_opts(parser, prefix):
     add("bits", type=int, default=0 if prefix else None,
         help="Bits per quantized weight (1-8)." + (" 0 = no quantization." if prefix else ""))
     add("bucket_size", type=int, default=256, help="Bucket size k for min-max scaling.")
-    add("method", choices=["uniform", "quantile"], default="uniform",
-        help="uniform grid of 2^b points, or points at the quantiles of each tensor.")
-    add("rounding", choices=["deterministic", "stochastic"], default="deterministic",
+    # the registry itself, not a copy: a method registered later is accepted too
+    add("method", choices=QUANTIZERS, default="uniform",
+        help="uniform: grid of 2^b points; quantile: points at the quantiles of each "
+        "tensor; more methods register in onmt_qd/quant/methods.py.")
+    add("rounding", choices=ROUNDINGS, default="deterministic",
         help="Rounding during training (validation and saving always round "
         "deterministically, so reported numbers are those of the saved model).")
     add("skip_embeddings", action="store_true", help="Keep embeddings in fp32.")
@@ -80,8 +85,6 @@ def policy_opts(parser, prefix):
 
 def policy_from_opts(opt):
     """The QuantPolicy the options describe, or None when quantization is off."""
-    from onmt_qd.quant import QuantPolicy
-
     if not opt.quant_bits:
         return None
     overrides = {}

@@ -6,8 +6,12 @@ import torch
 from onmt_qd.models import named_weights, split_weights
 from onmt_qd.quant import QuantizedTensor, QuantPolicy
 
-QUANT_KEY = "qd_quant"
-SHADOW_KEY = "qd_shadow"
+# Every key onmt_qd adds to an OpenNMT-py checkpoint (docs/formats.md); import these,
+# never write the strings.
+QUANT_KEY = "qd_quant"          # policy and each tensor's levels, scales and points
+SHADOW_KEY = "qd_shadow"        # full-precision shadow weights, for resuming
+VALID_KEY = "qd_valid"          # validation perplexity and step of this checkpoint
+DIFFQUANT_KEY = "qd_diffquant"  # differentiable quantization's allocation and norms
 
 
 class NotQuantizedError(ValueError):

@@ -87,7 +87,7 @@ def render(pipeline, entries):
         out += ["## Huffman coding of the quantized weights", "",
                 "Mean code bits per quantized weight vs the entropy bound and fixed width "
                 "(b + 0.25 bits with two fp32 scales per 256-bucket); sizes by the paper's "
-                "formula (method.md §7) and on disk.", "",
+                "formula (docs/method.md §7) and on disk.", "",
                 _table(["model", "bits", "mean code bits", "entropy", "fixed width bits",
                         "paper formula MB", "on disk MB"], rows), ""]
     rows = []

@@ -1,5 +1,5 @@
 """Entropy coders of onmt_qd.codec.entropy: exact round trips and code lengths within
-the bounds information theory sets (method.md §7)."""
+the bounds information theory sets (docs/method.md §7)."""
 import math
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Quantizer properties of method.md §1, §2, §4 and the paper's appendix B."""
+"""Quantizer properties of docs/method.md §1, §2, §4 and the paper's appendix B."""
 import pytest
 import scipy.stats
 import torch

@@ -1,4 +1,4 @@
-"""QuantPolicy selection and serialization, and bit allocation (method.md §3, §4)."""
+"""QuantPolicy selection and serialization, and bit allocation (docs/method.md §3, §4)."""
 import json
 
 import pytest

@@ -7,6 +7,7 @@ import os
 import tempfile
 
 from onmt_qd.bin.common import run_command
+from onmt_qd.codec.entropy import CODERS
 
 
 def parser():
@@ -14,7 +15,7 @@ def parser():
     p.add_argument("-model", required=True, help="quantized checkpoint (onmt_qd_train "
                    "-quant_bits, onmt_qd_quantize or onmt_qd_diffquant)")
     p.add_argument("-output", default=None, help="compressed file to write")
-    p.add_argument("-coder", choices=["huffman", "ans"], default="huffman")
+    p.add_argument("-coder", choices=CODERS, default="huffman")
     p.add_argument("-pooling", choices=["auto", "per_tensor", "pooled"], default="auto",
                    help="one code table per tensor, one for all, or whichever is smaller")
     p.add_argument("-report_only", action="store_true")

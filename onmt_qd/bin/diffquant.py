@@ -7,6 +7,7 @@ from onmt.utils.parse import ArgumentParser
 
 from onmt_qd.bin.common import run_command
 from onmt_qd.opts import distill_opts, parse, policy_opts, policy_from_opts, validate_distill_opts
+from onmt_qd.quant import QUANTIZERS
 
 
 def parser():
@@ -19,8 +20,8 @@ def parser():
     group = p.add_argument_group("Differentiable quantization")
     group.add("-model", "--model", required=True, help="trained full-precision checkpoint")
     group.add("-output", "--output", required=True, help="quantized checkpoint to write")
-    group.add("-init", "--init", choices=["quantile", "uniform"], default="quantile",
-              help="initial points of every tensor")
+    group.add("-init", "--init", choices=QUANTIZERS, default="quantile",
+              help="initial points of every tensor (a quantization method's points)")
     group.add("-redistribute", "--redistribute", choices=["none", "points", "bits"],
               default="bits", help="bits across tensors by gradient norm: 'points' is the "
               "2017 rule (conserve the number of points), 'bits' a budget in total bits "

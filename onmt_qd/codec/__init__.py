@@ -1,5 +1,5 @@
-"""Entropy coding of quantization levels and the compressed model file (method.md §7,
-design.md "The compressed file")."""
+"""Entropy coding of quantization levels and the compressed model file (docs/method.md §7,
+docs/formats.md "The compressed file")."""
 from onmt_qd.codec.entropy import CODERS, Coder, entropy_bits, get_coder
 from onmt_qd.codec.fileformat import (
     FORMAT_VERSION, CompressedFileError, is_compressed_file, read_compressed,

@@ -1,4 +1,4 @@
-"""Entropy coding of quantization level indices (method.md §7).
+"""Entropy coding of quantization level indices (docs/method.md §7).
 
 Level indices are small non-negative integers (uint8) with a peaked distribution, so a
 symbol code over them beats the fixed b bits per weight. Two coders, both C/Rust-backed

@@ -1,4 +1,4 @@
-"""The compressed model file ("QDZ", design.md "The compressed file").
+"""The compressed model file ("QDZ", docs/formats.md "The compressed file").
 
 Layout, all integers little-endian:
 

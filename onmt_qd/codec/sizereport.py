@@ -1,4 +1,4 @@
-"""Where the bytes of a compressed model file go (method.md §7).
+"""Where the bytes of a compressed model file go (docs/method.md §7).
 
 Every figure is counted from what was actually written, so the parts add up to the
 file's size on disk exactly; the paper's formula is computed separately as a check

@@ -1,5 +1,5 @@
 """Redistributing quantization precision across tensors by gradient norm, for
-differentiable quantization (method.md §4, paper appendix A.4.2)."""
+differentiable quantization (docs/method.md §4, paper appendix A.4.2)."""
 import math
 
 from onmt_qd.quant.quantizer import MAX_BITS, validate_bits

@@ -1,4 +1,4 @@
-"""Bucketing and per-bucket scaling (method.md §1).
+"""Bucketing and per-bucket scaling (docs/method.md §1).
 
 A tensor is flattened row-major and cut into contiguous buckets of ``bucket_size``
 elements; each bucket is scaled to [0, 1] by its own min (beta) and range (alpha), so

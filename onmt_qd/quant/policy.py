@@ -1,15 +1,13 @@
-"""Which parameters are quantized, and at how many bits (method.md §3).
+"""Which parameters are quantized, and at how many bits (docs/method.md §3).
 
 One policy object, applied by parameter name, decides this for training, export, size
 accounting and evaluation alike, and travels in checkpoints as a plain dict."""
 import dataclasses
 import re
 
-from onmt_qd.quant.quantizer import (
-    quantile_points, quantize_to_points, quantize_uniform, validate_bits,
-    validate_bucket_size)
+from onmt_qd.quant.methods import get_quantizer, stochastic_error
+from onmt_qd.quant.quantizer import quantize_to_points, validate_bits, validate_bucket_size
 
-METHODS = ("uniform", "quantile")
 ROUNDINGS = ("deterministic", "stochastic")
 
 
@@ -37,14 +35,12 @@ class QuantPolicy:
     def __post_init__(self):
         validate_bits(self.bits)
         validate_bucket_size(self.bucket_size)
-        if self.method not in METHODS:
-            raise ValueError(f"quantization method must be one of {', '.join(METHODS)}, "
-                             f"got {self.method!r}")
+        quantizer = get_quantizer(self.method)
         if self.rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, "
                              f"got {self.rounding!r}")
-        if self.rounding == "stochastic" and self.method != "uniform":
-            raise ValueError("stochastic rounding needs the uniform method")
+        if self.rounding == "stochastic" and not quantizer.stochastic:
+            raise ValueError(stochastic_error())
         object.__setattr__(self, "include", tuple(self.include))
         object.__setattr__(self, "exclude", tuple(self.exclude))
         object.__setattr__(self, "bits_overrides", dict(self.bits_overrides or {}))
@@ -96,17 +92,16 @@ class QuantPolicy:
     def quantize(self, name, tensor, bits=None, points=None, stochastic=None, generator=None):
         """Quantize ``tensor`` (parameter ``name``) the policy's way: to explicit
         ``points`` when given (differentiable quantization), else by the policy's
-        method. ``stochastic`` overrides the rounding; it applies to uniform only."""
+        method (QUANTIZERS). ``stochastic`` overrides the rounding."""
         bits = self.bits_for(name) if bits is None else bits
         if stochastic is None:
             stochastic = self.rounding == "stochastic"
-        if stochastic and (points is not None or self.method != "uniform"):
-            raise ValueError("stochastic rounding needs the uniform method")
-        if points is None and self.method == "quantile":
-            points = quantile_points(tensor, bits, self.bucket_size)
-        if points is not None:
-            return quantize_to_points(tensor, points, self.bucket_size, bits)
-        return quantize_uniform(tensor, bits, self.bucket_size, stochastic, generator)
+        if points is None:
+            return get_quantizer(self.method).quantize(tensor, bits, self.bucket_size,
+                                                       stochastic, generator)
+        if stochastic:
+            raise ValueError(stochastic_error())
+        return quantize_to_points(tensor, points, self.bucket_size, bits)
 
     def to_dict(self):
         """JSON-serializable form, for checkpoints and the compressed file."""

@@ -1,4 +1,4 @@
-"""Bucketed quantization to a set of points in scaled space (method.md §1, §2, §4).
+"""Bucketed quantization to a set of points in scaled space (docs/method.md §1, §2, §4).
 
 Every quantized tensor is stored the same way, uniform or not: one level index per
 weight, (alpha, beta) per bucket and the sorted points the levels index, so a single
@@ -87,23 +87,48 @@ def quantile_points(tensor, bits, bucket_size=256, n_points=None):
     return project_points(torch.lerp(ordered[lower], ordered[upper], weight))
 
 
+def _round_to_grid_(grid, stochastic, generator):
+    """Levels of values in [0, 2**bits - 1], in place when deterministic: the nearest
+    integer, or the floor plus a Bernoulli draw of the remainder (E[Q(v)] = v)."""
+    if not stochastic:
+        return grid.round_()
+    floor = grid.floor()
+    draws = torch.rand(grid.shape, generator=generator, device=grid.device)
+    return floor.add_(draws.lt_(grid.sub_(floor)))
+
+
 def quantize_uniform(tensor, bits, bucket_size=256, stochastic=False, generator=None):
-    """Round scaled values to the uniform grid, to the nearest point or stochastically
-    (floor plus a Bernoulli draw of the remainder, which makes E[Q(v)] = v)."""
+    """Round scaled values to the uniform grid, to the nearest point or stochastically."""
     validate_bits(bits)
     validate_bucket_size(bucket_size)
     alpha, beta = bucket_scales(tensor, bucket_size)
     intervals = 2 ** bits - 1
-    grid = scaled_values(tensor, alpha, beta, bucket_size) * intervals
-    if stochastic:
-        floor = grid.floor()
-        draws = torch.rand(grid.shape, generator=generator, device=grid.device)
-        levels = floor + (draws < grid - floor)
-    else:
-        levels = grid.round()
+    grid = scaled_values(tensor, alpha, beta, bucket_size).mul_(intervals)
+    levels = _round_to_grid_(grid, stochastic, generator)
     return QuantizedTensor(levels.clamp_(0, intervals).to(torch.uint8), alpha, beta,
                            uniform_points(bits, device=grid.device), tuple(tensor.shape),
                            bucket_size, bits)
+
+
+def fake_quantize_uniform(flat, bits, bucket_size, stochastic=False, generator=None, out=None):
+    """``quantize_uniform(flat, ...).dequantize()`` bit for bit, for a flat tensor of
+    whole buckets, in a few in-place passes over ``out`` (allocated when None): what
+    training runs before every forward pass. No clamps: the scaled values of finite
+    weights already lie in [0, 1], so clamping changes nothing."""
+    buckets = flat.view(-1, bucket_size)
+    beta, top = torch.aminmax(buckets, dim=1)
+    alpha = top - beta
+    safe_alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
+    out = torch.empty_like(flat) if out is None else out
+    grid = torch.sub(buckets, beta[:, None], out=out.view(-1, bucket_size))
+    levels = _round_to_grid_(grid.div_(safe_alpha[:, None]).mul_(2 ** bits - 1),
+                             stochastic, generator)
+    # level / (2**bits - 1) as uniform_points computes it: a one-element tensor divisor,
+    # since CUDA divides by a Python scalar through its reciprocal (one ulp off)
+    intervals = torch.full((1,), 2 ** bits - 1, dtype=torch.float32, device=flat.device)
+    points = levels.div_(intervals)
+    torch.mul(points, alpha[:, None], out=out.view(-1, bucket_size)).add_(beta[:, None])
+    return out
 
 
 def quantize_to_points(tensor, points, bucket_size=256, bits=None):
@@ -125,7 +150,7 @@ def quantize_to_points(tensor, points, bucket_size=256, bits=None):
 
 def point_gradient(qt, grad_q):
     """dL/dp_j = sum over weights i on point j of alpha_bucket(i) * dL/dq_i, since
-    q_i = alpha * p_j + beta (differentiable quantization, method.md §4)."""
+    q_i = alpha * p_j + beta (differentiable quantization, docs/method.md §4)."""
     buckets = bucket_view(grad_q.detach().float().to(qt.alpha.device), qt.bucket_size)
     weighted = unbucket(buckets * qt.alpha[:, None], qt.levels.numel())
     grad = torch.zeros_like(qt.points)

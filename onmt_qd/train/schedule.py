@@ -1,4 +1,4 @@
-"""The paper's learning-rate rule (method.md §6): validate once per epoch; from the
+"""The paper's learning-rate rule (docs/method.md §6): validate once per epoch; from the
 first validation whose perplexity did not decrease on, halve the learning rate at
 every validation; optionally also halve from a fixed epoch on (2017 start_decay_at)."""
 import math

@@ -21,11 +21,9 @@ from onmt_qd.compat import save_atomic
 from onmt_qd.distill import DistillLossCompute, teacher_from_opts
 from onmt_qd.models import model_weights, named_weights, split_weights
 from onmt_qd.opts import OptionError, policy_from_opts, validate_distill_opts
-from onmt_qd.quantized import SHADOW_KEY, attach_quantization, quantize_weights
+from onmt_qd.quantized import SHADOW_KEY, VALID_KEY, attach_quantization, quantize_weights
 from onmt_qd.train.fakequant import FakeQuantizer
 from onmt_qd.train.schedule import PlateauHalving, QDOptimizer
-
-VALID_KEY = "qd_valid"
 
 
 def count_corpus(opt):
@@ -206,6 +204,11 @@ def check_opts(opt):
     policy_from_opts(opt)
     if opt.epochs < 0:
         raise OptionError(f"-epochs must be >= 0, got {opt.epochs}")
+    if opt.save_format != "pytorch":
+        raise OptionError(f"-save_format {opt.save_format} is not supported: OpenNMT-py's "
+                          "safetensors saver drops the quantization state and validation "
+                          "record; use -save_format pytorch (onmt_qd_compress makes the "
+                          "compact file)")
     if (opt.teacher_model or opt.teacher_cache) and opt.truncated_decoder:
         raise OptionError("distillation needs whole targets: set -truncated_decoder 0")
     if opt.topk is not None and not opt.teacher_cache:
