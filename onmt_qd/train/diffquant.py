@@ -1,4 +1,4 @@
-"""Differentiable quantization (Algorithm 2, method.md §4): the weights of a trained
+"""Differentiable quantization (Algorithm 2, docs/method.md §4): the weights of a trained
 model stay frozen; only each tensor's quantization points are learned, with the
 distillation loss against the teacher.
 
@@ -19,9 +19,11 @@ from onmt_qd.compat import load_checkpoint, save_atomic
 from onmt_qd.distill import LiveTeacher, teacher_forced_logits
 from onmt_qd.evaluate.metrics import reference_perplexity
 from onmt_qd.models import build_model_from_checkpoint, named_weights
-from onmt_qd.quant import (allocate_bits, allocate_points, point_gradient, project_points,
-                           quantile_points, quantize_to_points)
-from onmt_qd.quantized import attach_quantization, quantize_weights
+from onmt_qd.quant import (allocate_bits, allocate_points, get_quantizer, point_gradient,
+                           project_points, quantize_to_points)
+from onmt_qd.quantized import (DIFFQUANT_KEY, QUANT_KEY, SHADOW_KEY, VALID_KEY,
+                               attach_quantization, quantize_weights)
+from onmt_qd.train.fakequant import ShadowWeights
 from onmt_qd.train.schedule import PlateauHalving
 
 
@@ -32,30 +34,24 @@ class PointLearner:
         params = dict(model.named_parameters())
         self.policy = policy
         self.params = {name: params[name] for name in n_points}
-        self.weights = {name: p.detach().float().clone() for name, p in self.params.items()}
+        self.weights = ShadowWeights(self.params, bits, policy.bucket_size)
         self.bits = bits
-        self.points = {name: self.initial_points(name, n) for name, n in n_points.items()}
+        initial = get_quantizer(policy.method).points
+        self.points = {name: initial(self.weights[name], bits[name], policy.bucket_size, n)
+                       for name, n in n_points.items()}
         self.quantized = {}
-
-    def initial_points(self, name, n):
-        if self.policy.method == "quantile":
-            return quantile_points(self.weights[name], self.bits[name], self.policy.bucket_size, n)
-        return torch.linspace(0, 1, n, device=self.weights[name].device)
 
     def assign(self):
         """Nearest-point assignment; the model's parameters then hold Q(w)."""
-        with torch.no_grad():
-            for name, param in self.params.items():
-                qt = quantize_to_points(self.weights[name], self.points[name],
-                                        self.policy.bucket_size, self.bits[name])
-                self.quantized[name] = qt
-                param.copy_(qt.dequantize())
+        for name in self.params:
+            qt = quantize_to_points(self.weights[name], self.points[name],
+                                    self.policy.bucket_size, self.bits[name])
+            self.quantized[name] = qt
+            self.weights.write(name, qt.dequantize())
 
     def restore(self):
         """Put the full-precision weights back into the model."""
-        with torch.no_grad():
-            for name, param in self.params.items():
-                param.copy_(self.weights[name])
+        self.weights.load()
 
     def point_gradients(self):
         return {name: point_gradient(self.quantized[name], param.grad.float())
@@ -175,10 +171,10 @@ def run(opt, policy):
     weights, quantized = quantize_weights(
         weights, policy, points={n: p.cpu() for n, p in best_points.items()},
         bits={n: a[1] for n, a in alloc.items()})
-    out = {k: v for k, v in checkpoint.items() if k not in ("optim", "qd_shadow", "qd_quant")}
+    out = {k: v for k, v in checkpoint.items() if k not in ("optim", SHADOW_KEY, QUANT_KEY)}
     attach_quantization(out, weights, quantized, policy)
-    out["qd_valid"] = {"ppl": best_ppl, "step": opt.train_steps}
-    out["qd_diffquant"] = {"allocation": {n: list(a) for n, a in alloc.items()},
+    out[VALID_KEY] = {"ppl": best_ppl, "step": opt.train_steps}
+    out[DIFFQUANT_KEY] = {"allocation": {n: list(a) for n, a in alloc.items()},
                            "grad_norms": norms, "redistribute": opt.redistribute}
     save_atomic(out, opt.output)
     logger.info(f"wrote {opt.output}: validation perplexity {best_ppl:.3f}")
