@@ -1,13 +1,20 @@
-"""Step time of plain training, distillation, quantized training and quantized
-distillation of the same student on the same real batches, in one process, as ratios
-against plain training; and the time to quantize a 79M-parameter model.
+"""Step time of plain training, distillation (live teacher and teacher cache), quantized
+training and quantized distillation (live and cached) of the same student on the same
+real batches, in one process, as ratios against plain training; the teacher cache's
+build time as a fraction of one teacher training epoch and its bytes per target token;
+and the time to quantize a 79M-parameter model.
 
     python benchmarks/step_time.py -config DATA.yaml -teacher T.pt [-layers 1]
-        [-hidden_size 256] [-bits 4] [-steps 30] [-gpu]
+        [-hidden_size 256] [-bits 4] [-steps 30] [-topk 8] [-gpu]
 
-DATA.yaml is an onmt_qd_train data config whose vocabulary matches the teacher's."""
+DATA.yaml is an onmt_qd_train data config whose vocabulary matches the teacher's; the
+cache is built over its whole training corpus (in a temporary folder)."""
 import argparse
+import copy
+import os
+import shutil
 import statistics
+import tempfile
 import time
 
 import torch
@@ -19,10 +26,12 @@ from onmt.transforms import get_transforms_cls
 from onmt.utils.parse import ArgumentParser
 
 from onmt_qd.compat import load_checkpoint
-from onmt_qd.distill import distillation_loss, load_teacher
-from onmt_qd.opts import parse, train_parser
+from onmt_qd.distill import CachedTeacher, LiveTeacher, load_teacher, teacher_forced_logits
+from onmt_qd.distill.cache_build import build_teacher_cache
+from onmt_qd.opts import parse, teacher_cache_parser, train_parser
 from onmt_qd.quant import QuantPolicy
 from onmt_qd.train.fakequant import FakeQuantizer
+from onmt_qd.train.trainer import steps_per_epoch
 
 
 def sync(device):
@@ -52,10 +61,10 @@ def student_and_batches(args, device):
         batches.append(batch)
         if len(batches) == args.steps + 3:
             break
-    return student, vocabs, batches
+    return student, vocabs, batches, opt
 
 
-def run_mode(student, teacher, batches, padding, distill, quant_bits, device):
+def run_mode(student, teacher, batches, padding, quant_bits, device):
     """Seconds per step (median over the timed steps, 3 warm-up steps)."""
     optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
     fake = FakeQuantizer(student, QuantPolicy(bits=quant_bits)) if quant_bits else None
@@ -68,14 +77,10 @@ def run_mode(student, teacher, batches, padding, distill, quant_bits, device):
             fake.quantize(stochastic=False)
             sync(device)
             quant_times.append(time.perf_counter() - start)
-        out, _ = student(batch["src"], batch["tgt"], batch["srclen"])
-        logits = student.generator(out.reshape(-1, out.size(-1)))
+        logits = teacher_forced_logits(student, batch)
         target = batch["tgt"][:, 1:, 0].reshape(-1)
-        if distill:
-            with torch.no_grad():
-                t_out, _ = teacher(batch["src"], batch["tgt"], batch["srclen"])
-                t_logits = teacher.generator(t_out.reshape(-1, t_out.size(-1)))
-            loss, _ = distillation_loss(logits, t_logits, target, padding, 0.7, 1.0)
+        if teacher is not None:
+            loss, _ = teacher.distribution(batch).loss(logits, target, padding, 0.7, 1.0)
         else:
             loss = torch.nn.functional.cross_entropy(logits, target, ignore_index=padding,
                                                      reduction="sum")
@@ -117,26 +122,56 @@ def main():
     p.add_argument("-hidden_size", type=int, default=256)
     p.add_argument("-bits", type=int, default=4)
     p.add_argument("-steps", type=int, default=30)
+    p.add_argument("-topk", type=int, default=8)
     p.add_argument("-gpu", action="store_true")
     args = p.parse_args()
     device = torch.device("cuda:0" if args.gpu else "cpu")
-    student, vocabs, batches = student_and_batches(args, device)
+    student, vocabs, batches, opt = student_and_batches(args, device)
     teacher = load_teacher(args.teacher, vocabs, device)
     padding = vocabs["tgt"][DefaultTokens.PAD]
+    workdir = tempfile.mkdtemp(prefix="step_time_cache")
+    cache_path = os.path.join(workdir, "cache")
+    cache_opt = parse(teacher_cache_parser(), [
+        "-config", args.config, "-teacher_model", args.teacher, "-topk", str(args.topk),
+        "-output", cache_path, "-batch_size", "64", "-num_workers", "0", "-bucket_size", "10000"]
+        + (["-gpu_ranks", "0"] if args.gpu else []))
+    sync(device)
+    start = time.perf_counter()
+    build_teacher_cache(cache_opt)
+    sync(device)
+    build_seconds = time.perf_counter() - start
+    opt.teacher_cache = cache_path
+    cached = CachedTeacher.from_opts(opt, vocabs, device)
+    live = LiveTeacher(teacher)
     initial = {k: v.clone() for k, v in student.state_dict().items()}
     rows = []
-    for label, distill, bits in (("plain", False, 0), ("distill", True, 0),
-                                 (f"quant{args.bits}", False, args.bits),
-                                 (f"quant{args.bits}+distill", True, args.bits)):
+    for label, distill, bits in (("plain", None, 0), ("distill live", live, 0),
+                                 ("distill cache", cached, 0),
+                                 (f"quant{args.bits}", None, args.bits),
+                                 (f"quant{args.bits}+distill live", live, args.bits),
+                                 (f"quant{args.bits}+distill cache", cached, args.bits)):
         torch.nn.Module.load_state_dict(student, initial)  # not OpenNMT-py's loader
-        rows.append((label, *run_mode(student, teacher, batches, padding, distill, bits, device)))
+        rows.append((label, *run_mode(student, distill, batches, padding, bits, device)))
+    trainable_teacher = copy.deepcopy(teacher)
+    for param in trainable_teacher.parameters():
+        param.requires_grad_(True)
+    teacher_step, _ = run_mode(trainable_teacher, None, batches, padding, 0, device)
     base = rows[0][1]
     n_params = sum(p.numel() for p in student.parameters())
     print(f"device {device}, student {args.layers}x{args.hidden_size} ({n_params:,} params), "
           f"{args.steps} steps of 64 sentences, median seconds per step")
     for label, seconds, quant in rows:
         share = f", quantization {quant * 1000:.1f} ms = {quant / seconds:.0%} of the step" if quant else ""
-        print(f"{label:<18} {seconds * 1000:8.1f} ms   {seconds / base:5.2f}x plain{share}")
+        print(f"{label:<26} {seconds * 1000:8.1f} ms   {seconds / base:5.2f}x plain{share}")
+    header = cached.cache.header
+    size = sum(os.path.getsize(os.path.join(cache_path, f)) for f in os.listdir(cache_path))
+    epoch = teacher_step * steps_per_epoch(opt)
+    print(f"teacher cache, top {args.topk}: built in {build_seconds:.1f} s over "
+          f"{header['sentences']:,} sentences = {build_seconds / epoch:.2f} of one teacher training "
+          f"epoch ({teacher_step * 1000:.1f} ms/step x {steps_per_epoch(opt)} steps = {epoch:.1f} s); "
+          f"{size:,} bytes for {header['rows']:,} target tokens = {size / header['rows']:.1f} "
+          "bytes per target token")
+    shutil.rmtree(workdir)
     n, seconds = quantize_large(device, args.bits)
     print(f"quantizing {n / 1e6:.1f}M parameters to {args.bits} bits (bucket 256): {seconds:.2f} s")
 
