@@ -4,6 +4,7 @@ Every stage runs a real onmt_qd command in a subprocess, writes its config and l
 under the work directory, and leaves ``stages/NAME.done`` only when it finished:
 a finished stage is skipped, a killed one starts again from a clean slate."""
 import glob
+import itertools
 import json
 import os
 import shutil
@@ -24,7 +25,15 @@ class RecipeError(ValueError):
 
 RECIPE_KEYS = {"dataset", "sentencepiece", "vocab_size", "train", "profiles"}
 PROFILE_KEYS = {"subset", "spm_vocab_size", "gpu", "teacher", "student", "quantized_epochs",
-                "pm_bits", "qd_bits", "normal_loss_bits", "diffquant_bits", "diffquant_steps"}
+                "pm_bits", "qd_bits", "normal_loss_bits", "diffquant_bits", "diffquant_steps",
+                "teacher_topk", "distill_data", "noise_bleu"}
+DISTILL_DATA = ("gold", "teacher")
+DEFAULT_TOPK = 8
+# the spread of one student's BLEU across two quick runs (docs/results.md: 26.71 vs
+# 27.77 on test_2016_flickr); a claim holds only by more than this
+DEFAULT_NOISE_BLEU = 1.0
+TEST_KEYS = ("test", "test_sets")  # in data_config.yaml for evaluation, not for training
+TRANSLATION_CHUNKS = 10  # the teacher translates the training source in this many parts
 
 
 def load_recipe(name, profile):
@@ -52,6 +61,18 @@ def check_recipe(recipe, profile, path):
         for key in keys:
             if key not in known:
                 raise RecipeError(f"unknown key '{key}' in {where}{did_you_mean(key, known)}")
+    settings = recipe["profiles"][profile]
+    if settings.get("distill_data", "gold") not in DISTILL_DATA:
+        raise RecipeError(f"distill_data in profile {profile} of {path} must be one of "
+                          f"{', '.join(DISTILL_DATA)}, got '{settings['distill_data']}'")
+    topk = settings.get("teacher_topk", DEFAULT_TOPK)
+    if not isinstance(topk, int) or topk < 0:
+        raise RecipeError(f"teacher_topk in profile {profile} of {path} must be a whole "
+                          "number >= 0 (0: a live teacher instead of the cache)")
+    noise = settings.get("noise_bleu", DEFAULT_NOISE_BLEU)
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
+        raise RecipeError(f"noise_bleu in profile {profile} of {path} must be a number of "
+                          f"BLEU points >= 0, got {noise!r}")
     parser = train_parser()
     check_keys(parser, recipe["train"], f"train options of {path}")
     for model in ("teacher", "student"):
@@ -71,10 +92,15 @@ def option_args(options):
 
 class Stage:
     """``signature`` names what the stage covers (the models a compress/evaluate/report
-    stage handles): a finished stage whose signature changed runs again."""
+    stage handles): a finished stage whose signature changed runs again. A callable
+    signature is asked when the stage's turn comes (after the stages it depends on)."""
 
     def __init__(self, name, run, outputs=(), signature=""):
-        self.name, self.run, self.outputs, self.signature = name, run, outputs, signature
+        self.name, self.run, self.outputs, self._signature = name, run, outputs, signature
+
+    @property
+    def signature(self):
+        return self._signature() if callable(self._signature) else self._signature
 
 
 class Pipeline:
@@ -89,6 +115,10 @@ class Pipeline:
         self.gpu = (gpu or bool(self.profile.get("gpu"))) and _cuda()
         if gpu and not self.gpu:
             raise RecipeError("-gpu given but torch sees no CUDA device")
+        self.distill_data = self.profile.get("distill_data", "gold")
+        self.teacher_topk = self.profile.get("teacher_topk", DEFAULT_TOPK)
+        self.noise_bleu = self.profile.get("noise_bleu", DEFAULT_NOISE_BLEU)
+        self.word_level = self.word_level_distillation()
         for sub in ("stages", "logs", "configs", "models", "eval"):
             os.makedirs(os.path.join(self.work, sub), exist_ok=True)
         self.stages = self.build_stages()
@@ -158,9 +188,18 @@ class Pipeline:
     def build_stages(self):
         p = self.profile
         stages = [Stage("data", self.prepare_data, [self.path("data_config.yaml")]),
-                  self.train_stage("teacher", p["teacher"]),
-                  self.train_stage("student_fp", p["student"]),
-                  self.train_stage("student_distilled_fp", p["student"], teacher=True)]
+                  self.train_stage("teacher", p["teacher"])]
+        if self.distill_data == "teacher":
+            stages.append(Stage("teacher_translations", self.translate_training_source,
+                                [self.teacher_translations_path(),
+                                 self.path("data", "teacher_translations.parts")],
+                                "beam=5"))
+        if self.uses_cache():
+            stages.append(Stage("teacher_cache", self.build_teacher_cache,
+                                [self.teacher_cache_path()],
+                                f"topk={self.teacher_topk} data={self.distill_data}"))
+        stages += [self.train_stage("student_fp", p["student"]),
+                   self.train_stage("student_distilled_fp", p["student"], teacher=True)]
         quantized = []
         for bits in p.get("pm_bits", []):
             name = f"pm_quantization_{bits}bit"
@@ -181,7 +220,7 @@ class Pipeline:
             for bits in p.get("diffquant_bits", []):
                 name = f"differentiable_quantization_{bits}bit"
                 stages.append(Stage(name, lambda b=bits, n=name: self.diffquant(n, b),
-                                    [self.model_path(name)]))
+                                    [self.model_path(name)], f"data={self.distill_data}"))
                 quantized.append(name)
         self.quantized = quantized
         self.evaluated = ["teacher", "student_fp", "student_distilled_fp"] + quantized
@@ -189,9 +228,32 @@ class Pipeline:
         stages.append(Stage("compress", self.compress_all,
                             [self.path("sizes")] + [self.model_path(n, ".qdz") for n in quantized],
                             covered))
-        stages.append(Stage("evaluate", self.evaluate_all, [self.path("eval")], covered))
-        stages.append(Stage("report", self.report, [self.path("report.md")], covered))
+        def evaluated_on():
+            return f"{covered} on {','.join(self.test_sets())}"
+        stages.append(Stage("evaluate", self.evaluate_all, [self.path("eval")], evaluated_on))
+        stages.append(Stage("report", self.report, [self.path("report.md")],
+                            lambda: f"{evaluated_on()} noise={self.noise_bleu}"))
         return stages
+
+    def word_level_distillation(self):
+        """Whether distilled students use the teacher's outputs (distill_weight > 0)."""
+        from onmt_qd.opts import train_parser
+
+        weight = self.profile["student"].get("distill_weight",
+                                             train_parser().get_default("distill_weight"))
+        return weight > 0
+
+    def uses_cache(self):
+        """Word-level distilled students learn from the teacher's cached top-k outputs
+        (teacher_topk 0: from the live teacher); with distill_weight 0 nothing is asked."""
+        return self.teacher_topk > 0 and self.word_level
+
+    def teacher_cache_path(self):
+        return self.path("models", "teacher_cache")
+
+    def teacher_translations_path(self):
+        tgt = datasets.dataset(self.recipe["dataset"])["tgt"]
+        return self.path("data", f"train.teacher.{tgt}")
 
     def diffquant_available(self):
         try:
@@ -206,16 +268,19 @@ class Pipeline:
         if not os.path.exists(os.path.join(raw, "MANIFEST.json")):
             datasets.get(name, raw, self.mirror)
         files = datasets.split_files(name, raw)
-        if self.profile.get("subset"):
-            files = self.subset(files, self.profile["subset"])
-        if "test" not in files:
+        test_sets = datasets.test_sets(name, raw)
+        if not test_sets:
             raise RecipeError(f"dataset {name} has no test split with references")
+        if self.profile.get("subset"):
+            sizes = self.profile["subset"]
+            files = self.subset({k: files[k] for k in ("train", "valid")}, sizes)
+            test_sets = {n: self.subset({"test": paths}, sizes)["test"]
+                         for n, paths in test_sets.items()}
         config = {"save_data": self.path("data"), "overwrite": True,
                   "src_vocab": self.path("data", "vocab.src"),
                   "tgt_vocab": self.path("data", "vocab.tgt"), "share_vocab": True,
                   "data": {"train": {"path_src": files["train"][0], "path_tgt": files["train"][1]},
-                           "valid": {"path_src": files["valid"][0], "path_tgt": files["valid"][1]}},
-                  "test": {"src": files["test"][0], "tgt": files["test"][1]}}
+                           "valid": {"path_src": files["valid"][0], "path_tgt": files["valid"][1]}}}
         if self.recipe.get("sentencepiece"):
             size = self.profile.get("spm_vocab_size", 8000)
             spm_model = datasets.train_sentencepiece(list(files["train"]),
@@ -228,7 +293,6 @@ class Pipeline:
             config.update(src_vocab_size=self.recipe.get("vocab_size", 50000),
                           tgt_vocab_size=self.recipe.get("vocab_size", 50000))
         os.makedirs(self.path("data"), exist_ok=True)
-        test = config.pop("test")
         build_config = self.path("configs", "build_vocab.yaml")
         with open(build_config, "w") as handle:
             yaml.safe_dump(config, handle)
@@ -237,9 +301,32 @@ class Pipeline:
         for vocab in {config["src_vocab"], config["tgt_vocab"]}:  # one file when shared
             if os.path.exists(vocab):
                 drop_unreadable_tokens(vocab)
-        config["test"] = test
+        config["test_sets"] = {n: {"src": src, "tgt": tgt} for n, (src, tgt) in test_sets.items()}
+        config["test"] = self.pooled_test_set(config["test_sets"])
         with open(self.path("data_config.yaml"), "w") as handle:
             yaml.safe_dump(config, handle)
+
+    def pooled_test_set(self, test_sets):
+        """The one test corpus every model translates: the test sets concatenated in
+        order (pooled BLEU is sacrebleu's corpus BLEU over it), or the only set."""
+        if len(test_sets) == 1:
+            return next(iter(test_sets.values()))
+        pooled = {}
+        for side in ("src", "tgt"):
+            pooled[side] = self.path("data", f"test_pooled.{side}")
+            with open(pooled[side] + ".tmp", "w", encoding="utf-8") as out:
+                for files in test_sets.values():
+                    with open(files[side], encoding="utf-8", newline="\n") as handle:
+                        out.writelines(line.rstrip("\n") + "\n" for line in handle)
+            os.replace(pooled[side] + ".tmp", pooled[side])
+        return pooled
+
+    def test_sets(self):
+        """Test set name -> {src, tgt}, in the order of the pooled test corpus."""
+        config = self.data_config()
+        if "test_sets" not in config:  # prepared before per-set evaluation: one set
+            return {datasets.dataset(self.recipe["dataset"])["test_name"]: config["test"]}
+        return config["test_sets"]
 
     def subset(self, files, sizes):
         out = {}
@@ -259,14 +346,25 @@ class Pipeline:
         with open(self.path("data_config.yaml")) as handle:
             return yaml.safe_load(handle)
 
+    def training_data(self, distilled=False):
+        """The data options a training stage gets; distilled students train on the
+        teacher's translations of the training source when distill_data is teacher."""
+        config = {k: v for k, v in self.data_config().items() if k not in TEST_KEYS}
+        if distilled and self.distill_data == "teacher":
+            config["data"]["train"]["path_tgt"] = self.teacher_translations_path()
+        return config
+
     def train_stage(self, name, model, teacher=False, bits=None, warm_start=None):
         """A training stage. Quantized students train from scratch, as in the paper,
         unless the profile sets ``quantized_epochs`` (to save time): then they resume
         the full-precision run of the same loss (``warm_start``) that many epochs before
         its end, optimizer and learning-rate schedule included, and finish it
-        quantized, so they see exactly as many epochs as the full-precision student."""
+        quantized, so they see exactly as many epochs as the full-precision student.
+        Distilled students (``teacher``) learn from the teacher's cache, or its live
+        outputs when the profile sets teacher_topk 0, and from its translations when
+        distill_data is teacher."""
         def run():
-            config = {k: v for k, v in self.data_config().items() if k != "test"}
+            config = self.training_data(distilled=teacher)
             config.update(self.recipe["train"])
             config.update(model)
             config["keep_checkpoint"] = 1 if bits else -1
@@ -274,7 +372,9 @@ class Pipeline:
                 config.update(train_from=self.epoch_checkpoint(
                     warm_start, model["epochs"] - self.profile["quantized_epochs"]))
             config["save_model"] = self.path("models", name, "model")
-            if teacher:
+            if teacher and self.uses_cache():
+                config.update(teacher_cache=self.teacher_cache_path(), topk=self.teacher_topk)
+            elif teacher and self.word_level:
                 config["teacher_model"] = self.model_path("teacher")
             if bits:
                 config["quant_bits"] = bits
@@ -285,7 +385,10 @@ class Pipeline:
                 yaml.safe_dump(config, handle)
             self.command(name, self.py("train", "-config", path))
             os.replace(self.path("models", name, "model_best.pt"), self.model_path(name))
-        return Stage(name, run, [self.path("models", name), self.model_path(name)])
+        signature = f"data={self.distill_data} teacher=" + (
+            f"cache top{self.teacher_topk}" if self.uses_cache() else
+            "live" if self.word_level else "none") if teacher else ""
+        return Stage(name, run, [self.path("models", name), self.model_path(name)], signature)
 
     def epoch_checkpoint(self, name, epoch):
         """The checkpoint a full-precision run saved at the end of ``epoch``."""
@@ -297,7 +400,9 @@ class Pipeline:
         return saved[epoch - 1]
 
     def diffquant(self, name, bits):
-        config = {k: v for k, v in self.data_config().items() if k != "test"}
+        """Learns the points against the live teacher (on its translations when
+        distill_data is teacher)."""
+        config = self.training_data(distilled=True)
         path = self.path("configs", f"{name}.yaml")
         with open(path, "w") as handle:
             yaml.safe_dump(config, handle)
@@ -324,12 +429,84 @@ class Pipeline:
             self.command("evaluate", self.py("eval", "-model", self.evaluated_file(name),
                                              "-src", test["src"], "-tgt", test["tgt"],
                                              "-json", self.path("eval", f"{name}.json"),
+                                             "-output", self.path("eval", f"{name}.hyp"),
                                              "-gpu", 0 if self.gpu else -1))
+
+    def translate_training_source(self):
+        """Sequence-level distillation data: the teacher's beam-5 translation of every
+        training source line, one line each (empty stays empty), in parts so the log
+        shows progress; renamed into place only when every part is aligned."""
+        source = self.data_config()["data"]["train"]["path_src"]
+        parts_dir = self.path("data", "teacher_translations.parts")
+        os.makedirs(parts_dir, exist_ok=True)
+        parts = split_lines(source, parts_dir, TRANSLATION_CHUNKS)
+        log = self.path("logs", "teacher_translations.log")
+        total, done = sum(len(kept) for _, kept in parts), 0
+        for i, (part, kept) in enumerate(parts, 1):
+            if any(kept):
+                self.command("teacher_translations", self.py(
+                    "translate", "-model", self.model_path("teacher"), "-src", part,
+                    "-output", part + ".out", "-beam_size", 5, "-batch_size", 64,
+                    "-gpu", 0 if self.gpu else -1))
+            else:
+                open(part + ".out", "w").close()
+            done += len(kept)
+            with open(log, "a") as handle:
+                handle.write(f"teacher_translations: part {i}/{len(parts)}: "
+                             f"{done}/{total} sentences translated\n")
+        merge_translations(parts, self.teacher_translations_path())
+        shutil.rmtree(parts_dir)
+
+    def build_teacher_cache(self):
+        """The teacher's top-k outputs over the corpus the distilled students train on."""
+        config = self.training_data(distilled=True)
+        config.update(self.recipe["train"])
+        if self.gpu:
+            config.update(world_size=1, gpu_ranks=[0])
+        path = self.path("configs", "teacher_cache.yaml")
+        with open(path, "w") as handle:
+            yaml.safe_dump(config, handle)
+        self.command("teacher_cache", self.py(
+            "teacher_cache", "-config", path, "-teacher_model", self.model_path("teacher"),
+            "-topk", self.teacher_topk, "-output", self.teacher_cache_path()))
 
     def report(self):
         from onmt_qd.report import write_report
 
         write_report(self)
+
+
+def split_lines(path, folder, parts):
+    """Write the lines of ``path`` that hold text as up to ``parts`` consecutive files in
+    ``folder`` (OpenNMT-py translates a blank line to nothing, not to an empty line).
+    Returns [(file, kept)], ``kept`` saying for each line of the part whether it holds
+    text; lines end at "\\n" only, as OpenNMT-py reads them."""
+    size = max(1, -(-datasets.count_lines(path) // parts))
+    written = []
+    with open(path, encoding="utf-8", newline="\n") as handle:
+        while True:
+            lines = [line.rstrip("\n") for line in itertools.islice(handle, size)]
+            if not lines:
+                return written
+            part = os.path.join(folder, f"part{len(written):03d}")
+            with open(part, "w", encoding="utf-8") as out:
+                out.writelines(line + "\n" for line in lines if line.strip())
+            written.append((part, [bool(line.strip()) for line in lines]))
+
+
+def merge_translations(parts, path):
+    """Write the translations of ``split_lines``'s parts to ``path``, one line per
+    source line (blank for a blank source line); fails unless every part is aligned."""
+    with open(path + ".tmp", "w", encoding="utf-8") as out:
+        for part, kept in parts:
+            with open(part + ".out", encoding="utf-8", newline="\n") as handle:
+                translations = [line.rstrip("\n") for line in handle]
+            if len(translations) != sum(kept):
+                raise RecipeError(f"{len(translations)} translations for the {sum(kept)} "
+                                  f"non-blank lines of {part}")
+            lines = iter(translations)
+            out.writelines((next(lines) if has_text else "") + "\n" for has_text in kept)
+    os.replace(path + ".tmp", path)
 
 
 def drop_unreadable_tokens(vocab_path):

@@ -1,5 +1,5 @@
-"""The multi30k recipe's mini profile end to end: every table row, the plot, skipping
-finished stages, and a stage killed midway."""
+"""The multi30k recipe's mini profile end to end: every table row, the claims table,
+the teacher cache, the plot, skipping finished stages, and a stage killed midway."""
 import json
 import os
 import signal
@@ -38,7 +38,7 @@ def test_every_method_is_evaluated_from_its_file(finished):
     work, output = finished
     assert "Report:" in output
     with open(work / "results.json") as handle:
-        results = json.load(handle)
+        results = json.load(handle)["models"]
     assert {r["method"] for r in results} == METHODS
     expected = {("pm_quantization", b) for b in (2, 4, 8)} | \
         {(m, b) for m in ("quantized_distillation", "differentiable_quantization") for b in (2, 4)} | \
@@ -46,6 +46,8 @@ def test_every_method_is_evaluated_from_its_file(finished):
     assert expected <= {(r["method"], r["bits"]) for r in results}
     for r in results:
         assert set(r) >= {"name", "method", "bits", "path", "bleu", "chrf", "ppl", "size_bytes"}
+        # one test set here (the mirror's): its BLEU is the pooled BLEU
+        assert r["test_sets"]["test_2016_flickr"]["bleu"] == r["bleu"]
         assert os.path.getsize(work / r["path"]) == r["size_bytes"]
         if r["bits"] < 32:
             assert r["path"].endswith(".qdz")
@@ -53,6 +55,39 @@ def test_every_method_is_evaluated_from_its_file(finished):
     for r in results:
         if r["bits"] <= 4:
             assert r["size_bytes"] * 4 < teacher["n_params"] * 4  # far below fp32 weights
+
+
+def test_claims_table_has_every_row_in_json_and_report(finished):
+    from onmt_qd.report import CLAIMS
+
+    work, _ = finished
+    results = json.loads((work / "results.json").read_text())
+    assert results["noise_bleu"] == 1.0 and list(results["test_sets"]) == ["test_2016_flickr"]
+    rows = {r["id"]: r for r in results["claims"]}
+    assert list(rows) == [claim[0] for claim in CLAIMS]
+    by_name = {m["name"]: m for m in results["models"]}
+    for row in rows.values():  # every model of the mini profile was evaluated
+        assert row["verdict"] in {"holds", "within noise", "does not hold"}, row
+        assert row["goal_met"] in {"met", "not met", None}
+        assert all(by_name[n]["bleu"] == v or by_name[n]["sentences_per_second"] == v
+                   for n, v in row["numbers"].items() if n in by_name)
+    teacher_vs_student = rows["teacher_vs_student"]["numbers"]
+    assert teacher_vs_student["difference"] == round(
+        by_name["teacher"]["bleu"] - by_name["student_fp"]["bleu"], 2)
+    report = (work / "report.md").read_text()
+    section = report.split("## The paper's claims on this run", 1)[1].split("\n## ", 1)[0]
+    for claim in CLAIMS:
+        assert f"| {claim[1]} |" in section
+    assert "noise margin of 1.0 BLEU" in section
+
+
+def test_distilled_students_learn_from_the_teacher_cache(finished):
+    work, _ = finished
+    assert (work / "stages" / "teacher_cache.done").exists()
+    for name in ("student_distilled_fp", "quantized_distillation_2bit"):
+        config = (work / "configs" / f"{name}.yaml").read_text()
+        assert "teacher_cache:" in config and "teacher_model:" not in config
+    assert "teacher_cache" not in (work / "configs" / "student_fp.yaml").read_text()
 
 
 def test_learned_points_survive_compression_bit_for_bit(finished):
@@ -91,7 +126,7 @@ def test_second_run_skips_every_finished_stage(finished):
 
 def test_killed_stage_reruns_to_the_same_report(finished):
     work, _ = finished
-    before = json.loads((work / "results.json").read_text())
+    before = json.loads((work / "results.json").read_text())["models"]
     for stage in ("quantized_distillation_2bit", "compress", "evaluate", "report"):
         os.remove(work / "stages" / f"{stage}.done")
     proc = recipe(work, wait=False)
@@ -103,6 +138,6 @@ def test_killed_stage_reruns_to_the_same_report(finished):
     proc.wait()
     assert not (work / "stages" / "quantized_distillation_2bit.done").exists()
     recipe(work)
-    after = json.loads((work / "results.json").read_text())
+    after = json.loads((work / "results.json").read_text())["models"]
     strip = [{k: r[k] for k in ("name", "bleu", "chrf", "ppl", "size_bytes")} for r in before]
     assert strip == [{k: r[k] for k in ("name", "bleu", "chrf", "ppl", "size_bytes")} for r in after]

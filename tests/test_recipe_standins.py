@@ -30,8 +30,8 @@ def test_integ200k_recipe_end_to_end_on_standin_files(tmp_path):
         head(f"{INTEG}/{side}-train.txt", mirror / f"{lang}-train-clean.200K.txt", 1500)
         head(f"{INTEG}/{side}-val-3000.txt", mirror / f"{lang}-val-clean.10K.txt", 60)
     work = tmp_path / "work"
-    run_recipe("integ200k", work, mirror, "data", "teacher", "student_distilled_fp",
-               "pm_quantization_4bit")
+    run_recipe("integ200k", work, mirror, "data", "teacher", "teacher_cache",
+               "student_distilled_fp", "pm_quantization_4bit")
     config = (work / "data_config.yaml").read_text()
     assert "sentencepiece" not in config and "src_vocab_size: 50000" in config
     # tokenized text in, tokenized text out: evaluation needs no transform
@@ -52,7 +52,8 @@ def test_wmt13_recipe_prepares_and_trains_on_standin_files(tmp_path):
                              ("test_2016_flickr", "newstest2013", 30)):
         for lang in ("de", "en"):
             head(f"{MULTI30K}/{split}.{lang}", mirror / f"{target}.{lang}", n)
-    run_recipe("wmt13", tmp_path / "work", mirror, "data", "teacher", "student_distilled_fp")
+    run_recipe("wmt13", tmp_path / "work", mirror, "data", "teacher", "teacher_cache",
+               "student_distilled_fp")
     config = (tmp_path / "work" / "data_config.yaml").read_text()
     assert "sentencepiece" in config and "newstest2013.de" in config
     assert (tmp_path / "work" / "models" / "student_distilled_fp.pt").exists()

@@ -1,0 +1,97 @@
+"""Sequence-level distillation in a recipe (distill_data: teacher): the teacher's
+translations have exactly one line per source line, aligned across the parts they are
+translated in (blank lines included), and a student trains on them."""
+import os
+import shutil
+
+import pytest
+import yaml
+
+from conftest import MULTI30K, head, needs_multi30k
+from onmt_qd import recipes
+
+BLANK = {3, 17}  # blank on both sides
+BLANK_SOURCE = 25  # whitespace only in the source
+
+
+def stand_in_mirror(folder):
+    folder.mkdir()
+    for split, n in (("train", 40), ("val", 20), ("test_2016_flickr", 10)):
+        for lang in ("de", "en"):
+            head(f"{MULTI30K}/{split}.{lang}", folder / f"{split}.{lang}", n)
+    for lang in ("de", "en"):
+        lines = (folder / f"train.{lang}").read_text(encoding="utf-8").splitlines()
+        for i in BLANK:
+            lines[i] = ""
+        if lang == "de":
+            lines[BLANK_SOURCE] = "  "
+        (folder / f"train.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def tiny_profile(recipe):
+    profile = recipe["profiles"]["mini"]
+    profile.update(subset={"train": 40, "valid": 20, "test": 10}, spm_vocab_size=300,
+                   distill_data="teacher")
+    profile["teacher"].update(hidden_size=32, word_vec_size=32, epochs=1)
+    profile["student"].update(hidden_size=16, word_vec_size=16, epochs=1, distill_weight=0.0)
+
+
+@needs_multi30k
+def test_teacher_translations_are_aligned_and_a_student_trains_on_them(tmp_path, monkeypatch):
+    shutil.copytree(os.path.join(recipes.RECIPES_DIR, "multi30k"), tmp_path / "multi30k")
+    path = tmp_path / "multi30k" / "recipe.yaml"
+    recipe = yaml.safe_load(path.read_text())
+    tiny_profile(recipe)
+    path.write_text(yaml.safe_dump(recipe))
+    monkeypatch.setattr(recipes, "RECIPES_DIR", str(tmp_path))
+    monkeypatch.setattr(recipes, "TRANSLATION_CHUNKS", 2)
+    stand_in_mirror(tmp_path / "mirror")
+    work = tmp_path / "work"
+    pipeline = recipes.Pipeline("multi30k", "mini", work, mirror=str(tmp_path / "mirror"))
+    names = [s.name for s in pipeline.stages]
+    assert "teacher_translations" in names and "teacher_cache" not in names  # weight 0
+    pipeline.run(["data", "teacher", "teacher_translations", "student_distilled_fp"])
+
+    source = (work / "data" / "train.de").read_text(encoding="utf-8").split("\n")[:-1]
+    distilled = (work / "data" / "train.teacher.en").read_text(encoding="utf-8").split("\n")
+    assert distilled[-1] == "" and len(distilled[:-1]) == len(source) == 40
+    distilled = distilled[:-1]
+    assert {i for i, line in enumerate(distilled) if not line} >= BLANK | {BLANK_SOURCE}
+    log = (work / "logs" / "teacher_translations.log").read_text()
+    assert "part 2/2: 40/40 sentences translated" in log
+    assert not (work / "data" / "teacher_translations.parts").exists()
+
+    config = yaml.safe_load((work / "configs" / "student_distilled_fp.yaml").read_text())
+    assert config["data"]["train"]["path_tgt"] == str(work / "data" / "train.teacher.en")
+    assert "teacher_cache" not in config and "teacher_model" not in config
+    assert (work / "models" / "student_distilled_fp.pt").exists()
+
+
+def test_parts_merge_back_in_source_order_with_blank_lines_kept(tmp_path):
+    source = [f"line {i}" if i % 4 else ("" if i % 8 else "   ") for i in range(23)]
+    (tmp_path / "src").write_text("\n".join(source) + "\n", encoding="utf-8")
+    (tmp_path / "parts").mkdir()
+    parts = recipes.split_lines(str(tmp_path / "src"), str(tmp_path / "parts"), 4)
+    assert [len(kept) for _, kept in parts] == [6, 6, 6, 5]
+    for part, _ in parts:  # a stand-in translator: upper case, one line per line
+        with open(part) as handle, open(part + ".out", "w") as out:
+            out.writelines(line.upper() for line in handle)
+    recipes.merge_translations(parts, str(tmp_path / "out"))
+    assert (tmp_path / "out").read_text().split("\n")[:-1] == [
+        line.upper() if line.strip() else "" for line in source]
+    with open(parts[2][0] + ".out", "w") as out:  # lines 12-17: two blank
+        out.write("ONE LINE SHORT\n")
+    with pytest.raises(recipes.RecipeError, match="1 translations for the 4 non-blank lines"):
+        recipes.merge_translations(parts, str(tmp_path / "out2"))
+    assert not (tmp_path / "out2").exists()
+
+
+def test_unknown_distill_data_fails_before_training(tmp_path, monkeypatch):
+    shutil.copytree(os.path.join(recipes.RECIPES_DIR, "multi30k"), tmp_path / "multi30k")
+    path = tmp_path / "multi30k" / "recipe.yaml"
+    recipe = yaml.safe_load(path.read_text())
+    recipe["profiles"]["quick"]["distill_data"] = "teachers"
+    path.write_text(yaml.safe_dump(recipe))
+    monkeypatch.setattr(recipes, "RECIPES_DIR", str(tmp_path))
+    with pytest.raises(recipes.RecipeError, match="distill_data .* must be one of gold, teacher"):
+        recipes.load_recipe("multi30k", "quick")
