@@ -2,8 +2,14 @@
 whose options are an ``argparse.Namespace``. We allow-list exactly that class;
 weights-only loading stays on, so a checkpoint can still run no code."""
 import argparse
+import os
+import pickle
 
 import torch
+
+
+TORCH_ZIP = b"PK\x03\x04"  # torch.save's format since torch 1.6
+LEGACY_PICKLE = b"\x80"    # the pickle stream of older torch.save files
 
 
 def allow_onmt_checkpoints():
@@ -12,29 +18,43 @@ def allow_onmt_checkpoints():
 
 def load_checkpoint(path):
     """Load an OpenNMT-py checkpoint on the CPU, weights-only, with a one-line error
-    for a missing or unreadable file."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"checkpoint {path} does not exist") from None
-    except Exception as exc:  # corrupt, truncated, foreign pickle...
-        reason = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() \
-            else type(exc).__name__
+    that says what the file is when it is not a checkpoint."""
+    from onmt_qd.fileio import check_input_file
+
+    check_input_file(path, "checkpoint")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path} is empty, not a checkpoint")
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    if not start.startswith((TORCH_ZIP, LEGACY_PICKLE)):
         raise ValueError(f"{path} is neither an OpenNMT-py checkpoint nor an onmt_qd "
-                         f"compressed model ({reason})") from None
+                         "compressed model (not a torch file)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # refused, truncated, damaged, another zip...
+        if isinstance(exc, pickle.UnpicklingError) and "Weights only" in str(exc):
+            raise ValueError(f"{path} holds objects that weights-only loading refuses "
+                             "(it would run code from the file): not loaded") from exc
+        raise ValueError(f"{path} is neither an OpenNMT-py checkpoint nor an onmt_qd "
+                         f"compressed model (a damaged or truncated torch file: "
+                         f"{_first_line(exc)})") from exc
+    if not isinstance(checkpoint, dict) or not {"model", "opt", "vocab"} <= set(checkpoint):
+        raise ValueError(f"{path} is a torch file but not an OpenNMT-py checkpoint "
+                         "(no model, opt and vocab entries)")
+    return checkpoint
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.split(". ")[0].splitlines()[0] if text else type(exc).__name__
 
 
 def save_atomic(obj, path):
     """torch.save to a temporary name, then rename: a crash never leaves half a file."""
-    import os
+    from onmt_qd.fileio import atomic_output
 
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_output(path) as temporary:
+        torch.save(obj, temporary)
 
 
 def quiet_onmt_warnings():

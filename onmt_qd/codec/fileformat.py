@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import os
-import secrets
 import struct
 
 import numpy as np
@@ -27,6 +26,7 @@ import torch
 from onmt_qd.codec.entropy import get_coder
 from onmt_qd.codec.levelcoding import encode_levels
 from onmt_qd.codec.sizereport import build_size_report
+from onmt_qd.fileio import atomic_output
 from onmt_qd.quant.quantizer import (
     MAX_BITS, QuantizedTensor, validate_bits, validate_bucket_size)
 
@@ -164,38 +164,14 @@ def write_compressed(path, meta, quantized, plain, coder="huffman", pooling="aut
 
 
 def write_atomic(path, chunks):
-    """Write the chunks plus their SHA-256 to a temporary file next to ``path``, fsync,
-    then rename: a crash leaves either the old file or the new one, never half of one."""
-    temporary = f"{path}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
-            digest = hashlib.sha256()
-            for chunk in chunks:
-                f.write(chunk)
-                digest.update(chunk)
-            f.write(digest.digest())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    _fsync_directory(os.path.dirname(os.path.abspath(path)))
-
-
-def _fsync_directory(directory):
-    """Make the rename itself durable (POSIX; a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Write the chunks plus their SHA-256 atomically (onmt_qd.fileio.atomic_output):
+    a crash leaves either the old file or the new one, never half of one."""
+    with atomic_output(path) as temporary, open(temporary, "wb") as f:
+        digest = hashlib.sha256()
+        for chunk in chunks:
+            f.write(chunk)
+            digest.update(chunk)
+        f.write(digest.digest())
 
 
 # --- reading -------------------------------------------------------------------------
@@ -246,13 +222,16 @@ def _verified_sections(path, blob):
             f"{path} has format version {version}, this onmt_qd reads version "
             f"{FORMAT_VERSION}" + (": upgrade onmt_qd" if version > FORMAT_VERSION else ""))
     expected = FRAMING_BYTES + header_length + payload_length
-    if len(blob) < expected:
-        raise CompressedFileError(f"{path} is truncated: {len(blob)} of {expected} bytes")
-    if len(blob) > expected:
-        raise CompressedFileError(f"{path} is inconsistent: {len(blob) - expected} bytes "
-                                  "past the end its header declares")
     body = memoryview(blob)[:-CHECKSUM_BYTES]
-    if hashlib.sha256(body).digest() != blob[-CHECKSUM_BYTES:]:
+    intact = len(blob) >= FRAMING_BYTES and hashlib.sha256(body).digest() == blob[-CHECKSUM_BYTES:]
+    if len(blob) != expected:
+        # the checksum tells a truncated copy from a damaged length field
+        raise CompressedFileError(
+            f"{path} is inconsistent: {len(blob)} bytes where its header declares "
+            f"{expected}, though its checksum matches" if intact else
+            f"{path} is truncated or corrupted: {len(blob)} bytes where its header "
+            f"declares {expected}, and its SHA-256 checksum does not match")
+    if not intact:
         raise CompressedFileError(f"{path} is corrupted: its SHA-256 checksum does not match")
     header_end = PREFIX.size + header_length
     try:
