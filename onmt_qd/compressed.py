@@ -8,6 +8,7 @@ import tempfile
 
 from onmt_qd.codec import is_compressed_file, read_compressed, write_compressed  # noqa
 from onmt_qd.compat import load_checkpoint, save_atomic
+from onmt_qd.fileio import check_input_file
 from onmt_qd.models import named_weights, split_weights
 from onmt_qd.quant import QuantPolicy
 from onmt_qd.quantized import attach_quantization, quantization_of
@@ -67,8 +68,7 @@ def as_checkpoint_file(path):
     """Yield a path OpenNMT-py can load: ``path`` itself for a checkpoint, a
     temporary checkpoint decoded from it for a compressed file."""
     if not is_compressed_file(path):
-        if not os.path.isfile(path):
-            raise ValueError(f"model {path} does not exist")
+        check_input_file(path, "-model")
         yield path
         return
     with tempfile.TemporaryDirectory(prefix="onmt_qd_") as tmp:

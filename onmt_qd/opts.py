@@ -5,6 +5,7 @@ so ``-config file.yaml`` and every stock option keep working. Unlike ``onmt_trai
 our parsers reject unknown options and unknown YAML keys (typos must not pass
 silently)."""
 import difflib
+import math
 import os
 
 import yaml
@@ -107,8 +108,9 @@ def policy_from_opts(opt):
 def validate_distill_opts(opt):
     if not 0.0 <= opt.distill_weight <= 1.0:
         raise OptionError(f"-distill_weight must be in [0, 1], got {opt.distill_weight}")
-    if opt.distill_temperature <= 0:
-        raise OptionError(f"-distill_temperature must be > 0, got {opt.distill_temperature}")
+    if not 0 < opt.distill_temperature < math.inf:  # also refuses nan
+        raise OptionError("-distill_temperature must be > 0 and finite, got "
+                          f"{opt.distill_temperature}")
     if opt.teacher_model and not os.path.isfile(opt.teacher_model):
         raise OptionError(f"teacher checkpoint {opt.teacher_model} does not exist: "
                           "train the teacher first or fix -teacher_model")
@@ -183,6 +185,11 @@ def check_config_keys(parser, args):
                 config = yaml.safe_load(handle) or {}
         except OSError as exc:
             raise OptionError(f"cannot read config {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise OptionError(f"config {path} is not valid YAML{where}: "
+                              f"{getattr(exc, 'problem', None) or exc}") from exc
         if not isinstance(config, dict):
             raise OptionError(f"config {path} is not a YAML mapping of option: value")
         check_keys(parser, config, f"config {path}")
@@ -202,12 +209,17 @@ def _unknown_option_error(parser, option):
     return OptionError(f"unknown option '{option}'{hint}")
 
 
+def _raise_option_error(message):
+    raise OptionError(message)
+
+
 def parse(parser, args=None):
     """Parse strictly: unknown command-line options and YAML keys are errors
     (checked before argparse, which would read '-hiden_size' as '-h iden_size')."""
     import sys
 
     args = sys.argv[1:] if args is None else list(args)
+    parser.error = _raise_option_error  # one line, not the whole usage
     check_config_keys(parser, args)
     for arg in args:
         option = arg.split("=", 1)[0]

@@ -13,7 +13,8 @@ from onmt_qd.codec.entropy import CODERS
 def parser():
     p = argparse.ArgumentParser(prog="onmt_qd_compress", description=__doc__)
     p.add_argument("-model", required=True, help="quantized checkpoint (onmt_qd_train "
-                   "-quant_bits, onmt_qd_quantize or onmt_qd_diffquant)")
+                   "-quant_bits, onmt_qd_quantize or onmt_qd_diffquant), or a compressed "
+                   "file to pack again (e.g. with another -coder)")
     p.add_argument("-output", default=None, help="compressed file to write")
     p.add_argument("-coder", choices=CODERS, default="huffman")
     p.add_argument("-pooling", choices=["auto", "per_tensor", "pooled"], default="auto",
@@ -36,23 +37,26 @@ def summary(report):
 def main():
     def run():
         from onmt_qd.codec import format_size_report
-        from onmt_qd.compat import load_checkpoint
-        from onmt_qd.compressed import compress_checkpoint
+        from onmt_qd.compressed import compress_checkpoint, load_any
+        from onmt_qd.fileio import atomic_output, check_input_file, check_outputs
 
         args = parser().parse_args()
         if not args.output and not args.report_only:
             raise ValueError("give -output OUT.qdz (or -report_only)")
-        checkpoint = load_checkpoint(args.model)
+        check_input_file(args.model, "-model")
+        output = None if args.report_only else args.output
+        check_outputs({"-output": output, "-report_json": args.report_json},
+                      {"-model": args.model})
+        checkpoint = load_any(args.model)
         with tempfile.TemporaryDirectory() as tmp:
-            output = os.path.join(tmp, "model.qdz") if args.report_only else args.output
+            output = output or os.path.join(tmp, "model.qdz")
             report = compress_checkpoint(checkpoint, output, args.coder, args.pooling, args.model)
         print(format_size_report(report))
         if args.report_json:
             data = report.to_dict()
             data.update(summary(data))
-            with open(args.report_json + ".tmp", "w") as handle:
+            with atomic_output(args.report_json) as temporary, open(temporary, "w") as handle:
                 json.dump(data, handle, indent=1)
-            os.replace(args.report_json + ".tmp", args.report_json)
         if not args.report_only:
             print(f"wrote {args.output}: {report.bytes_on_disk:,} bytes")
 

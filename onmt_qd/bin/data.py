@@ -26,13 +26,19 @@ def main():
         import os
 
         from onmt_qd import datasets
+        from onmt_qd.fileio import created_folder
 
         args = parser().parse_args()
         if args.command == "get":
-            source = datasets.get(args.name, args.dest, args.mirror)
+            with created_folder(args.dest):  # a failed fetch leaves no empty folder
+                source = datasets.get(args.name, args.dest, args.mirror)
             print(f"{args.name}: {args.dest} ready (from {source})")
         else:
             src, tgt = datasets.split_files(args.name, args.dest)["train"]
+            for path in (src, tgt):
+                if not os.path.isfile(path):
+                    raise ValueError(f"{path} does not exist: fetch the dataset first with "
+                                     f"onmt_qd_data get {args.name} -dest {args.dest}")
             model = datasets.train_sentencepiece(
                 [src, tgt], os.path.join(args.dest, f"spm{args.vocab_size}"),
                 args.vocab_size, args.model_type)

@@ -39,6 +39,7 @@ def parser():
 
 def main():
     def run():
+        from onmt_qd.fileio import check_outputs
         from onmt_qd.train import diffquant
 
         opt = parse(parser())
@@ -51,6 +52,8 @@ def main():
         policy = policy_from_opts(opt)
         if policy is None:
             raise ValueError("-bits is required (1 to 8)")
+        check_outputs({"-output": opt.output},
+                      {"-model": opt.model, "-teacher_model": opt.teacher_model})
         diffquant.run(opt, policy)
 
     run_command(run, "onmt_qd_diffquant")

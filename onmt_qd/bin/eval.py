@@ -4,7 +4,6 @@ disk of a checkpoint or compressed file."""
 import argparse
 import json
 import os
-import tempfile
 import time
 
 from onmt_qd.bin.common import run_command
@@ -23,27 +22,48 @@ def parser():
     return p
 
 
+def check_args(model, src, tgt, beam_size, batch_size, outputs):
+    """Every check that can fail, before a model is loaded."""
+    from onmt_qd.fileio import check_input_file, check_outputs
+
+    for option, value in (("-beam_size", beam_size), ("-batch_size", batch_size)):
+        if value < 1:
+            raise ValueError(f"{option} must be at least 1, got {value}")
+    inputs = {"-model": model, "-src": src, "-tgt": tgt}
+    for option, path in inputs.items():
+        check_input_file(path, option)
+    check_outputs(outputs, inputs)
+
+
 def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None):
-    from onmt_qd.bin.translate import translate
+    """Scores of ``model`` on ``src``/``tgt``; ``translate_seconds`` times the
+    translation of the corpus alone (model loading is ``load_seconds``)."""
+    from onmt_qd.bin.translate import inference_engine, translate_aligned, write_translations
     from onmt_qd.compressed import as_checkpoint_file
-    from onmt_qd.evaluate.metrics import bleu_chrf, read_lines, reference_perplexity
+    from onmt_qd.evaluate.metrics import bleu_chrf, reference_perplexity
+    from onmt_qd.fileio import read_text_lines
     from onmt_qd.models import build_model_from_checkpoint
     from onmt_qd.opts import parse, translate_parser
 
-    for path in (model, src, tgt):
-        if not os.path.isfile(path):
-            raise ValueError(f"{path} does not exist")
-    references = read_lines(tgt)
-    with tempfile.TemporaryDirectory(prefix="onmt_qd_eval_") as tmp, \
-            as_checkpoint_file(model) as checkpoint_path:
-        hyp_path = output or os.path.join(tmp, "hyp.txt")
-        opt = parse(translate_parser(), ["-model", checkpoint_path, "-src", src, "-output", hyp_path,
-                                         "-beam_size", str(beam_size), "-batch_size",
-                                         str(batch_size), "-gpu", str(gpu), "-log_file", os.devnull])
+    check_args(model, src, tgt, beam_size, batch_size, {"-output": output})
+    sources, references = read_text_lines(src, "-src"), read_text_lines(tgt, "-tgt")
+    if len(sources) != len(references):
+        raise ValueError(f"-src {src} has {len(sources)} lines, -tgt {tgt} "
+                         f"{len(references)}: they must be parallel")
+    with as_checkpoint_file(model) as checkpoint_path:
+        opt = parse(translate_parser(), ["-model", checkpoint_path, "-src", src, "-output",
+                                         os.devnull, "-beam_size", str(beam_size),
+                                         "-batch_size", str(batch_size), "-gpu", str(gpu),
+                                         "-log_file", os.devnull])
         start = time.perf_counter()
-        translate(opt)
-        seconds = time.perf_counter() - start
-        hypotheses = read_lines(hyp_path)
+        with inference_engine(opt, sources) as engine:
+            load_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            scores, predictions = translate_aligned(engine, sources)
+            seconds = time.perf_counter() - start
+        if output:
+            write_translations(output, scores, predictions)
+        hypotheses = [best[0] for best in predictions]
         bleu, chrf, bleu_sig, chrf_sig = bleu_chrf(hypotheses, references)
         device = "cpu" if gpu < 0 else f"cuda:{gpu}"
         net, vocabs, model_opt = build_model_from_checkpoint(checkpoint_path, device)
@@ -53,20 +73,24 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None):
             "n_params": n_params, "size_bytes": os.path.getsize(model),
             "bleu_signature": bleu_sig, "chrf_signature": chrf_sig,
             "beam_size": beam_size, "sentences": len(references),
-            "translate_seconds": round(seconds, 2),
-            "sentences_per_second": round(len(references) / seconds, 1)}
+            "load_seconds": round(load_seconds, 2), "translate_seconds": round(seconds, 2),
+            "sentences_per_second": round(len(references) / max(seconds, 1e-9), 1)}
 
 
 def write_json(result, path):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as handle:
+    from onmt_qd.fileio import atomic_output
+
+    with atomic_output(path) as temporary, open(temporary, "w") as handle:
         json.dump(result, handle, indent=1)
-    os.replace(tmp, path)
 
 
 def main():
     def run():
+        from onmt_qd.fileio import check_outputs
+
         args = parser().parse_args()
+        check_outputs({"-json": args.json, "-output": args.output},
+                      {"-model": args.model, "-src": args.src, "-tgt": args.tgt})
         result = evaluate(args.model, args.src, args.tgt, args.beam_size, args.batch_size,
                           args.gpu, args.output)
         if args.json:

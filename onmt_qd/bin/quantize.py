@@ -15,16 +15,36 @@ def parser():
     return p
 
 
+def requantization_note(checkpoint, path):
+    """One line saying where re-quantizing an already quantized model starts from."""
+    from onmt_qd.quantized import QUANT_KEY, SHADOW_KEY
+
+    if QUANT_KEY not in checkpoint:
+        return None
+    bits = checkpoint[QUANT_KEY]["policy"]["bits"]
+    source = ("its full-precision shadow weights" if SHADOW_KEY in checkpoint else
+              f"its {bits}-bit values (it keeps no full-precision weights)")
+    return f"{path} is already quantized ({bits} bits): quantizing again from {source}"
+
+
 def main():
     def run():
-        from onmt_qd.compat import load_checkpoint, save_atomic
+        from onmt_qd.compat import save_atomic
+        from onmt_qd.compressed import load_any
+        from onmt_qd.fileio import check_input_file, check_outputs
         from onmt_qd.quantized import quantize_checkpoint
 
         opt = parse(parser())
         policy = policy_from_opts(opt)
         if policy is None:
             raise ValueError("-bits is required (1 to 8)")
-        checkpoint = quantize_checkpoint(load_checkpoint(opt.model), policy)
+        check_input_file(opt.model, "-model")
+        check_outputs({"-output": opt.output}, {"-model": opt.model})
+        checkpoint = load_any(opt.model)
+        note = requantization_note(checkpoint, opt.model)
+        if note:
+            print(note)
+        checkpoint = quantize_checkpoint(checkpoint, policy)
         save_atomic(checkpoint, opt.output)
         n = len(checkpoint["qd_quant"]["tensors"])
         print(f"{opt.output}: {n} tensors quantized to {policy.bits} bits "

@@ -1,7 +1,12 @@
 """onmt_qd_translate: onmt_translate, where -model may also be an onmt_qd compressed
 file. Without -transforms, the model's own inference transforms (SentencePiece)
-are used, so output is detokenized text."""
+are used, so output is detokenized text. Every source line gives -n_best output
+lines, in order; a blank source line gives empty ones (onmt_translate drops blank
+lines, so its output no longer lines up with the source)."""
 import contextlib
+import copy
+import os
+import tempfile
 
 from onmt_qd.bin.common import run_command
 from onmt_qd.opts import parse, translate_parser
@@ -32,14 +37,102 @@ def translation_opts(opt):
         yield opt
 
 
-def translate(opt):
-    from onmt.bin.translate import translate as onmt_translate
+def check_files(opt, outputs):
+    """Inputs readable, outputs (option -> path) writable and none of the inputs,
+    before any model is loaded."""
+    from onmt_qd.fileio import check_input_file, check_outputs
+
+    inputs = [("-src", opt.src), ("-tgt", opt.tgt)] + [("-model", m) for m in opt.models]
+    for option, path in inputs:
+        if path:
+            check_input_file(path, option)
+    check_outputs(outputs, inputs)
+
+
+def non_blank(lines):
+    """Indices of the lines OpenNMT-py translates (it drops blank ones)."""
+    return [i for i, line in enumerate(lines) if line.strip()]
+
+
+def _write_lines(path, lines):
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(f"{line}\n" for line in lines)
+    return path
+
+
+@contextlib.contextmanager
+def inference_engine(opt, lines):
+    """OpenNMT-py's inference engine, validated and seeded as onmt_translate builds it,
+    set to translate the non-blank ``lines`` (and their -tgt lines, for gold scores).
+    It writes nothing: the caller writes the re-aligned output."""
+    from onmt.inference_engine import InferenceEnginePY
+    from onmt.utils.misc import set_random_seed, use_gpu
+    from onmt.utils.parse import ArgumentParser
 
     from onmt_qd.compat import use_contiguous_rnn_decoders
+    from onmt_qd.fileio import read_text_lines
 
     use_contiguous_rnn_decoders()  # beam search on cuDNN needs a contiguous state
-    with translation_opts(opt):
-        onmt_translate(opt)
+    keep = non_blank(lines)
+    with tempfile.TemporaryDirectory(prefix="onmt_qd_translate_") as tmp, \
+            translation_opts(opt):
+        engine_opt = copy.copy(opt)
+        engine_opt.src = _write_lines(os.path.join(tmp, "src"), [lines[i] for i in keep])
+        if opt.tgt:
+            references = read_text_lines(opt.tgt, "-tgt")
+            if len(references) != len(lines):
+                raise ValueError(f"-tgt {opt.tgt} has {len(references)} lines, -src "
+                                 f"{opt.src} {len(lines)}: they must be parallel")
+            engine_opt.tgt = _write_lines(os.path.join(tmp, "tgt"),
+                                          [references[i] for i in keep])
+        engine_opt.output, engine_opt.with_score = os.devnull, False
+        ArgumentParser.validate_translate_opts(engine_opt)
+        ArgumentParser._get_all_transform_translate(engine_opt)
+        ArgumentParser._validate_transforms_opts(engine_opt)
+        ArgumentParser.validate_translate_opts_dynamic(engine_opt)
+        set_random_seed(engine_opt.seed, use_gpu(engine_opt))
+        engine = InferenceEnginePY(engine_opt)
+        try:
+            yield engine
+        finally:
+            engine.terminate()
+
+
+def translate_aligned(engine, lines):
+    """(scores, predictions), -n_best of each per source line and in source order;
+    blank lines get empty predictions (score 0)."""
+    keep = non_blank(lines)
+    scores, predictions = engine.infer_file() if keep else ([], [])
+    if len(predictions) != len(keep):
+        raise ValueError(f"the model's transforms dropped {len(keep) - len(predictions)} of "
+                         f"{len(keep)} non-blank source lines (lines that tokenize to "
+                         "nothing): remove or fix them, the output would not line up")
+    n_best = engine.opt.n_best
+    all_scores, all_predictions = [[0.0] * n_best for _ in lines], [[""] * n_best for _ in lines]
+    for i, score, prediction in zip(keep, scores, predictions):
+        all_scores[i], all_predictions[i] = [float(s) for s in score], prediction
+    return all_scores, all_predictions
+
+
+def write_translations(path, scores, predictions, with_score=False):
+    """onmt_translate's output format (n_best lines per source line, optionally
+    "prediction<TAB>score"), written atomically."""
+    from onmt_qd.fileio import atomic_output
+
+    with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as out:
+        for line_scores, line_predictions in zip(scores, predictions):
+            for score, prediction in zip(line_scores, line_predictions):
+                out.write(f"{prediction}\t{score}\n" if with_score else f"{prediction}\n")
+
+
+def translate(opt):
+    from onmt_qd.fileio import read_text_lines
+
+    check_files(opt, {"-output": opt.output})
+    lines = read_text_lines(opt.src, "-src")
+    with inference_engine(opt, lines) as engine:
+        scores, predictions = translate_aligned(engine, lines)
+    write_translations(opt.output, scores, predictions, opt.with_score)
 
 
 def main():
