@@ -17,8 +17,9 @@ from onmt.utils.distributed import ErrorHandler, spawned_train
 from onmt.utils.logging import init_logger, logger
 from onmt.utils.parse import ArgumentParser
 
-from onmt_qd.compat import save_atomic
+from onmt_qd.compat import load_checkpoint, save_atomic
 from onmt_qd.distill import DistillLossCompute, teacher_from_opts
+from onmt_qd.fileio import atomic_output, check_input_file, remove_stale_temporaries
 from onmt_qd.models import model_weights, named_weights, split_weights
 from onmt_qd.opts import OptionError, policy_from_opts, validate_distill_opts
 from onmt_qd.quantized import SHADOW_KEY, VALID_KEY, attach_quantization, quantize_weights
@@ -72,6 +73,8 @@ class QDModelSaver(ModelSaver):
         if self.fake_quant is not None:
             self.fake_quant.restore()
         weights = model_weights(model)
+        if not all(w.isfinite().all() for w in weights.values() if w.is_floating_point()):
+            raise self.diverged(step, "the weights are not finite")
         checkpoint = {"vocab": vocabs_to_dict(self.vocabs), "opt": self.model_opt,
                       "optim": self.optim.state_dict()}
         if self.fake_quant is not None:
@@ -89,10 +92,31 @@ class QDModelSaver(ModelSaver):
         save_atomic(checkpoint, path)
         if self.valid_ppl is not None and self.valid_ppl < self.best_ppl:
             self.best_ppl = self.valid_ppl
-            tmp = f"{self.base_path}_best.pt.tmp"
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, f"{self.base_path}_best.pt")
+            with atomic_output(f"{self.base_path}_best.pt") as temporary:
+                shutil.copyfile(path, temporary)
         return path, None
+
+    def diverged(self, step, what):
+        """The error that stops a diverged run; nothing of it is saved."""
+        kept = (f"the last good checkpoint is {self.base_path}_step_{self.last_saved_step}.pt"
+                if self.last_saved_step is not None else "this run saved no checkpoint")
+        return ValueError(f"training stopped at step {step}: {what} (training diverged); "
+                          f"{kept}. Lower -learning_rate, or check the distillation and "
+                          "quantization options")
+
+    def begin(self, resume):
+        """Remove what a killed run left half-written; when resuming, restore the best
+        validation perplexity from ``<save_model>_best.pt``, so that a worse model never
+        replaces it."""
+        for path in remove_stale_temporaries(self.base_path):
+            logger.info(f"Removed {path}, left half-written by a killed run")
+        best = f"{self.base_path}_best.pt"
+        if resume and os.path.isfile(best):
+            record = load_checkpoint(best).get(VALID_KEY)
+            if record is not None:
+                self.best_ppl = record["ppl"]
+                logger.info(f"Resuming: {best} keeps validation perplexity "
+                            f"{self.best_ppl:.3f} (step {record['step']}) until a better one")
 
 
 class QDTrainer(Trainer):
@@ -124,7 +148,11 @@ class QDTrainer(Trainer):
 
     def _gradient_accumulation(self, batches, normalization, total_stats, report_stats):
         self._share_halving()
+        step = self.optim.training_step
         super()._gradient_accumulation(batches, normalization, total_stats, report_stats)
+        loss = float(total_stats.loss)
+        if not math.isfinite(loss) and self.model_saver is not None:
+            raise self.model_saver.diverged(step, f"the loss is {loss}")
 
     def _share_halving(self):
         """Only rank 0 validates: after each validation step every rank takes its
@@ -164,6 +192,7 @@ def train_single(opt, device_id):
 
     saver = QDModelSaver(opt.save_model, model, model_opt, vocabs, optim,
                          opt.keep_checkpoint, opt.save_format, device_id)
+    saver.begin(resume=bool(opt.train_from))
     policy = policy_from_opts(opt)
     if policy is not None:
         saver.fake_quant = FakeQuantizer(model, policy)
@@ -219,8 +248,9 @@ def check_opts(opt):
     if opt.teacher_cache and opt.label_smoothing:
         raise OptionError("the cached-teacher loss uses plain cross-entropy: unset "
                           "-label_smoothing or use -teacher_model")
-    if opt.train_from and not os.path.isfile(opt.train_from):
-        raise OptionError(f"-train_from {opt.train_from} does not exist")
+    if opt.train_from:
+        check_input_file(opt.train_from, "-train_from")
+        load_checkpoint(opt.train_from)  # a truncated or foreign file: one line, here
 
 
 def train(opt):
