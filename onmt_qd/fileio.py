@@ -19,8 +19,6 @@ def temporary_name(path):
 
 
 def _alive(pid):
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
