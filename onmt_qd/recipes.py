@@ -441,16 +441,13 @@ class Pipeline:
         os.makedirs(parts_dir, exist_ok=True)
         parts = split_lines(source, parts_dir, TRANSLATION_CHUNKS)
         log = self.path("logs", "teacher_translations.log")
-        total, done = sum(len(kept) for _, kept in parts), 0
-        for i, (part, kept) in enumerate(parts, 1):
-            if any(kept):
-                self.command("teacher_translations", self.py(
-                    "translate", "-model", self.model_path("teacher"), "-src", part,
-                    "-output", part + ".out", "-beam_size", 5, "-batch_size", 64,
-                    "-gpu", 0 if self.gpu else -1))
-            else:
-                open(part + ".out", "w").close()
-            done += len(kept)
+        total, done = sum(n for _, n in parts), 0
+        for i, (part, n) in enumerate(parts, 1):
+            self.command("teacher_translations", self.py(
+                "translate", "-model", self.model_path("teacher"), "-src", part,
+                "-output", part + ".out", "-beam_size", 5, "-batch_size", 64,
+                "-gpu", 0 if self.gpu else -1))
+            done += n
             with open(log, "a") as handle:
                 handle.write(f"teacher_translations: part {i}/{len(parts)}: "
                              f"{done}/{total} sentences translated\n")
@@ -477,36 +474,35 @@ class Pipeline:
 
 
 def split_lines(path, folder, parts):
-    """Write the lines of ``path`` that hold text as up to ``parts`` consecutive files in
-    ``folder`` (OpenNMT-py translates a blank line to nothing, not to an empty line).
-    Returns [(file, kept)], ``kept`` saying for each line of the part whether it holds
-    text; lines end at "\\n" only, as OpenNMT-py reads them."""
+    """Write the lines of ``path`` as up to ``parts`` consecutive files in ``folder``;
+    returns [(file, number of lines)]. Lines end at "\\n" only, as OpenNMT-py reads them."""
     size = max(1, -(-datasets.count_lines(path) // parts))
     written = []
     with open(path, encoding="utf-8", newline="\n") as handle:
         while True:
-            lines = [line.rstrip("\n") for line in itertools.islice(handle, size)]
+            lines = list(itertools.islice(handle, size))
             if not lines:
                 return written
             part = os.path.join(folder, f"part{len(written):03d}")
-            with open(part, "w", encoding="utf-8") as out:
-                out.writelines(line + "\n" for line in lines if line.strip())
-            written.append((part, [bool(line.strip()) for line in lines]))
+            with open(part, "w", encoding="utf-8", newline="\n") as out:
+                out.writelines(lines)
+            written.append((part, len(lines)))
 
 
 def merge_translations(parts, path):
-    """Write the translations of ``split_lines``'s parts to ``path``, one line per
-    source line (blank for a blank source line); fails unless every part is aligned."""
-    with open(path + ".tmp", "w", encoding="utf-8") as out:
-        for part, kept in parts:
+    """Concatenate the translations (``PART.out``) of ``split_lines``'s parts into
+    ``path``; onmt_qd_translate gives one line per source line (blank for blank), and
+    a part that does not is refused."""
+    from onmt_qd.fileio import atomic_output
+
+    with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as out:
+        for part, n in parts:
             with open(part + ".out", encoding="utf-8", newline="\n") as handle:
-                translations = [line.rstrip("\n") for line in handle]
-            if len(translations) != sum(kept):
-                raise RecipeError(f"{len(translations)} translations for the {sum(kept)} "
-                                  f"non-blank lines of {part}")
-            lines = iter(translations)
-            out.writelines((next(lines) if has_text else "") + "\n" for has_text in kept)
-    os.replace(path + ".tmp", path)
+                translations = handle.readlines()
+            if len(translations) != n:
+                raise RecipeError(f"{len(translations)} translations for the {n} "
+                                  f"lines of {part}")
+            out.writelines(translations)
 
 
 def drop_unreadable_tokens(vocab_path):

@@ -1,13 +1,12 @@
 """Sequence-level distillation in a recipe (distill_data: teacher): the teacher's
 translations have exactly one line per source line, aligned across the parts they are
 translated in (blank lines included), and a student trains on them."""
-import os
-import shutil
 
 import pytest
 import yaml
 
 from conftest import MULTI30K, head, needs_multi30k
+from test_recipe_configs import edited_recipe
 from onmt_qd import recipes
 
 BLANK = {3, 17}  # blank on both sides
@@ -38,12 +37,7 @@ def tiny_profile(recipe):
 
 @needs_multi30k
 def test_teacher_translations_are_aligned_and_a_student_trains_on_them(tmp_path, monkeypatch):
-    shutil.copytree(os.path.join(recipes.RECIPES_DIR, "multi30k"), tmp_path / "multi30k")
-    path = tmp_path / "multi30k" / "recipe.yaml"
-    recipe = yaml.safe_load(path.read_text())
-    tiny_profile(recipe)
-    path.write_text(yaml.safe_dump(recipe))
-    monkeypatch.setattr(recipes, "RECIPES_DIR", str(tmp_path))
+    edited_recipe(tmp_path, monkeypatch, tiny_profile)
     monkeypatch.setattr(recipes, "TRANSLATION_CHUNKS", 2)
     stand_in_mirror(tmp_path / "mirror")
     work = tmp_path / "work"
@@ -72,26 +66,23 @@ def test_parts_merge_back_in_source_order_with_blank_lines_kept(tmp_path):
     (tmp_path / "src").write_text("\n".join(source) + "\n", encoding="utf-8")
     (tmp_path / "parts").mkdir()
     parts = recipes.split_lines(str(tmp_path / "src"), str(tmp_path / "parts"), 4)
-    assert [len(kept) for _, kept in parts] == [6, 6, 6, 5]
-    for part, _ in parts:  # a stand-in translator: upper case, one line per line
+    assert [n for _, n in parts] == [6, 6, 6, 5]
+    for part, _ in parts:  # a stand-in for onmt_qd_translate: one line per line
         with open(part) as handle, open(part + ".out", "w") as out:
-            out.writelines(line.upper() for line in handle)
+            out.writelines((line.upper() if line.strip() else "") + "\n"
+                           for line in handle.read().splitlines())
     recipes.merge_translations(parts, str(tmp_path / "out"))
     assert (tmp_path / "out").read_text().split("\n")[:-1] == [
         line.upper() if line.strip() else "" for line in source]
-    with open(parts[2][0] + ".out", "w") as out:  # lines 12-17: two blank
+    with open(parts[2][0] + ".out", "w") as out:  # lines 12-17
         out.write("ONE LINE SHORT\n")
-    with pytest.raises(recipes.RecipeError, match="1 translations for the 4 non-blank lines"):
+    with pytest.raises(recipes.RecipeError, match="1 translations for the 6 lines"):
         recipes.merge_translations(parts, str(tmp_path / "out2"))
     assert not (tmp_path / "out2").exists()
 
 
 def test_unknown_distill_data_fails_before_training(tmp_path, monkeypatch):
-    shutil.copytree(os.path.join(recipes.RECIPES_DIR, "multi30k"), tmp_path / "multi30k")
-    path = tmp_path / "multi30k" / "recipe.yaml"
-    recipe = yaml.safe_load(path.read_text())
-    recipe["profiles"]["quick"]["distill_data"] = "teachers"
-    path.write_text(yaml.safe_dump(recipe))
-    monkeypatch.setattr(recipes, "RECIPES_DIR", str(tmp_path))
+    edited_recipe(tmp_path, monkeypatch,
+                  lambda recipe: recipe["profiles"]["quick"].update(distill_data="teachers"))
     with pytest.raises(recipes.RecipeError, match="distill_data .* must be one of gold, teacher"):
         recipes.load_recipe("multi30k", "quick")
