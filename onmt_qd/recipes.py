@@ -15,6 +15,7 @@ import time
 import yaml
 
 from onmt_qd import datasets
+from onmt_qd.fileio import atomic_output
 
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 
@@ -314,11 +315,11 @@ class Pipeline:
         pooled = {}
         for side in ("src", "tgt"):
             pooled[side] = self.path("data", f"test_pooled.{side}")
-            with open(pooled[side] + ".tmp", "w", encoding="utf-8") as out:
+            with atomic_output(pooled[side]) as temporary, \
+                    open(temporary, "w", encoding="utf-8") as out:
                 for files in test_sets.values():
                     with open(files[side], encoding="utf-8", newline="\n") as handle:
                         out.writelines(line.rstrip("\n") + "\n" for line in handle)
-            os.replace(pooled[side] + ".tmp", pooled[side])
         return pooled
 
     def test_sets(self):
@@ -493,8 +494,6 @@ def merge_translations(parts, path):
     """Concatenate the translations (``PART.out``) of ``split_lines``'s parts into
     ``path``; onmt_qd_translate gives one line per source line (blank for blank), and
     a part that does not is refused."""
-    from onmt_qd.fileio import atomic_output
-
     with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as out:
         for part, n in parts:
             with open(part + ".out", encoding="utf-8", newline="\n") as handle:
@@ -512,9 +511,9 @@ def drop_unreadable_tokens(vocab_path):
         lines = handle.readlines()
     kept = [line for line in lines if len(line.split(None, 1)) == 2]
     if len(kept) != len(lines):
-        with open(vocab_path + ".tmp", "w", encoding="utf-8") as handle:
+        with atomic_output(vocab_path) as temporary, \
+                open(temporary, "w", encoding="utf-8") as handle:
             handle.writelines(kept)
-        os.replace(vocab_path + ".tmp", vocab_path)
 
 
 def _cuda():

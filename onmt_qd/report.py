@@ -6,6 +6,7 @@ import os
 import re
 
 from onmt_qd.datasets import count_lines
+from onmt_qd.fileio import atomic_output
 
 METHODS = ["teacher", "student_fp", "student_distilled_fp", "pm_quantization",
            "quantized_distillation", "differentiable_quantization", "quantized_normal_loss"]
@@ -273,9 +274,8 @@ def plot(entries, path):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    with atomic_output(path) as temporary:
+        fig.savefig(temporary, dpi=120, format="png")
 
 
 def write_report(pipeline):
@@ -286,8 +286,6 @@ def write_report(pipeline):
                "noise_bleu": pipeline.noise_bleu, "models": entries, "claims": claim_rows}
     for name, text in (("results.json", json.dumps(results, indent=1)),
                        ("report.md", render(pipeline, entries, claim_rows))):
-        tmp = pipeline.path(name + ".tmp")
-        with open(tmp, "w") as handle:
+        with atomic_output(pipeline.path(name)) as temporary, open(temporary, "w") as handle:
             handle.write(text)
-        os.replace(tmp, pipeline.path(name))
     plot(entries, pipeline.path("bleu_vs_size.png"))
