@@ -94,10 +94,14 @@ def option_args(options):
 class Stage:
     """``signature`` names what the stage covers (the models a compress/evaluate/report
     stage handles): a finished stage whose signature changed runs again. A callable
-    signature is asked when the stage's turn comes (after the stages it depends on)."""
+    signature is asked when the stage's turn comes (after the stages it depends on).
+    ``needs`` names the stages whose outputs it reads: when one of them ran again, so
+    does this one (a retrained student is quantized, compressed and evaluated again);
+    what those stages read in turn reaches it through their own re-run."""
 
-    def __init__(self, name, run, outputs=(), signature=""):
+    def __init__(self, name, run, outputs=(), signature="", needs=()):
         self.name, self.run, self.outputs, self._signature = name, run, outputs, signature
+        self.needs = tuple(needs)
 
     @property
     def signature(self):
@@ -160,7 +164,8 @@ class Pipeline:
         for i, stage in enumerate(todo, 1):
             done = self.path("stages", stage.name + ".done")
             prefix = f"[{i}/{len(todo)}] {stage.name}"
-            if os.path.exists(done) and self.finished_signature(done) == stage.signature:
+            key = self.stage_key(stage)
+            if self.finished_record(stage.name).get("signature") == key:
                 print(f"{prefix}: done already, skipped", flush=True)
                 continue
             for output in stage.outputs:  # a killed run may have left part of these
@@ -170,20 +175,26 @@ class Pipeline:
             print(f"{prefix} ...", flush=True)
             t0 = time.time()
             stage.run()
-            with open(done, "w") as handle:
-                json.dump({"seconds": round(time.time() - t0, 1), "signature": stage.signature},
-                          handle)
+            with atomic_output(done) as temporary, open(temporary, "w") as handle:
+                json.dump({"seconds": round(time.time() - t0, 1), "signature": key,
+                           "finished": time.time_ns()}, handle)
             print(f"{prefix}: finished in {(time.time() - t0) / 60:.1f} min "
                   f"(total {(time.time() - start) / 60:.1f} min)", flush=True)
 
-    @staticmethod
-    def finished_signature(done):
+    def finished_record(self, name):
+        """What ``stages/NAME.done`` says ({} when the stage has not finished)."""
         try:
-            with open(done) as handle:
+            with open(self.path("stages", name + ".done")) as handle:
                 record = json.load(handle)
-        except ValueError:
-            return None
-        return record.get("signature") if isinstance(record, dict) else ""
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {"signature": ""}
+
+    def stage_key(self, stage):
+        """The stage's signature plus when each stage it needs last finished (stages
+        finished by an older onmt_qd recorded no time and add nothing)."""
+        runs = [f"{n}@{t}" for n in stage.needs if (t := self.finished_record(n).get("finished"))]
+        return " | ".join([stage.signature, *runs]) if runs else stage.signature
 
     # ---- stages ------------------------------------------------------------
     def build_stages(self):
@@ -194,11 +205,13 @@ class Pipeline:
             stages.append(Stage("teacher_translations", self.translate_training_source,
                                 [self.teacher_translations_path(),
                                  self.path("data", "teacher_translations.parts")],
-                                "beam=5"))
+                                "beam=5", needs=["teacher"]))
         if self.uses_cache():
             stages.append(Stage("teacher_cache", self.build_teacher_cache,
                                 [self.teacher_cache_path()],
-                                f"topk={self.teacher_topk} data={self.distill_data}"))
+                                f"topk={self.teacher_topk} data={self.distill_data}",
+                                needs=[s for s in self.teacher_stages()
+                                       if s != "teacher_cache"]))
         stages += [self.train_stage("student_fp", p["student"]),
                    self.train_stage("student_distilled_fp", p["student"], teacher=True)]
         quantized = []
@@ -206,7 +219,8 @@ class Pipeline:
             name = f"pm_quantization_{bits}bit"
             stages.append(Stage(name, lambda b=bits, n=name: self.command(n, self.py(
                 "quantize", "-model", self.model_path("student_distilled_fp"), "-bits", b,
-                "-output", self.model_path(n))), [self.model_path(name)]))
+                "-output", self.model_path(n))), [self.model_path(name)],
+                needs=["student_distilled_fp"]))
             quantized.append(name)
         for bits in p.get("qd_bits", []):
             stages.append(self.train_stage(f"quantized_distillation_{bits}bit", p["student"],
@@ -221,19 +235,23 @@ class Pipeline:
             for bits in p.get("diffquant_bits", []):
                 name = f"differentiable_quantization_{bits}bit"
                 stages.append(Stage(name, lambda b=bits, n=name: self.diffquant(n, b),
-                                    [self.model_path(name)], f"data={self.distill_data}"))
+                                    [self.model_path(name)], f"data={self.distill_data}",
+                                    needs=["teacher", "student_distilled_fp"]))
                 quantized.append(name)
         self.quantized = quantized
         self.evaluated = ["teacher", "student_fp", "student_distilled_fp"] + quantized
         covered = ",".join(self.evaluated)
         stages.append(Stage("compress", self.compress_all,
                             [self.path("sizes")] + [self.model_path(n, ".qdz") for n in quantized],
-                            covered))
+                            covered, needs=quantized))
+
         def evaluated_on():
             return f"{covered} on {','.join(self.test_sets())}"
-        stages.append(Stage("evaluate", self.evaluate_all, [self.path("eval")], evaluated_on))
+        stages.append(Stage("evaluate", self.evaluate_all, [self.path("eval")], evaluated_on,
+                            needs=["data", *self.evaluated, "compress"]))
         stages.append(Stage("report", self.report, [self.path("report.md")],
-                            lambda: f"{evaluated_on()} noise={self.noise_bleu}"))
+                            lambda: f"{evaluated_on()} noise={self.noise_bleu}",
+                            needs=["evaluate"]))
         return stages
 
     def word_level_distillation(self):
@@ -389,7 +407,16 @@ class Pipeline:
         signature = f"data={self.distill_data} teacher=" + (
             f"cache top{self.teacher_topk}" if self.uses_cache() else
             "live" if self.word_level else "none") if teacher else ""
-        return Stage(name, run, [self.path("models", name), self.model_path(name)], signature)
+        needs = ["data", *(self.teacher_stages() if teacher else ())]
+        if bits and warm_start and self.profile.get("quantized_epochs"):
+            needs.append(warm_start)
+        return Stage(name, run, [self.path("models", name), self.model_path(name)], signature,
+                     needs)
+
+    def teacher_stages(self):
+        """The stages whose outputs carry the teacher's knowledge to a student."""
+        return ["teacher", *(["teacher_translations"] if self.distill_data == "teacher" else []),
+                *(["teacher_cache"] if self.uses_cache() else [])]
 
     def epoch_checkpoint(self, name, epoch):
         """The checkpoint a full-precision run saved at the end of ``epoch``."""
