@@ -14,6 +14,7 @@ from onmt.utils.parse import ArgumentParser
 
 from onmt_qd.quant import QUANTIZERS, QuantPolicy
 from onmt_qd.quant.policy import ROUNDINGS
+from onmt_qd.train.precision import AUTOCAST_DTYPES
 
 
 class OptionError(ValueError):
@@ -55,6 +56,15 @@ def schedule_opts(parser):
     group.add("-start_decay_at_epoch", "--start_decay_at_epoch", type=int, default=0,
               help="With -lr_halving plateau: also halve at every validation from "
               "this epoch on (the 2017 code's start_decay_at); 0 = off.")
+
+
+def precision_opts(parser):
+    group = parser.add_argument_group("Precision (onmt_qd)")
+    group.add("-autocast", "--autocast", choices=list(AUTOCAST_DTYPES), default="none",
+              help="bf16: the model's forward runs under torch.autocast in bfloat16 "
+              "(no loss scaling needed); losses, the KL and the quantizers stay fp32. "
+              "Faster on GPUs with bf16 tensor cores at large batches; measure with "
+              "benchmarks/epoch_time.py. Not with -model_dtype fp16.")
 
 
 def policy_opts(parser, prefix):
@@ -140,6 +150,7 @@ def train_parser():
     train_opts(parser)
     distill_opts(parser)
     schedule_opts(parser)
+    precision_opts(parser)
     policy_opts(parser, "quant_")
     return parser
 

@@ -89,6 +89,7 @@ def write_config(data, tmp_path, **changes):
     (["-quant_bits", "9"], "bits must be an integer from 1 to 8"),
     (["-quant_bits", "4", "-quant_exclude", "nosuchlayer"], "matches no parameter"),
     (["-hiden_size", "8"], "unknown option '-hiden_size' (did you mean '-hidden_size'?)"),
+    (["-autocast", "bf16", "-model_dtype", "fp16"], "two mixed precisions: choose one"),
     (["-quant_bits", "4", "-save_format", "safetensors"],
      "-save_format safetensors is not supported: OpenNMT-py's safetensors saver drops"),
 ])

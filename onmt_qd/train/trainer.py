@@ -24,6 +24,7 @@ from onmt_qd.models import model_weights, named_weights, split_weights
 from onmt_qd.opts import OptionError, policy_from_opts, validate_distill_opts
 from onmt_qd.quantized import SHADOW_KEY, VALID_KEY, attach_quantization, quantize_weights
 from onmt_qd.train.fakequant import FakeQuantizer
+from onmt_qd.train.precision import AUTOCAST_DTYPES, use_autocast
 from onmt_qd.train.schedule import PlateauHalving, QDOptimizer
 
 
@@ -183,6 +184,9 @@ def train_single(opt, device_id):
     model_opt = _get_model_opts(opt, checkpoint=checkpoint)
     model = build_model(model_opt, opt, vocabs, checkpoint, device_id)
     model.count_parameters(log=logger.info)
+    if AUTOCAST_DTYPES[opt.autocast] is not None:
+        use_autocast(model, AUTOCAST_DTYPES[opt.autocast])
+        logger.info(f"Mixed precision: forward under {opt.autocast} autocast, losses in fp32")
     optim = QDOptimizer.from_opt(model, opt, checkpoint=checkpoint)
     if opt.lr_halving == "plateau":
         optim.use_plateau(PlateauHalving(opt.start_decay_at_epoch))
@@ -231,6 +235,9 @@ def check_opts(opt):
     ArgumentParser.validate_model_opts(opt)
     validate_distill_opts(opt)
     policy_from_opts(opt)
+    if opt.autocast != "none" and opt.model_dtype == "fp16":
+        raise OptionError(f"-autocast {opt.autocast} and -model_dtype fp16 are two mixed "
+                          "precisions: choose one")
     if opt.epochs < 0:
         raise OptionError(f"-epochs must be >= 0, got {opt.epochs}")
     if opt.save_format != "pytorch":
