@@ -29,6 +29,7 @@ would start after -budget_s seconds are reported as skipped; a failing row print
 error and the others go on; -json is rewritten after every row."""
 import argparse
 import copy
+import itertools
 import json
 import os
 import re
@@ -36,6 +37,7 @@ import statistics
 import tempfile
 import time
 
+import sentencepiece
 import torch
 import yaml
 from torch import nn
@@ -176,22 +178,14 @@ def real_batches(opt, vocabs, count, device):
     device_id = device.index if device.type == "cuda" else -1
     iterator = build_dynamic_dataset_iter(opt, get_transforms_cls(opt._all_transform), vocabs,
                                           task=CorpusTask.TRAIN, device_id=device_id)
-    batches = []
-    for batch, _ in iterator:
-        batches.append(batch)
-        if len(batches) == count:
-            return batches
-    raise ValueError(f"the training corpora give only {len(batches)} batches of "
-                     f"{opt.batch_size} {opt.batch_type}; lower -steps (needs {count})")
+    return list(itertools.islice((batch for batch, _ in iterator), count))  # it cycles
 
 
 def epoch_target_tokens(opt):
     """Target tokens of one pass over the training corpora as the models see them:
     sentencepiece pieces of each target line plus its end of sentence."""
-    import sentencepiece
-
     if not opt.tgt_subword_model:
-        raise ValueError(f"{opt.config} names no tgt_subword_model: epoch tokens are "
+        raise ValueError("the data config names no tgt_subword_model: epoch tokens are "
                          "counted with the target sentencepiece model")
     pieces = sentencepiece.SentencePieceProcessor(model_file=opt.tgt_subword_model)
     total = 0
