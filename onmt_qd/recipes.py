@@ -10,7 +10,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import yaml
 
@@ -25,9 +27,13 @@ class RecipeError(ValueError):
 
 
 RECIPE_KEYS = {"dataset", "sentencepiece", "vocab_size", "train", "profiles"}
-PROFILE_KEYS = {"subset", "spm_vocab_size", "gpu", "teacher", "student", "quantized_epochs",
-                "pm_bits", "qd_bits", "normal_loss_bits", "diffquant_bits", "diffquant_steps",
-                "teacher_topk", "distill_data", "noise_bleu"}
+PROFILE_KEYS = {"subset", "spm_vocab_size", "gpu", "train", "teacher", "student",
+                "quantized_epochs", "pm_bits", "qd_bits", "normal_loss_bits", "diffquant_bits",
+                "diffquant_steps", "teacher_topk", "distill_data", "noise_bleu", "jobs",
+                "translate_batch_size"}
+# what differentiable quantization takes from the training options: how batches are
+# made (its optimizer and learning rate are its own)
+BATCH_KEYS = ("batch_type", "batch_size", "valid_batch_size", "num_workers")
 DISTILL_DATA = ("gold", "teacher")
 DEFAULT_TOPK = 8
 # the spread of one student's BLEU across two quick runs (docs/results.md: 26.71 vs
@@ -70,25 +76,21 @@ def check_recipe(recipe, profile, path):
     if not isinstance(topk, int) or topk < 0:
         raise RecipeError(f"teacher_topk in profile {profile} of {path} must be a whole "
                           "number >= 0 (0: a live teacher instead of the cache)")
+    for key in ("jobs", "translate_batch_size"):
+        value = settings.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RecipeError(f"{key} in profile {profile} of {path} must be a whole number "
+                              f">= 1, got {value!r}")
     noise = settings.get("noise_bleu", DEFAULT_NOISE_BLEU)
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
         raise RecipeError(f"noise_bleu in profile {profile} of {path} must be a number of "
                           f"BLEU points >= 0, got {noise!r}")
     parser = train_parser()
     check_keys(parser, recipe["train"], f"train options of {path}")
+    check_keys(parser, settings.get("train", {}), f"train options of profile {profile} of {path}")
     for model in ("teacher", "student"):
         check_keys(parser, recipe["profiles"][profile][model],
                    f"{model} options of profile {profile} of {path}")
-
-
-def option_args(options):
-    args = []
-    for key, value in options.items():
-        if isinstance(value, bool):
-            args += [f"-{key}"] if value else []
-        else:
-            args += [f"-{key}"] + ([str(v) for v in value] if isinstance(value, list) else [str(value)])
-    return args
 
 
 class Stage:
@@ -111,18 +113,28 @@ class Stage:
 class Pipeline:
     """The stages of one recipe and profile, run in order in ``work_dir``."""
 
-    def __init__(self, name, profile, work_dir, data_dir=None, mirror=None, gpu=False):
+    jobs = 1  # stages at a time
+
+    def __init__(self, name, profile, work_dir, data_dir=None, mirror=None, gpu=False,
+                 jobs=None):
         self.name, self.profile_name = name, profile
         self.recipe, self.profile = load_recipe(name, profile)
         self.work = os.path.abspath(work_dir)
         self.data_dir = os.path.abspath(data_dir or os.path.join(self.work, "data"))
         self.mirror = mirror
-        self.gpu = (gpu or bool(self.profile.get("gpu"))) and _cuda()
-        if gpu and not self.gpu:
-            raise RecipeError("-gpu given but torch sees no CUDA device")
+        self.gpu = gpu or bool(self.profile.get("gpu"))
+        if self.gpu and not _cuda():
+            raise RecipeError(("-gpu given" if gpu else f"profile {profile} trains on a GPU "
+                               "(gpu: true)") + " but torch sees no CUDA device: run it on a "
+                              "GPU machine, or use -profile quick on the CPU")
         self.distill_data = self.profile.get("distill_data", "gold")
         self.teacher_topk = self.profile.get("teacher_topk", DEFAULT_TOPK)
         self.noise_bleu = self.profile.get("noise_bleu", DEFAULT_NOISE_BLEU)
+        self.jobs = self.profile.get("jobs", 1) if jobs is None else jobs
+        if self.jobs < 1:
+            raise RecipeError(f"-jobs must be at least 1, got {self.jobs}")
+        self.translate_batch_size = self.profile.get("translate_batch_size", 64)
+        self.progress_lock = threading.Lock()  # translation parts report progress in turn
         self.word_level = self.word_level_distillation()
         for sub in ("stages", "logs", "configs", "models", "eval"):
             os.makedirs(os.path.join(self.work, sub), exist_ok=True)
@@ -136,50 +148,93 @@ class Pipeline:
         return self.path("models", name + ext)
 
     # ---- running -----------------------------------------------------------
-    def command(self, stage, args):
-        """Run one onmt_qd command, output to logs/STAGE.log; fail with the log's tail."""
-        log = self.path("logs", f"{stage}.log")
-        with open(log, "a") as handle:
+    def command(self, stage, args, log_name=None):
+        """Run one onmt_qd command, output to logs/STAGE.log (or LOG_NAME.log); fail
+        with the log's tail."""
+        log = self.path("logs", f"{log_name or stage}.log")
+        with open(log, "w" if log_name else "a") as handle:  # a stage's log is emptied at its start
             handle.write("$ " + " ".join(args) + "\n")
             handle.flush()
             result = subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                    env=self.command_environment())
         if result.returncode != 0:
             with open(log) as handle:
                 tail = handle.read().strip().splitlines()[-1:]
             raise RecipeError(f"stage {stage} failed ({tail[0] if tail else 'no output'}); "
                               f"see {log}")
 
+    def command_environment(self):
+        """Commands running side by side share the CPU cores instead of each starting a
+        thread per core (oversubscribed, torch's threads spin and every job crawls);
+        a thread count the user set is kept."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self.jobs > 1:
+            threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
+            env.setdefault("OMP_NUM_THREADS", threads)
+            env.setdefault("MKL_NUM_THREADS", threads)
+        return env
+
     def py(self, module, *args):
         return [sys.executable, "-m", f"onmt_qd.bin.{module}", *map(str, args)]
 
     def run(self, only=None):
+        """Run the stages (or ``only`` these); with ``jobs`` > 1 a stage starts as soon
+        as the stages it needs have finished, up to ``jobs`` at a time (with 1, in
+        order). A failed stage stops new starts; those running finish first."""
         todo = [s for s in self.stages if not only or s.name in only]
         if only:
             unknown = set(only) - {s.name for s in self.stages}
             if unknown:
                 raise RecipeError(f"unknown stage(s) {', '.join(sorted(unknown))}; stages: "
                                   + ", ".join(s.name for s in self.stages))
-        start = time.time()
-        for i, stage in enumerate(todo, 1):
-            done = self.path("stages", stage.name + ".done")
-            prefix = f"[{i}/{len(todo)}] {stage.name}"
-            key = self.stage_key(stage)
-            if self.finished_record(stage.name).get("signature") == key:
-                print(f"{prefix}: done already, skipped", flush=True)
-                continue
-            for output in stage.outputs:  # a killed run may have left part of these
-                shutil.rmtree(output, ignore_errors=True) if os.path.isdir(output) else \
-                    os.path.exists(output) and os.remove(output)
-            open(self.path("logs", f"{stage.name}.log"), "w").close()
-            print(f"{prefix} ...", flush=True)
-            t0 = time.time()
-            stage.run()
-            with atomic_output(done) as temporary, open(temporary, "w") as handle:
-                json.dump({"seconds": round(time.time() - t0, 1), "signature": key,
-                           "finished": time.time_ns()}, handle)
-            print(f"{prefix}: finished in {(time.time() - t0) / 60:.1f} min "
-                  f"(total {(time.time() - start) / 60:.1f} min)", flush=True)
+        self.start = time.time()
+        waiting = {s.name for s in todo}
+        pending = list(enumerate(todo, 1))
+        running = {}
+        with ThreadPoolExecutor(self.jobs) as pool:
+            while pending or running:
+                for item in [(i, s) for i, s in pending if not waiting & set(s.needs)]:
+                    if len(running) == self.jobs:
+                        break
+                    pending.remove(item)
+                    running[pool.submit(self.run_stage, *item, len(todo))] = item[1]
+                if not running:
+                    raise RecipeError("stages wait on each other: " +
+                                      ", ".join(s.name for _, s in pending))
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    waiting.discard(running.pop(future).name)
+                    if future.exception() is not None:
+                        pending.clear()  # let the others finish, start nothing new
+                for future in finished:
+                    future.result()
+
+    def run_stage(self, i, stage, total):
+        done = self.path("stages", stage.name + ".done")
+        prefix = f"[{i}/{total}] {stage.name}"
+        key = self.stage_key(stage)
+        if self.finished_record(stage.name).get("signature") == key:
+            print(f"{prefix}: done already, skipped", flush=True)
+            return
+        for output in stage.outputs:  # a killed run may have left part of these
+            shutil.rmtree(output, ignore_errors=True) if os.path.isdir(output) else \
+                os.path.exists(output) and os.remove(output)
+        open(self.path("logs", f"{stage.name}.log"), "w").close()
+        print(f"{prefix} ...", flush=True)
+        t0 = time.time()
+        stage.run()
+        with atomic_output(done) as temporary, open(temporary, "w") as handle:
+            json.dump({"seconds": round(time.time() - t0, 1), "signature": key,
+                       "finished": time.time_ns()}, handle)
+        print(f"{prefix}: finished in {(time.time() - t0) / 60:.1f} min "
+              f"(total {(time.time() - self.start) / 60:.1f} min)", flush=True)
+
+    def side_by_side(self, run, items):
+        """``run(item)`` for every item, ``jobs`` at a time; the first error is raised
+        once all have finished."""
+        with ThreadPoolExecutor(self.jobs) as pool:
+            for future in [pool.submit(run, item) for item in items]:
+                future.result()
 
     def finished_record(self, name):
         """What ``stages/NAME.done`` says ({} when the stage has not finished)."""
@@ -231,13 +286,12 @@ class Pipeline:
             stages.append(self.train_stage(f"quantized_normal_loss_{bits}bit", p["student"],
                                            bits=bits, warm_start="student_fp"))
             quantized.append(stages[-1].name)
-        if self.diffquant_available():
-            for bits in p.get("diffquant_bits", []):
-                name = f"differentiable_quantization_{bits}bit"
-                stages.append(Stage(name, lambda b=bits, n=name: self.diffquant(n, b),
-                                    [self.model_path(name)], f"data={self.distill_data}",
-                                    needs=["teacher", "student_distilled_fp"]))
-                quantized.append(name)
+        for bits in p.get("diffquant_bits", []):
+            name = f"differentiable_quantization_{bits}bit"
+            stages.append(Stage(name, lambda b=bits, n=name: self.diffquant(n, b),
+                                [self.model_path(name)], f"data={self.distill_data}",
+                                needs=["teacher", "student_distilled_fp"]))
+            quantized.append(name)
         self.quantized = quantized
         self.evaluated = ["teacher", "student_fp", "student_distilled_fp"] + quantized
         covered = ",".join(self.evaluated)
@@ -273,13 +327,6 @@ class Pipeline:
     def teacher_translations_path(self):
         tgt = datasets.dataset(self.recipe["dataset"])["tgt"]
         return self.path("data", f"train.teacher.{tgt}")
-
-    def diffquant_available(self):
-        try:
-            import onmt_qd.bin.diffquant  # noqa: F401
-        except ImportError:
-            return False
-        return True
 
     def prepare_data(self):
         name = self.recipe["dataset"]
@@ -361,6 +408,10 @@ class Pipeline:
                         fout.write(line)
         return out
 
+    def train_options(self):
+        """The recipe's training options with the profile's own on top."""
+        return {**self.recipe["train"], **self.profile.get("train", {})}
+
     def data_config(self):
         with open(self.path("data_config.yaml")) as handle:
             return yaml.safe_load(handle)
@@ -384,7 +435,7 @@ class Pipeline:
         distill_data is teacher."""
         def run():
             config = self.training_data(distilled=teacher)
-            config.update(self.recipe["train"])
+            config.update(self.train_options())
             config.update(model)
             config["keep_checkpoint"] = 1 if bits else -1
             if bits and warm_start and self.profile.get("quantized_epochs"):
@@ -431,6 +482,8 @@ class Pipeline:
         """Learns the points against the live teacher (on its translations when
         distill_data is teacher)."""
         config = self.training_data(distilled=True)
+        train = self.train_options()
+        config.update({k: train[k] for k in BATCH_KEYS if k in train})
         path = self.path("configs", f"{name}.yaml")
         with open(path, "w") as handle:
             yaml.safe_dump(config, handle)
@@ -442,10 +495,10 @@ class Pipeline:
 
     def compress_all(self):
         os.makedirs(self.path("sizes"), exist_ok=True)
-        for name in self.quantized:
-            self.command("compress", self.py("compress", "-model", self.model_path(name),
-                                             "-output", self.model_path(name, ".qdz"),
-                                             "-report_json", self.path("sizes", f"{name}.json")))
+        self.side_by_side(lambda name: self.command("compress", self.py(
+            "compress", "-model", self.model_path(name), "-output", self.model_path(name, ".qdz"),
+            "-report_json", self.path("sizes", f"{name}.json")), log_name=f"compress.{name}"),
+            self.quantized)
 
     def evaluated_file(self, name):
         return self.model_path(name, ".qdz") if name in self.quantized else self.model_path(name)
@@ -453,12 +506,11 @@ class Pipeline:
     def evaluate_all(self):
         os.makedirs(self.path("eval"), exist_ok=True)
         test = self.data_config()["test"]
-        for name in self.evaluated:
-            self.command("evaluate", self.py("eval", "-model", self.evaluated_file(name),
-                                             "-src", test["src"], "-tgt", test["tgt"],
-                                             "-json", self.path("eval", f"{name}.json"),
-                                             "-output", self.path("eval", f"{name}.hyp"),
-                                             "-gpu", 0 if self.gpu else -1))
+        self.side_by_side(lambda name: self.command("evaluate", self.py(
+            "eval", "-model", self.evaluated_file(name), "-src", test["src"], "-tgt", test["tgt"],
+            "-json", self.path("eval", f"{name}.json"), "-output", self.path("eval", f"{name}.hyp"),
+            "-batch_size", self.translate_batch_size, "-gpu", 0 if self.gpu else -1),
+            log_name=f"evaluate.{name}"), self.evaluated)
 
     def translate_training_source(self):
         """Sequence-level distillation data: the teacher's beam-5 translation of every
@@ -469,23 +521,29 @@ class Pipeline:
         os.makedirs(parts_dir, exist_ok=True)
         parts = split_lines(source, parts_dir, TRANSLATION_CHUNKS)
         log = self.path("logs", "teacher_translations.log")
-        total, done = sum(n for _, n in parts), 0
-        for i, (part, n) in enumerate(parts, 1):
+        total, done, parts_done = sum(n for _, n in parts), 0, 0
+
+        def translate(item):
+            nonlocal done, parts_done
+            part, n = item
             self.command("teacher_translations", self.py(
                 "translate", "-model", self.model_path("teacher"), "-src", part,
-                "-output", part + ".out", "-beam_size", 5, "-batch_size", 64,
-                "-gpu", 0 if self.gpu else -1))
-            done += n
-            with open(log, "a") as handle:
-                handle.write(f"teacher_translations: part {i}/{len(parts)}: "
-                             f"{done}/{total} sentences translated\n")
+                "-output", part + ".out", "-beam_size", 5,
+                "-batch_size", self.translate_batch_size, "-gpu", 0 if self.gpu else -1),
+                log_name=f"teacher_translations.{os.path.basename(part)}")
+            with self.progress_lock:
+                done, parts_done = done + n, parts_done + 1
+                with open(log, "a") as handle:
+                    handle.write(f"teacher_translations: part {parts_done}/{len(parts)}: "
+                                 f"{done}/{total} sentences translated\n")
+        self.side_by_side(translate, parts)
         merge_translations(parts, self.teacher_translations_path())
         shutil.rmtree(parts_dir)
 
     def build_teacher_cache(self):
         """The teacher's top-k outputs over the corpus the distilled students train on."""
         config = self.training_data(distilled=True)
-        config.update(self.recipe["train"])
+        config.update(self.train_options())
         if self.gpu:
             config.update(world_size=1, gpu_ranks=[0])
         path = self.path("configs", "teacher_cache.yaml")

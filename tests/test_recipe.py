@@ -31,7 +31,8 @@ def finished(tmp_path_factory):
     if not os.path.isdir(MULTI30K):
         pytest.skip("Multi30K mirror not found")
     work = tmp_path_factory.mktemp("recipe")
-    return work, recipe(work)
+    # two stages at a time: the side-by-side runner, compression and evaluation too
+    return work, recipe(work, "-jobs", "2")
 
 
 def test_every_method_is_evaluated_from_its_file(finished):

@@ -1,6 +1,11 @@
 """The recipe runner: a finished stage is skipped, and runs again when its signature
 changed or when a stage it reads from ran again (a retrained student must not keep
 its old evaluation)."""
+import threading
+import time
+
+import pytest
+
 from onmt_qd import recipes
 
 
@@ -32,3 +37,49 @@ def test_a_stage_reruns_when_a_stage_it_needs_ran_again(tmp_path, capsys):
     signature["teacher"] = "epochs=8"
     pipeline.run()
     assert ran == ["teacher", "cache", "distilled", "evaluate"]  # not the student
+
+
+def test_with_jobs_independent_stages_run_side_by_side_and_wait_for_their_needs(tmp_path):
+    both_started = threading.Barrier(2, timeout=10)  # passes only if the two overlap
+    events = []
+
+    def stage(name, needs=(), action=None):
+        def run():
+            events.append(f"start {name}")
+            if action:
+                action()
+            events.append(f"end {name}")
+        return recipes.Stage(name, run, (), "", needs)
+
+    stages = [stage("data"), stage("student", ["data"], both_started.wait),
+              stage("teacher", ["data"], both_started.wait),
+              stage("report", ["student", "teacher"])]
+    pipeline = pipeline_of(tmp_path, stages)
+    pipeline.jobs = 2
+    pipeline.run()
+    assert events[:2] == ["start data", "end data"] and events[-2:] == ["start report",
+                                                                        "end report"]
+    assert {e for e in events[2:-2]} == {"start student", "start teacher", "end student",
+                                         "end teacher"}
+
+
+def test_with_jobs_a_failed_stage_lets_running_ones_finish_and_starts_nothing_new(tmp_path):
+    started = threading.Event()
+
+    def fail():
+        started.wait(10)
+        raise recipes.RecipeError("stage teacher failed")
+
+    def slow():
+        started.set()
+        time.sleep(0.3)
+
+    stages = [recipes.Stage("teacher", fail), recipes.Stage("student", slow),
+              recipes.Stage("cache", lambda: None, needs=["teacher"]),
+              recipes.Stage("other", lambda: None)]
+    pipeline = pipeline_of(tmp_path, stages)
+    pipeline.jobs = 2
+    with pytest.raises(recipes.RecipeError, match="stage teacher failed"):
+        pipeline.run()
+    finished = {p.name for p in (tmp_path / "stages").iterdir()}
+    assert finished == {"student.done"}  # finished although teacher failed; no new start

@@ -1,5 +1,5 @@
 """onmt_qd_recipe NAME [-profile quick|paper|mini] [-data_dir D] [-work_dir W]
-[-stages S ...]: run a recipe's stages; finished stages are skipped."""
+[-stages S ...] [-jobs N]: run a recipe's stages; finished stages are skipped."""
 import argparse
 
 from onmt_qd.bin.common import run_command
@@ -14,6 +14,9 @@ def parser():
     p.add_argument("-from", dest="mirror", default=None, help="local dataset mirror")
     p.add_argument("-stages", nargs="*", default=None, help="run only these stages")
     p.add_argument("-gpu", action="store_true", help="train and evaluate on GPU 0")
+    p.add_argument("-jobs", type=int, default=None,
+                   help="stages run side by side, up to this many (default: the profile's "
+                   "jobs, else 1); evaluation and compression run their models so too")
     return p
 
 
@@ -25,7 +28,8 @@ def main():
 
         args = parser().parse_args()
         work = args.work_dir or os.path.join("runs", f"{args.name}_{args.profile}")
-        pipeline = Pipeline(args.name, args.profile, work, args.data_dir, args.mirror, args.gpu)
+        pipeline = Pipeline(args.name, args.profile, work, args.data_dir, args.mirror, args.gpu,
+                            args.jobs)
         pipeline.run(args.stages)
         if os.path.exists(pipeline.path("report.md")):
             print(f"Report: {pipeline.path('report.md')}\nPlot:   "
