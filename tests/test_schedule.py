@@ -1,4 +1,10 @@
+import pytest
+from onmt.utils.parse import ArgumentParser
+
+from onmt_qd.opts import parse, train_parser
 from onmt_qd.train.schedule import PlateauHalving
+from onmt_qd.train.trainer import steps_per_epoch
+from test_teacher_cache import run_vocabs, training_batches
 
 
 def test_halves_from_first_non_improving_epoch_on():
@@ -34,3 +40,21 @@ def test_state_round_trip():
     rule.observe(9.0)
     restored.observe(9.0)
     assert restored.state_dict() == rule.state_dict()
+
+
+@pytest.mark.parametrize("batch_type,batch_size", [("sents", 32), ("tokens", 512)])
+def test_an_epoch_is_one_pass_of_openNMT_batches(data, batch_type, batch_size):
+    """-epochs counts steps the way OpenNMT-py's batcher fills batches (sentencepiece
+    pieces, max of source and target + BOS/EOS for token batches), so an epoch is about
+    one pass over the corpus (padding inside a batch adds up to a fifth), not half of one."""
+    opt = parse(train_parser(), ["-config", data["config"], "-batch_type", batch_type,
+                                 "-batch_size", str(batch_size)])
+    ArgumentParser.validate_prepare_opts(opt)
+    vocabs = run_vocabs(opt)
+    seen = batches = 0
+    for batch in training_batches(opt, vocabs, 10_000):
+        seen, batches = seen + len(batch["srclen"]), batches + 1
+        if seen >= 600:  # the fixture corpus once
+            break
+    steps = steps_per_epoch(opt)
+    assert steps <= batches <= 1.25 * steps + 1, (steps, batches)

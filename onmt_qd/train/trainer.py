@@ -1,5 +1,6 @@
 """onmt_qd_train: OpenNMT-py's training, assembled from its own pieces, plus the
 distillation loss, quantized training and the per-epoch learning-rate rule."""
+import itertools
 import math
 import os
 import shutil
@@ -28,25 +29,44 @@ from onmt_qd.train.precision import AUTOCAST_DTYPES, use_autocast
 from onmt_qd.train.schedule import PlateauHalving, QDOptimizer
 
 
-def count_corpus(opt):
-    """(sentences, target tokens) over the training corpora, one pass."""
-    sentences = tokens = 0
+def corpus_units(opt):
+    """What one pass over the training corpora holds in OpenNMT-py's batching units:
+    sentences, or for token batches the sum over examples of max(source length,
+    target length + 2) as its batcher counts them (pieces when the corpus goes through
+    sentencepiece, BOS and EOS on the target). Padding to the longest example of each
+    batch is not counted: a real pass takes up to a fifth more token batches."""
     corpora = yaml.safe_load(opt.data) if isinstance(opt.data, str) else opt.data
+    units = 0
     for name, corpus in corpora.items():
         if name == CorpusTask.VALID:
             continue
-        with open(corpus["path_tgt"], encoding="utf-8") as handle:
-            for line in handle:
-                sentences += 1
-                tokens += len(line.split())
-    return sentences, tokens
+        if opt.batch_type == "sents":
+            with open(corpus["path_tgt"], encoding="utf-8") as handle:
+                units += sum(1 for _ in handle)
+            continue
+        pieces = "sentencepiece" in (corpus.get("transforms") or opt.transforms or [])
+        src = line_lengths(corpus["path_src"], opt.src_subword_model if pieces else None)
+        tgt = line_lengths(corpus["path_tgt"], opt.tgt_subword_model if pieces else None)
+        units += sum(max(s, t + 2) for s, t in zip(src, tgt))
+    return units
+
+
+def line_lengths(path, sentencepiece_model=None, chunk=20000):
+    """Tokens per line: sentencepiece pieces when a model is given, else words."""
+    encode = None
+    if sentencepiece_model:
+        import sentencepiece
+
+        encode = sentencepiece.SentencePieceProcessor(model_file=sentencepiece_model).encode
+    with open(path, encoding="utf-8", newline="\n") as handle:
+        while lines := [line.rstrip("\n") for line in itertools.islice(handle, chunk)]:
+            yield from (map(len, encode(lines)) if encode else
+                        (len(line.split()) for line in lines))
 
 
 def steps_per_epoch(opt):
-    sentences, tokens = count_corpus(opt)
     per_step = opt.batch_size * opt.accum_count[0] * max(1, opt.world_size)
-    units = sentences if opt.batch_type == "sents" else tokens
-    return max(1, math.ceil(units / per_step))
+    return max(1, math.ceil(corpus_units(opt) / per_step))
 
 
 def apply_epochs(opt):
