@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
 # The GPU checks of onmt_qd in one command on a lent GPU machine (prepare with
-# benchmarks/gpu_prepare.sh here first). Writes everything under $OUT (default
-# ./gpu_check_out): the GPU tests' log, CUDA translation and evaluation of a model and
-# its .qdz, step times on the GPU, and the recipe's wall time and report.
-#   bash benchmarks/gpu_check.sh [PROFILE]     (PROFILE: recipe profile, default paper)
+# benchmarks/gpu_prepare.sh here first), sized for one 10-minute call:
+#   1. the GPU tests (CUDA beam search from checkpoints and .qdz files, cuDNN with fake
+#      quantization, bf16 training), in the background beside the recipe;
+#   2. the recipe's gpu profile end to end, timed (data -> teacher -> students ->
+#      compression -> evaluation -> report);
+#   3. seconds per training epoch, OpenNMT-py model vs a plain-torch one of the same
+#      shape (benchmarks/epoch_time.py);
+#   4. translation speed on the GPU, alone: the teacher and the 4-bit student's .qdz.
+# Everything is packed into $OUT/results.tgz after every step (so a run stopped at its
+# time limit still returns what it finished), with $OUT/summary.txt beside it
+# (default OUT: ./gpu_check_out).
+#   bash benchmarks/gpu_check.sh [PROFILE] [SECONDS]   (default: gpu, 575 s in all)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_check_out}
-PROFILE=${1:-paper}
+RES=$(mktemp -d /tmp/gpu_check.XXXX)
+PROFILE=${1:-gpu}
+DEADLINE=$((SECONDS + ${2:-575}))
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 ONMT_QD_DATA_MIRROR=$PWD/.gpu_data
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-  date -u; git log --oneline -1; } > "$OUT/machine.txt" 2>&1
+  nproc; date -u; git log --oneline -1; git status --short | head; } > "$RES/machine.txt" 2>&1
 
 if ! python3 -c "import onmt" 2>/dev/null; then
     site=/tmp/site
@@ -28,32 +38,55 @@ else
     export PYTHONPATH=$PWD
 fi
 
-step() {  # step NAME COMMAND...: run, log to $OUT/NAME.log, record the seconds
-    local name=$1; shift
+pack() {  # called from two processes at once: each through its own temporary name
+    tar czf "$OUT/.results.$BASHPID" -C "$RES" . && mv "$OUT/.results.$BASHPID" "$OUT/results.tgz"
+    cp "$RES/summary.txt" "$OUT/summary.txt" 2>/dev/null; }
+step() {  # step NAME LIMIT COMMAND...: run under a time limit, log to $RES/NAME.log
+    local name=$1 limit=$2; shift 2
     local t0=$SECONDS
-    "$@" > "$OUT/$name.log" 2>&1
+    timeout -k 5 "$limit" "$@" > "$RES/$name.log" 2>&1
     local rc=$?
-    echo "$name rc=$rc seconds=$((SECONDS - t0))" | tee -a "$OUT/summary.txt"
+    echo "$name rc=$rc seconds=$((SECONDS - t0)) (limit $limit)" | tee -a "$RES/summary.txt"
+    pack
 }
+left() {  # seconds left before the deadline, keeping $1 for what follows (at least 5)
+    local n=$((DEADLINE - SECONDS - $1)); echo $((n > 5 ? n : 5)); }
 
-# 1. GPU tests: cuDNN with fake quantization, GPU vs CPU quantizer, CUDA beam search
-#    of 2-layer decoders from a checkpoint and a .qdz (brnn/rnn, input feeding on/off).
-step gpu_tests python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py \
-    tests/test_decoder_state.py tests/test_quant.py
-
-# 2. The recipe end to end on the GPU, timed (data -> teacher -> students ->
-#    compression -> evaluation -> report).
 work=/tmp/recipe_$PROFILE
-step "recipe_$PROFILE" python3 -m onmt_qd.bin.recipe multi30k -profile "$PROFILE" \
-    -work_dir "$work" -from "$ONMT_QD_DATA_MIRROR/multi30k" -gpu
-for f in report.md results.json bleu_vs_size.png; do
-    [ -f "$work/$f" ] && cp "$work/$f" "$OUT/${PROFILE}_$f"
-done
-tail -n 30 "$work"/logs/*.log > "$OUT/recipe_logs_tail.txt" 2>/dev/null
+recipe=(python3 -m onmt_qd.bin.recipe multi30k -profile "$PROFILE" -work_dir "$work"
+        -from "$ONMT_QD_DATA_MIRROR/multi30k")
 
-# 3. Step times on the GPU against plain training, on the recipe's own data and teacher.
-if [ -f "$work/data_config.yaml" ] && [ -f "$work/models/teacher.pt" ]; then
-    step step_time python3 benchmarks/step_time.py -config "$work/data_config.yaml" \
-        -teacher "$work/models/teacher.pt" -gpu
-fi
-cat "$OUT/summary.txt"
+# 1. The GPU tests in the background, beside the recipe (they train tiny models; the
+#    recipe's wall time below is therefore an upper bound).
+( step gpu_tests 300 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py \
+      tests/test_decoder_state.py::test_gpu_translation_from_checkpoint_and_qdz_matches_cpu ) &
+tests=$!
+
+# 2. The recipe end to end, timed.
+step "recipe_$PROFILE" "$(left 150)" "${recipe[@]}"
+for f in report.md results.json bleu_vs_size.png; do
+    [ -f "$work/$f" ] && cp "$work/$f" "$RES/${PROFILE}_$f"
+done
+{ for f in "$work"/stages/*.done; do echo "$(basename "$f" .done) $(cat "$f")"; done
+  for f in "$work"/logs/*.log; do echo "== $f"; tail -n 8 "$f"; done
+} > "$RES/recipe_stages_and_logs.txt" 2>&1
+mkdir -p "$RES/configs" "$RES/logs"
+cp "$work/configs/"*.yaml "$RES/configs/" 2>/dev/null; cp "$work/logs/"*.log "$RES/logs/" 2>/dev/null
+pack
+
+# 3. Training throughput against plain torch, on the recipe's data (tests finished first).
+wait $tests
+step epoch_time 90 python3 benchmarks/epoch_time.py -config "$work/data_config.yaml" -gpu \
+    -budget_s 60 -json "$RES/epoch_time.json"
+
+# 4. Translation speed, one model at a time, beam 5, 1,000 test sentences.
+speed() {  # speed NAME MODEL BATCH
+    python3 -m onmt_qd.bin.eval -model "$2" -src "$work/data/test_2016_flickr.de" \
+        -tgt "$work/data/test_2016_flickr.en" -batch_size "$3" -gpu 0 \
+        -json "$RES/speed_$1_b$3.json" > /dev/null 2>&1 || echo "$1 batch $3 failed"
+}
+qdz=$work/models/quantized_distillation_4bit.qdz
+step translation_speed "$(left 0)" bash -c "$(declare -f speed); work=$work RES=$RES
+    speed student4bit $qdz 64; speed student4bit $qdz 500; speed student4bit $qdz 2000
+    speed teacher $work/models/teacher.pt 500"
+cat "$RES/summary.txt"

@@ -1,10 +1,13 @@
 """GPU checks (skipped without CUDA): quantized training keeps nn.LSTM's flattened
-cuDNN weights valid, and the GPU quantizer agrees with the CPU one."""
+cuDNN weights valid, the GPU quantizer agrees with the CPU one, and bf16 autocast
+training runs on CUDA."""
 import pytest
 import torch
 
 from onmt_qd.quant import QuantPolicy
 from onmt_qd.train.fakequant import FakeQuantizer
+
+from test_precision import check_bf16_training
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 
@@ -33,3 +36,7 @@ def test_gpu_and_cpu_quantization_agree_bit_for_bit():
     gpu = policy.quantize("w", w.cuda())
     assert torch.equal(cpu.levels, gpu.levels.cpu())
     assert torch.equal(cpu.dequantize(), gpu.dequantize().cpu())
+
+
+def test_bf16_quantized_distillation_trains_on_the_gpu(data, teacher, tmp_path):
+    check_bf16_training(data, teacher, tmp_path, "-world_size", 1, "-gpu_ranks", 0)

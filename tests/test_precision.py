@@ -54,10 +54,16 @@ def test_bf16_autocast_computes_in_bf16_but_losses_and_quantizer_in_fp32(data, t
 
 
 def test_bf16_quantized_distillation_trains_and_saves(data, teacher, tmp_path):
+    check_bf16_training(data, teacher, tmp_path)
+
+
+def check_bf16_training(data, teacher, tmp_path, *device_args):
+    """A real 4-bit quantized distillation run under bf16 autocast (also on CUDA, from
+    tests/test_gpu.py): it trains, validates to a finite perplexity and saves fp32."""
     save = tmp_path / "bf16"
     result = run_cli("train", "-config", data["config"], "-save_model", save, "-train_steps", 4,
                      "-valid_steps", 4, "-save_checkpoint_steps", 4, "-teacher_model", teacher,
-                     "-quant_bits", 4, "-autocast", "bf16")
+                     "-quant_bits", 4, "-autocast", "bf16", *device_args)
     assert "forward under bf16 autocast" in result.stderr + result.stdout
     checkpoint = load_checkpoint(f"{save}_step_4.pt")
     assert all(w.dtype == torch.float32 for w in checkpoint["model"].values()
