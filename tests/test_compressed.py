@@ -7,7 +7,7 @@ import torch
 
 from conftest import run_cli
 from onmt_qd.compat import load_checkpoint
-from onmt_qd.compressed import checkpoint_from_compressed
+from onmt_qd.qdz import checkpoint_from_compressed
 from test_train import stock_translate
 
 

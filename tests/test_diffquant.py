@@ -6,7 +6,7 @@ from onmt_qd.compat import load_checkpoint
 from onmt_qd.evaluate.metrics import reference_perplexity
 from onmt_qd.models import build_model_from_checkpoint
 from onmt_qd.quant import QuantizedTensor, point_gradient, quantize_to_points
-from onmt_qd.quantized import quantization_of
+from onmt_qd.quant_checkpoint import quantization_of
 
 
 def test_point_gradient_matches_finite_differences_of_the_loss():

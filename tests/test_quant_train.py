@@ -9,7 +9,7 @@ from onmt_qd.compat import load_checkpoint
 from onmt_qd.evaluate.metrics import reference_perplexity
 from onmt_qd.models import build_model_from_checkpoint
 from onmt_qd.quant import QuantPolicy
-from onmt_qd.quantized import levels_per_bucket, quantization_of
+from onmt_qd.quant_checkpoint import levels_per_bucket, quantization_of
 from onmt_qd.train.fakequant import FakeQuantizer
 from onmt_qd.train.schedule import QDOptimizer
 

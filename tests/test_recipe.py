@@ -95,7 +95,7 @@ def test_learned_points_survive_compression_bit_for_bit(finished):
     import torch
 
     from onmt_qd.compat import load_checkpoint
-    from onmt_qd.compressed import checkpoint_from_compressed
+    from onmt_qd.qdz import checkpoint_from_compressed
 
     work, _ = finished
     for bits in (2, 4):

@@ -8,6 +8,7 @@ import tempfile
 
 from onmt_qd.bin.common import run_command
 from onmt_qd.codec.entropy import CODERS
+from onmt_qd.codec.levelcoding import POOLINGS
 
 
 def parser():
@@ -17,7 +18,7 @@ def parser():
                    "file to pack again (e.g. with another -coder)")
     p.add_argument("-output", default=None, help="compressed file to write")
     p.add_argument("-coder", choices=CODERS, default="huffman")
-    p.add_argument("-pooling", choices=["auto", "per_tensor", "pooled"], default="auto",
+    p.add_argument("-pooling", choices=POOLINGS, default="auto",
                    help="one code table per tensor, one for all, or whichever is smaller")
     p.add_argument("-report_only", action="store_true")
     p.add_argument("-report_json", default=None, help="also write the report as JSON")
@@ -37,8 +38,8 @@ def summary(report):
 def main():
     def run():
         from onmt_qd.codec import format_size_report
-        from onmt_qd.compressed import compress_checkpoint, load_any
         from onmt_qd.fileio import atomic_output, check_input_file, check_outputs
+        from onmt_qd.qdz import compress_checkpoint, load_any
 
         args = parser().parse_args()
         if not args.output and not args.report_only:

@@ -39,11 +39,11 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None):
     """Scores of ``model`` on ``src``/``tgt``; ``translate_seconds`` times the
     translation of the corpus alone (model loading is ``load_seconds``)."""
     from onmt_qd.bin.translate import inference_engine, translate_aligned, write_translations
-    from onmt_qd.compressed import as_checkpoint_file
     from onmt_qd.evaluate.metrics import bleu_chrf, reference_perplexity
     from onmt_qd.fileio import read_text_lines
     from onmt_qd.models import build_model_from_checkpoint
     from onmt_qd.opts import parse, translate_parser
+    from onmt_qd.qdz import as_checkpoint_file
 
     check_args(model, src, tgt, beam_size, batch_size, {"-output": output})
     sources, references = read_text_lines(src, "-src"), read_text_lines(tgt, "-tgt")

@@ -17,7 +17,7 @@ def parser():
 
 def requantization_note(checkpoint, path):
     """One line saying where re-quantizing an already quantized model starts from."""
-    from onmt_qd.quantized import QUANT_KEY, SHADOW_KEY
+    from onmt_qd.quant_checkpoint import QUANT_KEY, SHADOW_KEY
 
     if QUANT_KEY not in checkpoint:
         return None
@@ -30,9 +30,9 @@ def requantization_note(checkpoint, path):
 def main():
     def run():
         from onmt_qd.compat import save_atomic
-        from onmt_qd.compressed import load_any
         from onmt_qd.fileio import check_input_file, check_outputs
-        from onmt_qd.quantized import quantize_checkpoint
+        from onmt_qd.qdz import load_any
+        from onmt_qd.quant_checkpoint import quantize_checkpoint
 
         opt = parse(parser())
         policy = policy_from_opts(opt)

@@ -28,7 +28,7 @@ def default_transforms(opt, checkpoint_opt):
 def translation_opts(opt):
     """opt with -model resolved to a loadable checkpoint and transforms defaulted."""
     from onmt_qd.compat import load_checkpoint
-    from onmt_qd.compressed import as_checkpoint_file
+    from onmt_qd.qdz import as_checkpoint_file
 
     with contextlib.ExitStack() as stack:
         paths = [stack.enter_context(as_checkpoint_file(m)) for m in opt.models]

@@ -21,8 +21,8 @@ from onmt_qd.evaluate.metrics import reference_perplexity
 from onmt_qd.models import build_model_from_checkpoint, named_weights
 from onmt_qd.quant import (allocate_bits, allocate_points, get_quantizer, point_gradient,
                            project_points, quantize_to_points)
-from onmt_qd.quantized import (DIFFQUANT_KEY, QUANT_KEY, SHADOW_KEY, VALID_KEY,
-                               attach_quantization, quantize_weights)
+from onmt_qd.quant_checkpoint import (DIFFQUANT_KEY, QUANT_KEY, SHADOW_KEY, VALID_KEY,
+                                      attach_quantization, quantize_weights)
 from onmt_qd.train.fakequant import ShadowWeights
 from onmt_qd.train.schedule import PlateauHalving
 

@@ -23,7 +23,8 @@ from onmt_qd.distill import DistillLossCompute, teacher_from_opts
 from onmt_qd.fileio import atomic_output, check_input_file, remove_stale_temporaries
 from onmt_qd.models import model_weights, named_weights, split_weights
 from onmt_qd.opts import OptionError, policy_from_opts, validate_distill_opts
-from onmt_qd.quantized import SHADOW_KEY, VALID_KEY, attach_quantization, quantize_weights
+from onmt_qd.quant_checkpoint import (SHADOW_KEY, VALID_KEY, attach_quantization,
+                                      quantize_weights)
 from onmt_qd.train.fakequant import FakeQuantizer
 from onmt_qd.train.precision import AUTOCAST_DTYPES, use_autocast
 from onmt_qd.train.schedule import PlateauHalving, QDOptimizer

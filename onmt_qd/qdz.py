@@ -1,17 +1,17 @@
-"""Bridge between OpenNMT-py checkpoints and the compressed model file: what goes into
-the file (model options, vocabularies, policy, quantized and plain tensors) and the
-checkpoint that comes back out, bit for bit."""
+"""Bridge between OpenNMT-py checkpoints and the compressed ``.qdz`` model file (layout:
+docs/formats.md): what goes into the file (model options, vocabularies, policy,
+quantized and plain tensors) and the checkpoint that comes back out, bit for bit."""
 import argparse
 import contextlib
 import os
 import tempfile
 
-from onmt_qd.codec import is_compressed_file, read_compressed, write_compressed  # noqa
+from onmt_qd.codec import is_compressed_file, read_compressed, write_compressed
 from onmt_qd.compat import load_checkpoint, save_atomic
 from onmt_qd.fileio import check_input_file
-from onmt_qd.models import named_weights, split_weights
+from onmt_qd.models import named_weights
 from onmt_qd.quant import QuantPolicy
-from onmt_qd.quantized import attach_quantization, quantization_of
+from onmt_qd.quant_checkpoint import attach_quantization, quantization_of
 
 
 def _jsonable(value):
