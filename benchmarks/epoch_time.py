@@ -52,7 +52,7 @@ from onmt.utils.parse import ArgumentParser
 
 from onmt_qd.fileio import atomic_output
 from onmt_qd.opts import parse, train_parser
-from onmt_qd.recipes import TEST_KEYS
+from onmt_qd.recipe import TEST_KEYS
 from onmt_qd.train.precision import use_autocast
 from step_time import run_mode
 

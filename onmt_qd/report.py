@@ -200,7 +200,7 @@ def render(pipeline, entries, claim_rows):
     teacher_fp32 = teacher["n_params"] * 4
     test_sets = pipeline.test_sets()
     named = ", ".join(f"{n} (`{files['src']}`)" for n, files in test_sets.items())
-    out = [f"# {pipeline.name} ({pipeline.profile_name} profile)", "",
+    out = [f"# {pipeline.name} ({pipeline.profile.name} profile)", "",
            f"Test sets: {named}; "
            "BLEU, chrF, perplexity and speed are over all of them pooled (one corpus), "
            "BLEU per set in its own table. BLEU and chrF: sacrebleu on "
@@ -208,7 +208,7 @@ def render(pipeline, entries, claim_rows):
            "reference, teacher-forced. Size: bytes on disk of the evaluated file (MB = 10^6 "
            "bytes); quantized models are evaluated from their compressed `.qdz` file. "
            "Every row names its config (`configs/`), log (`logs/`) and file (`models/`).", ""]
-    out += render_claims(claim_rows, pipeline.noise_bleu, test_sets)
+    out += render_claims(claim_rows, pipeline.profile.noise_bleu, test_sets)
     out += ["## BLEU per test set", "",
             _table(["model"] + list(test_sets) + ["pooled"],
                    [[e["name"]] + [e["test_sets"][s]["bleu"] for s in test_sets] + [e["bleu"]]
@@ -280,10 +280,10 @@ def plot(entries, path):
 
 def write_report(pipeline):
     entries = collect(pipeline)
-    claim_rows = claims(entries, pipeline.noise_bleu)
+    claim_rows = claims(entries, pipeline.profile.noise_bleu)
     results = {"test_sets": {n: {**files, "sentences": count_lines(files["tgt"])}
                              for n, files in pipeline.test_sets().items()},
-               "noise_bleu": pipeline.noise_bleu, "models": entries, "claims": claim_rows}
+               "noise_bleu": pipeline.profile.noise_bleu, "models": entries, "claims": claim_rows}
     for name, text in (("results.json", json.dumps(results, indent=1)),
                        ("report.md", render(pipeline, entries, claim_rows))):
         with atomic_output(pipeline.path(name)) as temporary, open(temporary, "w") as handle:

@@ -6,30 +6,30 @@ import shutil
 import pytest
 import yaml
 
-from onmt_qd import recipes
+from onmt_qd.recipe import RECIPES_DIR, Pipeline, RecipeError, load_recipe
 from onmt_qd.opts import OptionError
 
 
 def shipped():
-    for name in sorted(os.listdir(recipes.RECIPES_DIR)):
-        with open(os.path.join(recipes.RECIPES_DIR, name, "recipe.yaml")) as handle:
+    for name in sorted(os.listdir(RECIPES_DIR)):
+        with open(os.path.join(RECIPES_DIR, name, "recipe.yaml")) as handle:
             for profile in yaml.safe_load(handle)["profiles"]:
                 yield name, profile
 
 
 @pytest.mark.parametrize("name,profile", list(shipped()))
 def test_every_shipped_profile_names_only_known_options(name, profile):
-    recipe, settings = recipes.load_recipe(name, profile)
-    assert settings["teacher"]["layers"] >= settings["student"]["layers"]
+    recipe, settings = load_recipe(name, profile)
+    assert settings.teacher["layers"] >= settings.student["layers"]
 
 
 def edited_recipe(tmp_path, monkeypatch, edit):
-    shutil.copytree(os.path.join(recipes.RECIPES_DIR, "multi30k"), tmp_path / "multi30k")
+    shutil.copytree(os.path.join(RECIPES_DIR, "multi30k"), tmp_path / "multi30k")
     path = tmp_path / "multi30k" / "recipe.yaml"
     recipe = yaml.safe_load(path.read_text())
     edit(recipe)
     path.write_text(yaml.safe_dump(recipe))
-    monkeypatch.setattr(recipes, "RECIPES_DIR", str(tmp_path))
+    monkeypatch.setattr("onmt_qd.recipe.profile.RECIPES_DIR", str(tmp_path))
 
 
 def test_typo_in_student_options_fails_before_training(tmp_path, monkeypatch):
@@ -37,13 +37,13 @@ def test_typo_in_student_options_fails_before_training(tmp_path, monkeypatch):
                   lambda r: r["profiles"]["quick"]["student"].update(hiden_size=64))
     with pytest.raises(OptionError, match=r"unknown key 'hiden_size' in student options "
                        r"of profile quick .*did you mean 'hidden_size'"):
-        recipes.Pipeline("multi30k", "quick", tmp_path / "work")
+        Pipeline("multi30k", "quick", tmp_path / "work")
     assert not (tmp_path / "work").exists()
 
 
 def test_typo_in_profile_key_fails_with_a_suggestion(tmp_path, monkeypatch):
     edited_recipe(tmp_path, monkeypatch,
                   lambda r: r["profiles"]["quick"].update(diffquant_step=10))
-    with pytest.raises(recipes.RecipeError, match=r"unknown key 'diffquant_step' in "
+    with pytest.raises(RecipeError, match=r"unknown key 'diffquant_step' in "
                        r"profile quick .*did you mean 'diffquant_steps'"):
-        recipes.load_recipe("multi30k", "quick")
+        load_recipe("multi30k", "quick")

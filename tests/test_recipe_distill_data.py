@@ -7,7 +7,7 @@ import yaml
 
 from conftest import MULTI30K, head, needs_multi30k
 from test_recipe_configs import edited_recipe
-from onmt_qd import recipes
+from onmt_qd.recipe import Pipeline, RecipeError, load_recipe, merge_translations, split_lines
 
 BLANK = {3, 17}  # blank on both sides
 BLANK_SOURCE = 25  # whitespace only in the source
@@ -38,10 +38,10 @@ def tiny_profile(recipe):
 @needs_multi30k
 def test_teacher_translations_are_aligned_and_a_student_trains_on_them(tmp_path, monkeypatch):
     edited_recipe(tmp_path, monkeypatch, tiny_profile)
-    monkeypatch.setattr(recipes, "TRANSLATION_CHUNKS", 2)
+    monkeypatch.setattr("onmt_qd.recipe.stages.TRANSLATION_CHUNKS", 2)
     stand_in_mirror(tmp_path / "mirror")
     work = tmp_path / "work"
-    pipeline = recipes.Pipeline("multi30k", "mini", work, mirror=str(tmp_path / "mirror"))
+    pipeline = Pipeline("multi30k", "mini", work, mirror=str(tmp_path / "mirror"))
     names = [s.name for s in pipeline.stages]
     assert "teacher_translations" in names and "teacher_cache" not in names  # weight 0
     pipeline.run(["data", "teacher", "teacher_translations", "student_distilled_fp"])
@@ -65,24 +65,24 @@ def test_parts_merge_back_in_source_order_with_blank_lines_kept(tmp_path):
     source = [f"line {i}" if i % 4 else ("" if i % 8 else "   ") for i in range(23)]
     (tmp_path / "src").write_text("\n".join(source) + "\n", encoding="utf-8")
     (tmp_path / "parts").mkdir()
-    parts = recipes.split_lines(str(tmp_path / "src"), str(tmp_path / "parts"), 4)
+    parts = split_lines(str(tmp_path / "src"), str(tmp_path / "parts"), 4)
     assert [n for _, n in parts] == [6, 6, 6, 5]
     for part, _ in parts:  # a stand-in for onmt_qd_translate: one line per line
         with open(part) as handle, open(part + ".out", "w") as out:
             out.writelines((line.upper() if line.strip() else "") + "\n"
                            for line in handle.read().splitlines())
-    recipes.merge_translations(parts, str(tmp_path / "out"))
+    merge_translations(parts, str(tmp_path / "out"))
     assert (tmp_path / "out").read_text().split("\n")[:-1] == [
         line.upper() if line.strip() else "" for line in source]
     with open(parts[2][0] + ".out", "w") as out:  # lines 12-17
         out.write("ONE LINE SHORT\n")
-    with pytest.raises(recipes.RecipeError, match="1 translations for the 6 lines"):
-        recipes.merge_translations(parts, str(tmp_path / "out2"))
+    with pytest.raises(RecipeError, match="1 translations for the 6 lines"):
+        merge_translations(parts, str(tmp_path / "out2"))
     assert not (tmp_path / "out2").exists()
 
 
 def test_unknown_distill_data_fails_before_training(tmp_path, monkeypatch):
     edited_recipe(tmp_path, monkeypatch,
                   lambda recipe: recipe["profiles"]["quick"].update(distill_data="teachers"))
-    with pytest.raises(recipes.RecipeError, match="distill_data .* must be one of gold, teacher"):
-        recipes.load_recipe("multi30k", "quick")
+    with pytest.raises(RecipeError, match="distill_data .* must be one of gold, teacher"):
+        load_recipe("multi30k", "quick")

@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from onmt_qd import recipes
+from onmt_qd.recipe import Pipeline, RecipeError, Stage
 
 
 def pipeline_of(work, stages):
     """A Pipeline over hand-made stages (no recipe, no training)."""
-    pipeline = recipes.Pipeline.__new__(recipes.Pipeline)
+    pipeline = Pipeline.__new__(Pipeline)
     pipeline.work = str(work)
     for sub in ("stages", "logs"):
         (work / sub).mkdir(exist_ok=True)
@@ -23,8 +23,8 @@ def test_a_stage_reruns_when_a_stage_it_needs_ran_again(tmp_path, capsys):
     ran, signature = [], {"teacher": "epochs=6"}
 
     def stage(name, needs=()):
-        return recipes.Stage(name, lambda: ran.append(name), (),
-                             lambda: signature.get(name, ""), needs)
+        return Stage(name, lambda: ran.append(name), (), lambda: signature.get(name, ""),
+                     needs)
 
     stages = [stage("teacher"), stage("student"), stage("cache", ["teacher"]),
               stage("distilled", ["cache"]), stage("evaluate", ["student", "distilled"])]
@@ -49,7 +49,7 @@ def test_with_jobs_independent_stages_run_side_by_side_and_wait_for_their_needs(
             if action:
                 action()
             events.append(f"end {name}")
-        return recipes.Stage(name, run, (), "", needs)
+        return Stage(name, run, (), "", needs)
 
     stages = [stage("data"), stage("student", ["data"], both_started.wait),
               stage("teacher", ["data"], both_started.wait),
@@ -68,18 +68,18 @@ def test_with_jobs_a_failed_stage_lets_running_ones_finish_and_starts_nothing_ne
 
     def fail():
         started.wait(10)
-        raise recipes.RecipeError("stage teacher failed")
+        raise RecipeError("stage teacher failed")
 
     def slow():
         started.set()
         time.sleep(0.3)
 
-    stages = [recipes.Stage("teacher", fail), recipes.Stage("student", slow),
-              recipes.Stage("cache", lambda: None, needs=["teacher"]),
-              recipes.Stage("other", lambda: None)]
+    stages = [Stage("teacher", fail), Stage("student", slow),
+              Stage("cache", lambda: None, needs=["teacher"]),
+              Stage("other", lambda: None)]
     pipeline = pipeline_of(tmp_path, stages)
     pipeline.jobs = 2
-    with pytest.raises(recipes.RecipeError, match="stage teacher failed"):
+    with pytest.raises(RecipeError, match="stage teacher failed"):
         pipeline.run()
     finished = {p.name for p in (tmp_path / "stages").iterdir()}
     assert finished == {"student.done"}  # finished although teacher failed; no new start

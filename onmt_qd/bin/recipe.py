@@ -24,7 +24,7 @@ def main():
     def run():
         import os
 
-        from onmt_qd.recipes import Pipeline
+        from onmt_qd.recipe import Pipeline
 
         args = parser().parse_args()
         work = args.work_dir or os.path.join("runs", f"{args.name}_{args.profile}")

@@ -1,0 +1,149 @@
+"""A recipe's data: the dataset fetched (or cut to a profile's subset), its vocabulary
+built by OpenNMT-py, the test sets pooled into one corpus, all named in
+``data_config.yaml``; and the teacher's translations split into parts and merged back."""
+import itertools
+import os
+import sys
+
+import yaml
+
+from onmt_qd import datasets
+from onmt_qd.fileio import atomic_output
+from onmt_qd.recipe.runner import RecipeError
+
+TEST_KEYS = ("test", "test_sets")  # in data_config.yaml for evaluation, not for training
+
+
+def prepare_data(runner, recipe, profile, data_dir, mirror):
+    """Write data/ and data_config.yaml under ``runner``'s work folder; the vocabulary
+    is built by the stage "data"'s command."""
+    name = recipe["dataset"]
+    data = runner.path("data")
+    raw = runner.path("data_raw") if profile.subset else data_dir
+    if not os.path.exists(os.path.join(raw, "MANIFEST.json")):
+        datasets.get(name, raw, mirror)
+    files = datasets.split_files(name, raw)
+    test_sets = datasets.test_sets(name, raw)
+    if not test_sets:
+        raise RecipeError(f"dataset {name} has no test split with references")
+    if profile.subset:
+        files = subset({k: files[k] for k in ("train", "valid")}, profile.subset, data)
+        test_sets = {n: subset({"test": paths}, profile.subset, data)["test"]
+                     for n, paths in test_sets.items()}
+    config = {"save_data": data, "overwrite": True,
+              "src_vocab": os.path.join(data, "vocab.src"),
+              "tgt_vocab": os.path.join(data, "vocab.tgt"), "share_vocab": True,
+              "data": {"train": {"path_src": files["train"][0], "path_tgt": files["train"][1]},
+                       "valid": {"path_src": files["valid"][0], "path_tgt": files["valid"][1]}}}
+    if recipe.get("sentencepiece"):
+        size = profile.spm_vocab_size
+        spm_model = datasets.train_sentencepiece(list(files["train"]),
+                                                 os.path.join(data, f"spm{size}"), size)
+        for corpus in config["data"].values():
+            corpus["transforms"] = ["sentencepiece", "filtertoolong"]
+        config.update(src_subword_model=spm_model, tgt_subword_model=spm_model,
+                      src_seq_length=200, tgt_seq_length=200)
+    else:
+        config.update(src_vocab_size=recipe.get("vocab_size", 50000),
+                      tgt_vocab_size=recipe.get("vocab_size", 50000))
+    os.makedirs(data, exist_ok=True)
+    build_config = runner.path("configs", "build_vocab.yaml")
+    with open(build_config, "w") as handle:
+        yaml.safe_dump(config, handle)
+    runner.command("data", [sys.executable, "-m", "onmt.bin.build_vocab", "-config",
+                            build_config, "-n_sample", "-1"])
+    for vocab in {config["src_vocab"], config["tgt_vocab"]}:  # one file when shared
+        if os.path.exists(vocab):
+            drop_unreadable_tokens(vocab)
+    config["test_sets"] = {n: {"src": src, "tgt": tgt} for n, (src, tgt) in test_sets.items()}
+    config["test"] = pooled_test_set(config["test_sets"], data)
+    with open(runner.path("data_config.yaml"), "w") as handle:
+        yaml.safe_dump(config, handle)
+
+
+def data_config(work):
+    """What ``prepare_data`` wrote: OpenNMT-py's data options plus TEST_KEYS."""
+    with open(os.path.join(work, "data_config.yaml")) as handle:
+        return yaml.safe_load(handle)
+
+
+def pooled_test_set(test_sets, folder):
+    """The one test corpus every model translates: the test sets concatenated in
+    order (pooled BLEU is sacrebleu's corpus BLEU over it), or the only set."""
+    if len(test_sets) == 1:
+        return next(iter(test_sets.values()))
+    pooled = {}
+    for side in ("src", "tgt"):
+        pooled[side] = os.path.join(folder, f"test_pooled.{side}")
+        with atomic_output(pooled[side]) as temporary, \
+                open(temporary, "w", encoding="utf-8") as out:
+            for files in test_sets.values():
+                with open(files[side], encoding="utf-8", newline="\n") as handle:
+                    out.writelines(line.rstrip("\n") + "\n" for line in handle)
+    return pooled
+
+
+def test_sets(work, dataset):
+    """Test set name -> {src, tgt}, in the order of the pooled test corpus."""
+    config = data_config(work)
+    if "test_sets" not in config:  # prepared before per-set evaluation: one set
+        return {datasets.dataset(dataset)["test_name"]: config["test"]}
+    return config["test_sets"]
+
+
+def subset(files, sizes, folder):
+    """Copies in ``folder`` of the first ``sizes[split]`` lines of each split's files."""
+    out = {}
+    os.makedirs(folder, exist_ok=True)
+    for split, paths in files.items():
+        n = sizes.get(split)
+        out[split] = tuple(os.path.join(folder, os.path.basename(p)) for p in paths)
+        for src, dst in zip(paths, out[split]):
+            with open(src, encoding="utf-8") as fin, open(dst, "w", encoding="utf-8") as fout:
+                for i, line in enumerate(fin):
+                    if n is not None and i >= n:
+                        break
+                    fout.write(line)
+    return out
+
+
+def split_lines(path, folder, parts):
+    """Write the lines of ``path`` as up to ``parts`` consecutive files in ``folder``;
+    returns [(file, number of lines)]. Lines end at "\\n" only, as OpenNMT-py reads them."""
+    size = max(1, -(-datasets.count_lines(path) // parts))
+    written = []
+    with open(path, encoding="utf-8", newline="\n") as handle:
+        while True:
+            lines = list(itertools.islice(handle, size))
+            if not lines:
+                return written
+            part = os.path.join(folder, f"part{len(written):03d}")
+            with open(part, "w", encoding="utf-8", newline="\n") as out:
+                out.writelines(lines)
+            written.append((part, len(lines)))
+
+
+def merge_translations(parts, path):
+    """Concatenate the translations (``PART.out``) of ``split_lines``'s parts into
+    ``path``; onmt_qd_translate gives one line per source line (blank for blank), and
+    a part that does not is refused."""
+    with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as out:
+        for part, n in parts:
+            with open(part + ".out", encoding="utf-8", newline="\n") as handle:
+                translations = handle.readlines()
+            if len(translations) != n:
+                raise RecipeError(f"{len(translations)} translations for the {n} "
+                                  f"lines of {part}")
+            out.writelines(translations)
+
+
+def drop_unreadable_tokens(vocab_path):
+    """OpenNMT-py writes tokens that are Unicode whitespace (a no-break space in
+    WMT-derived text) into its vocabulary but cannot read them back; they become <unk>."""
+    with open(vocab_path, encoding="utf-8") as handle:
+        lines = handle.readlines()
+    kept = [line for line in lines if len(line.split(None, 1)) == 2]
+    if len(kept) != len(lines):
+        with atomic_output(vocab_path) as temporary, \
+                open(temporary, "w", encoding="utf-8") as handle:
+            handle.writelines(kept)

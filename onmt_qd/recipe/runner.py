@@ -1,0 +1,150 @@
+"""Resumable stages, run in order or side by side.
+
+Every stage runs commands in subprocesses, writes its log under ``logs/`` and leaves
+``stages/NAME.done`` only when it finished: a finished stage is skipped, a killed one
+starts again from a clean slate. Nothing here knows what the stages do."""
+import json
+import os
+import shutil
+import subprocess
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+from onmt_qd.fileio import atomic_output
+
+
+class RecipeError(ValueError):
+    pass
+
+
+class Stage:
+    """``signature`` names what the stage covers (the models a compress/evaluate/report
+    stage handles): a finished stage whose signature changed runs again. A callable
+    signature is asked when the stage's turn comes (after the stages it depends on).
+    ``needs`` names the stages whose outputs it reads: when one of them ran again, so
+    does this one (a retrained student is quantized, compressed and evaluated again);
+    what those stages read in turn reaches it through their own re-run."""
+
+    def __init__(self, name, run, outputs=(), signature="", needs=()):
+        self.name, self.run, self.outputs, self._signature = name, run, outputs, signature
+        self.needs = tuple(needs)
+
+    @property
+    def signature(self):
+        return self._signature() if callable(self._signature) else self._signature
+
+
+class Runner:
+    """Runs ``stages`` in ``work``, up to ``jobs`` at a time."""
+
+    jobs = 1  # stages at a time
+
+    def __init__(self, work, jobs=1):
+        if jobs < 1:
+            raise RecipeError(f"-jobs must be at least 1, got {jobs}")
+        self.work, self.jobs, self.stages = os.path.abspath(work), jobs, []
+        for sub in ("stages", "logs"):
+            os.makedirs(self.path(sub), exist_ok=True)
+
+    def path(self, *parts):
+        return os.path.join(self.work, *parts)
+
+    def command(self, stage, args, log_name=None):
+        """Run one command, output to logs/STAGE.log (or LOG_NAME.log); fail with the
+        log's tail."""
+        log = self.path("logs", f"{log_name or stage}.log")
+        with open(log, "w" if log_name else "a") as handle:  # a stage's log is emptied at its start
+            handle.write("$ " + " ".join(args) + "\n")
+            handle.flush()
+            result = subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT,
+                                    env=self.command_environment())
+        if result.returncode != 0:
+            with open(log) as handle:
+                tail = handle.read().strip().splitlines()[-1:]
+            raise RecipeError(f"stage {stage} failed ({tail[0] if tail else 'no output'}); "
+                              f"see {log}")
+
+    def command_environment(self):
+        """Commands running side by side share the CPU cores instead of each starting a
+        thread per core (oversubscribed, torch's threads spin and every job crawls);
+        a thread count the user set is kept."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self.jobs > 1:
+            threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
+            env.setdefault("OMP_NUM_THREADS", threads)
+            env.setdefault("MKL_NUM_THREADS", threads)
+        return env
+
+    def run(self, only=None):
+        """Run the stages (or ``only`` these); with ``jobs`` > 1 a stage starts as soon
+        as the stages it needs have finished, up to ``jobs`` at a time (with 1, in
+        order). A failed stage stops new starts; those running finish first."""
+        todo = [s for s in self.stages if not only or s.name in only]
+        if only:
+            unknown = set(only) - {s.name for s in self.stages}
+            if unknown:
+                raise RecipeError(f"unknown stage(s) {', '.join(sorted(unknown))}; stages: "
+                                  + ", ".join(s.name for s in self.stages))
+        self.start = time.time()
+        waiting = {s.name for s in todo}
+        pending = list(enumerate(todo, 1))
+        running = {}
+        with ThreadPoolExecutor(self.jobs) as pool:
+            while pending or running:
+                for item in [(i, s) for i, s in pending if not waiting & set(s.needs)]:
+                    if len(running) == self.jobs:
+                        break
+                    pending.remove(item)
+                    running[pool.submit(self.run_stage, *item, len(todo))] = item[1]
+                if not running:
+                    raise RecipeError("stages wait on each other: " +
+                                      ", ".join(s.name for _, s in pending))
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    waiting.discard(running.pop(future).name)
+                    if future.exception() is not None:
+                        pending.clear()  # let the others finish, start nothing new
+                for future in finished:
+                    future.result()
+
+    def run_stage(self, i, stage, total):
+        done = self.path("stages", stage.name + ".done")
+        prefix = f"[{i}/{total}] {stage.name}"
+        key = self.stage_key(stage)
+        if self.finished_record(stage.name).get("signature") == key:
+            print(f"{prefix}: done already, skipped", flush=True)
+            return
+        for output in stage.outputs:  # a killed run may have left part of these
+            shutil.rmtree(output, ignore_errors=True) if os.path.isdir(output) else \
+                os.path.exists(output) and os.remove(output)
+        open(self.path("logs", f"{stage.name}.log"), "w").close()
+        print(f"{prefix} ...", flush=True)
+        t0 = time.time()
+        stage.run()
+        with atomic_output(done) as temporary, open(temporary, "w") as handle:
+            json.dump({"seconds": round(time.time() - t0, 1), "signature": key,
+                       "finished": time.time_ns()}, handle)
+        print(f"{prefix}: finished in {(time.time() - t0) / 60:.1f} min "
+              f"(total {(time.time() - self.start) / 60:.1f} min)", flush=True)
+
+    def side_by_side(self, run, items):
+        """``run(item)`` for every item, ``jobs`` at a time; the first error is raised
+        once all have finished."""
+        with ThreadPoolExecutor(self.jobs) as pool:
+            for future in [pool.submit(run, item) for item in items]:
+                future.result()
+
+    def finished_record(self, name):
+        """What ``stages/NAME.done`` says ({} when the stage has not finished)."""
+        try:
+            with open(self.path("stages", name + ".done")) as handle:
+                record = json.load(handle)
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {"signature": ""}
+
+    def stage_key(self, stage):
+        """The stage's signature plus when each stage it needs last finished (stages
+        finished by an older onmt_qd recorded no time and add nothing)."""
+        runs = [f"{n}@{t}" for n in stage.needs if (t := self.finished_record(n).get("finished"))]
+        return " | ".join([stage.signature, *runs]) if runs else stage.signature

@@ -1,0 +1,290 @@
+"""The paper's translation experiments as a recipe's stages: data, teacher, students
+(full precision, distilled, PM-quantized, quantized-distilled, quantized with the
+normal loss, differentiable quantization), compression, evaluation and the report.
+Each stage runs an onmt_qd command (``python -m onmt_qd.bin.NAME``) in a subprocess."""
+import glob
+import os
+import shutil
+import sys
+import threading
+
+import yaml
+
+from onmt_qd import datasets
+from onmt_qd.recipe.data import (TEST_KEYS, data_config, merge_translations, prepare_data,
+                                 split_lines, test_sets)
+from onmt_qd.recipe.profile import load_recipe
+from onmt_qd.recipe.runner import RecipeError, Runner, Stage
+
+# what differentiable quantization takes from the training options: how batches are
+# made (its optimizer and learning rate are its own)
+BATCH_KEYS = ("batch_type", "batch_size", "valid_batch_size", "num_workers")
+TRANSLATION_CHUNKS = 10  # the teacher translates the training source in this many parts
+
+
+class Pipeline(Runner):
+    """The stages of one recipe and profile, run in ``work_dir``."""
+
+    def __init__(self, name, profile, work_dir, data_dir=None, mirror=None, gpu=False,
+                 jobs=None):
+        self.name = name
+        self.recipe, self.profile = load_recipe(name, profile)
+        self.gpu = gpu or self.profile.gpu
+        if self.gpu and not _cuda():
+            raise RecipeError(("-gpu given" if gpu else f"profile {profile} trains on a GPU "
+                               "(gpu: true)") + " but torch sees no CUDA device: run it on a "
+                              "GPU machine, or use -profile quick on the CPU")
+        super().__init__(work_dir, self.profile.jobs if jobs is None else jobs)
+        self.data_dir = os.path.abspath(data_dir or self.path("data"))
+        self.mirror = mirror
+        self.progress_lock = threading.Lock()  # translation parts report progress in turn
+        self.word_level = self.word_level_distillation()
+        for sub in ("configs", "models", "eval"):
+            os.makedirs(self.path(sub), exist_ok=True)
+        self.stages = self.build_stages()
+
+    def model_path(self, name, ext=".pt"):
+        return self.path("models", name + ext)
+
+    def py(self, module, *args):
+        return [sys.executable, "-m", f"onmt_qd.bin.{module}", *map(str, args)]
+
+    # ---- stages ------------------------------------------------------------
+    def build_stages(self):
+        p = self.profile
+        stages = [Stage("data", self.prepare_data, [self.path("data_config.yaml")]),
+                  self.train_stage("teacher", p.teacher)]
+        if p.distill_data == "teacher":
+            stages.append(Stage("teacher_translations", self.translate_training_source,
+                                [self.teacher_translations_path(),
+                                 self.path("data", "teacher_translations.parts")],
+                                "beam=5", needs=["teacher"]))
+        if self.uses_cache():
+            stages.append(Stage("teacher_cache", self.build_teacher_cache,
+                                [self.teacher_cache_path()],
+                                f"topk={p.teacher_topk} data={p.distill_data}",
+                                needs=[s for s in self.teacher_stages()
+                                       if s != "teacher_cache"]))
+        stages += [self.train_stage("student_fp", p.student),
+                   self.train_stage("student_distilled_fp", p.student, teacher=True)]
+        quantized = []
+        for bits in p.pm_bits:
+            name = f"pm_quantization_{bits}bit"
+            stages.append(Stage(name, lambda b=bits, n=name: self.command(n, self.py(
+                "quantize", "-model", self.model_path("student_distilled_fp"), "-bits", b,
+                "-output", self.model_path(n))), [self.model_path(name)],
+                needs=["student_distilled_fp"]))
+            quantized.append(name)
+        for bits in p.qd_bits:
+            stages.append(self.train_stage(f"quantized_distillation_{bits}bit", p.student,
+                                           teacher=True, bits=bits,
+                                           warm_start="student_distilled_fp"))
+            quantized.append(stages[-1].name)
+        for bits in p.normal_loss_bits:
+            stages.append(self.train_stage(f"quantized_normal_loss_{bits}bit", p.student,
+                                           bits=bits, warm_start="student_fp"))
+            quantized.append(stages[-1].name)
+        for bits in p.diffquant_bits:
+            name = f"differentiable_quantization_{bits}bit"
+            stages.append(Stage(name, lambda b=bits, n=name: self.diffquant(n, b),
+                                [self.model_path(name)], f"data={p.distill_data}",
+                                needs=["teacher", "student_distilled_fp"]))
+            quantized.append(name)
+        self.quantized = quantized
+        self.evaluated = ["teacher", "student_fp", "student_distilled_fp"] + quantized
+        covered = ",".join(self.evaluated)
+        stages.append(Stage("compress", self.compress_all,
+                            [self.path("sizes")] + [self.model_path(n, ".qdz") for n in quantized],
+                            covered, needs=quantized))
+
+        def evaluated_on():
+            return f"{covered} on {','.join(self.test_sets())}"
+        stages.append(Stage("evaluate", self.evaluate_all, [self.path("eval")], evaluated_on,
+                            needs=["data", *self.evaluated, "compress"]))
+        stages.append(Stage("report", self.report, [self.path("report.md")],
+                            lambda: f"{evaluated_on()} noise={p.noise_bleu}",
+                            needs=["evaluate"]))
+        return stages
+
+    def word_level_distillation(self):
+        """Whether distilled students use the teacher's outputs (distill_weight > 0)."""
+        from onmt_qd.opts import train_parser
+
+        weight = self.profile.student.get("distill_weight",
+                                          train_parser().get_default("distill_weight"))
+        return weight > 0
+
+    def uses_cache(self):
+        """Word-level distilled students learn from the teacher's cached top-k outputs
+        (teacher_topk 0: from the live teacher); with distill_weight 0 nothing is asked."""
+        return self.profile.teacher_topk > 0 and self.word_level
+
+    def teacher_cache_path(self):
+        return self.path("models", "teacher_cache")
+
+    def teacher_translations_path(self):
+        tgt = datasets.dataset(self.recipe["dataset"])["tgt"]
+        return self.path("data", f"train.teacher.{tgt}")
+
+    def prepare_data(self):
+        prepare_data(self, self.recipe, self.profile, self.data_dir, self.mirror)
+
+    def test_sets(self):
+        return test_sets(self.work, self.recipe["dataset"])
+
+    def train_options(self):
+        """The recipe's training options with the profile's own on top."""
+        return {**self.recipe["train"], **self.profile.train}
+
+    def training_data(self, distilled=False):
+        """The data options a training stage gets; distilled students train on the
+        teacher's translations of the training source when distill_data is teacher."""
+        config = {k: v for k, v in data_config(self.work).items() if k not in TEST_KEYS}
+        if distilled and self.profile.distill_data == "teacher":
+            config["data"]["train"]["path_tgt"] = self.teacher_translations_path()
+        return config
+
+    def write_config(self, name, config):
+        """configs/NAME.yaml, the options a stage's command reads."""
+        path = self.path("configs", f"{name}.yaml")
+        with open(path, "w") as handle:
+            yaml.safe_dump(config, handle)
+        return path
+
+    def train_stage(self, name, model, teacher=False, bits=None, warm_start=None):
+        """A training stage. Quantized students train from scratch, as in the paper,
+        unless the profile sets ``quantized_epochs`` (to save time): then they resume
+        the full-precision run of the same loss (``warm_start``) that many epochs before
+        its end, optimizer and learning-rate schedule included, and finish it
+        quantized, so they see exactly as many epochs as the full-precision student.
+        Distilled students (``teacher``) learn from the teacher's cache, or its live
+        outputs when the profile sets teacher_topk 0, and from its translations when
+        distill_data is teacher."""
+        p = self.profile
+        resumes = bool(bits and warm_start and p.quantized_epochs)
+
+        def run():
+            config = self.training_data(distilled=teacher)
+            config.update(self.train_options())
+            config.update(model)
+            config["keep_checkpoint"] = 1 if bits else -1
+            if resumes:
+                config.update(train_from=self.epoch_checkpoint(
+                    warm_start, model["epochs"] - p.quantized_epochs))
+            config["save_model"] = self.path("models", name, "model")
+            if teacher and self.uses_cache():
+                config.update(teacher_cache=self.teacher_cache_path(), topk=p.teacher_topk)
+            elif teacher and self.word_level:
+                config["teacher_model"] = self.model_path("teacher")
+            if bits:
+                config["quant_bits"] = bits
+            if self.gpu:
+                config.update(world_size=1, gpu_ranks=[0])
+            self.command(name, self.py("train", "-config", self.write_config(name, config)))
+            os.replace(self.path("models", name, "model_best.pt"), self.model_path(name))
+        signature = f"data={p.distill_data} teacher=" + (
+            f"cache top{p.teacher_topk}" if self.uses_cache() else
+            "live" if self.word_level else "none") if teacher else ""
+        needs = ["data", *(self.teacher_stages() if teacher else ())]
+        if resumes:
+            needs.append(warm_start)
+        return Stage(name, run, [self.path("models", name), self.model_path(name)], signature,
+                     needs)
+
+    def teacher_stages(self):
+        """The stages whose outputs carry the teacher's knowledge to a student."""
+        return ["teacher",
+                *(["teacher_translations"] if self.profile.distill_data == "teacher" else []),
+                *(["teacher_cache"] if self.uses_cache() else [])]
+
+    def epoch_checkpoint(self, name, epoch):
+        """The checkpoint a full-precision run saved at the end of ``epoch``."""
+        saved = sorted(glob.glob(self.path("models", name, "model_step_*.pt")),
+                       key=lambda p: int(p.rsplit("_", 1)[1][:-3]))
+        if not 1 <= epoch <= len(saved):
+            raise RecipeError(f"{name} has no checkpoint for epoch {epoch}: "
+                              "quantized_epochs must be smaller than the student's epochs")
+        return saved[epoch - 1]
+
+    def diffquant(self, name, bits):
+        """Learns the points against the live teacher (on its translations when
+        distill_data is teacher)."""
+        config = self.training_data(distilled=True)
+        train = self.train_options()
+        config.update({k: train[k] for k in BATCH_KEYS if k in train})
+        self.command(name, self.py(
+            "diffquant", "-config", self.write_config(name, config),
+            "-model", self.model_path("student_distilled_fp"),
+            "-teacher_model", self.model_path("teacher"), "-bits", bits,
+            "-train_steps", self.profile.diffquant_steps,
+            "-output", self.model_path(name), *(["-gpu_ranks", 0] if self.gpu else [])))
+
+    def compress_all(self):
+        os.makedirs(self.path("sizes"), exist_ok=True)
+        self.side_by_side(lambda name: self.command("compress", self.py(
+            "compress", "-model", self.model_path(name), "-output", self.model_path(name, ".qdz"),
+            "-report_json", self.path("sizes", f"{name}.json")), log_name=f"compress.{name}"),
+            self.quantized)
+
+    def evaluated_file(self, name):
+        return self.model_path(name, ".qdz") if name in self.quantized else self.model_path(name)
+
+    def evaluate_all(self):
+        os.makedirs(self.path("eval"), exist_ok=True)
+        test = data_config(self.work)["test"]
+        self.side_by_side(lambda name: self.command("evaluate", self.py(
+            "eval", "-model", self.evaluated_file(name), "-src", test["src"], "-tgt", test["tgt"],
+            "-json", self.path("eval", f"{name}.json"), "-output", self.path("eval", f"{name}.hyp"),
+            "-batch_size", self.profile.translate_batch_size, "-gpu", 0 if self.gpu else -1),
+            log_name=f"evaluate.{name}"), self.evaluated)
+
+    def translate_training_source(self):
+        """Sequence-level distillation data: the teacher's beam-5 translation of every
+        training source line, one line each (empty stays empty), in parts so the log
+        shows progress; renamed into place only when every part is aligned."""
+        source = data_config(self.work)["data"]["train"]["path_src"]
+        parts_dir = self.path("data", "teacher_translations.parts")
+        os.makedirs(parts_dir, exist_ok=True)
+        parts = split_lines(source, parts_dir, TRANSLATION_CHUNKS)
+        log = self.path("logs", "teacher_translations.log")
+        total, done, parts_done = sum(n for _, n in parts), 0, 0
+
+        def translate(item):
+            nonlocal done, parts_done
+            part, n = item
+            self.command("teacher_translations", self.py(
+                "translate", "-model", self.model_path("teacher"), "-src", part,
+                "-output", part + ".out", "-beam_size", 5,
+                "-batch_size", self.profile.translate_batch_size,
+                "-gpu", 0 if self.gpu else -1),
+                log_name=f"teacher_translations.{os.path.basename(part)}")
+            with self.progress_lock:
+                done, parts_done = done + n, parts_done + 1
+                with open(log, "a") as handle:
+                    handle.write(f"teacher_translations: part {parts_done}/{len(parts)}: "
+                                 f"{done}/{total} sentences translated\n")
+        self.side_by_side(translate, parts)
+        merge_translations(parts, self.teacher_translations_path())
+        shutil.rmtree(parts_dir)
+
+    def build_teacher_cache(self):
+        """The teacher's top-k outputs over the corpus the distilled students train on."""
+        config = self.training_data(distilled=True)
+        config.update(self.train_options())
+        if self.gpu:
+            config.update(world_size=1, gpu_ranks=[0])
+        self.command("teacher_cache", self.py(
+            "teacher_cache", "-config", self.write_config("teacher_cache", config),
+            "-teacher_model", self.model_path("teacher"),
+            "-topk", self.profile.teacher_topk, "-output", self.teacher_cache_path()))
+
+    def report(self):
+        from onmt_qd.report import write_report
+
+        write_report(self)
+
+
+def _cuda():
+    import torch
+
+    return torch.cuda.is_available()
