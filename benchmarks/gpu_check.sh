@@ -2,7 +2,7 @@
 # The GPU checks of onmt_qd in one command on a lent GPU machine (prepare with
 # benchmarks/gpu_prepare.sh here first), sized for one 10-minute call:
 #   1. the GPU tests (CUDA beam search from checkpoints and .qdz files, cuDNN with fake
-#      quantization, bf16 training), in the background beside the recipe;
+#      quantization, bf16 training);
 #   2. the recipe's gpu profile end to end, timed (data -> teacher -> students ->
 #      compression -> evaluation -> report);
 #   3. seconds per training epoch, OpenNMT-py model vs a plain-torch one of the same
@@ -11,12 +11,14 @@
 # Everything is packed into $OUT/results.tgz after every step (so a run stopped at its
 # time limit still returns what it finished), with $OUT/summary.txt beside it
 # (default OUT: ./gpu_check_out).
-#   bash benchmarks/gpu_check.sh [PROFILE] [SECONDS]   (default: gpu, 575 s in all)
+#   [STEPS="tests recipe epoch_time speed"] bash benchmarks/gpu_check.sh [PROFILE] [SECONDS]
+#   (default: every step, profile gpu, 575 s in all)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_check_out}
 RES=$(mktemp -d /tmp/gpu_check.XXXX)
 PROFILE=${1:-gpu}
+STEPS=${STEPS:-tests recipe epoch_time speed}  # a subset runs only those
 DEADLINE=$((SECONDS + ${2:-575}))
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 ONMT_QD_DATA_MIRROR=$PWD/.gpu_data
@@ -38,7 +40,7 @@ else
     export PYTHONPATH=$PWD
 fi
 
-pack() {  # called from two processes at once: each through its own temporary name
+pack() {  # written to a temporary name, then renamed: a stop mid-way leaves the last good one
     tar czf "$OUT/.results.$BASHPID" -C "$RES" . && mv "$OUT/.results.$BASHPID" "$OUT/results.tgz"
     cp "$RES/summary.txt" "$OUT/summary.txt" 2>/dev/null; }
 step() {  # step NAME LIMIT COMMAND...: run under a time limit, log to $RES/NAME.log
@@ -49,6 +51,7 @@ step() {  # step NAME LIMIT COMMAND...: run under a time limit, log to $RES/NAME
     echo "$name rc=$rc seconds=$((SECONDS - t0)) (limit $limit)" | tee -a "$RES/summary.txt"
     pack
 }
+want() { [[ " $STEPS " == *" $1 "* ]]; }
 left() {  # seconds left before the deadline, keeping $1 for what follows (at least 5)
     local n=$((DEADLINE - SECONDS - $1)); echo $((n > 5 ? n : 5)); }
 
@@ -56,28 +59,32 @@ work=/tmp/recipe_$PROFILE
 recipe=(python3 -m onmt_qd.bin.recipe multi30k -profile "$PROFILE" -work_dir "$work"
         -from "$ONMT_QD_DATA_MIRROR/multi30k")
 
-# 1. The GPU tests in the background, beside the recipe (they train tiny models; the
-#    recipe's wall time below is therefore an upper bound).
-( step gpu_tests 300 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py \
-      tests/test_decoder_state.py::test_gpu_translation_from_checkpoint_and_qdz_matches_cpu ) &
-tests=$!
+# 1. The GPU tests, alone (beside the recipe they crawl: both want every core).
+if want tests; then
+    step gpu_tests 240 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py \
+        tests/test_decoder_state.py::test_gpu_translation_from_checkpoint_and_qdz_matches_cpu
+fi
 
 # 2. The recipe end to end, timed.
-step "recipe_$PROFILE" "$(left 150)" "${recipe[@]}"
-for f in report.md results.json bleu_vs_size.png; do
-    [ -f "$work/$f" ] && cp "$work/$f" "$RES/${PROFILE}_$f"
-done
-{ for f in "$work"/stages/*.done; do echo "$(basename "$f" .done) $(cat "$f")"; done
-  for f in "$work"/logs/*.log; do echo "== $f"; tail -n 8 "$f"; done
-} > "$RES/recipe_stages_and_logs.txt" 2>&1
-mkdir -p "$RES/configs" "$RES/logs"
-cp "$work/configs/"*.yaml "$RES/configs/" 2>/dev/null; cp "$work/logs/"*.log "$RES/logs/" 2>/dev/null
-pack
+if want recipe; then
+    step "recipe_$PROFILE" "$(left "$( want speed && echo 40 || echo 0 )")" "${recipe[@]}"
+    for f in report.md results.json bleu_vs_size.png; do
+        [ -f "$work/$f" ] && cp "$work/$f" "$RES/${PROFILE}_$f"
+    done
+    { for f in "$work"/stages/*.done; do echo "$(basename "$f" .done) $(cat "$f")"; done
+    } > "$RES/recipe_stages.txt" 2>&1
+    mkdir -p "$RES/configs" "$RES/logs" "$RES/eval"
+    cp "$work/configs/"*.yaml "$RES/configs/" 2>/dev/null
+    cp "$work/logs/"*.log "$RES/logs/" 2>/dev/null; cp "$work/eval/"*.json "$RES/eval/" 2>/dev/null
+    pack
+fi
 
-# 3. Training throughput against plain torch, on the recipe's data (tests finished first).
-wait $tests
-step epoch_time 90 python3 benchmarks/epoch_time.py -config "$work/data_config.yaml" -gpu \
-    -budget_s 60 -json "$RES/epoch_time.json"
+# 3. Training throughput against plain torch, on the recipe's data.
+if want epoch_time; then
+    [ -f "$work/data_config.yaml" ] || "${recipe[@]}" -stages data > "$RES/recipe_data.log" 2>&1
+    step epoch_time 90 python3 benchmarks/epoch_time.py -config "$work/data_config.yaml" -gpu \
+        -budget_s 60 -json "$RES/epoch_time.json"
+fi
 
 # 4. Translation speed, one model at a time, beam 5, 1,000 test sentences.
 speed() {  # speed NAME MODEL BATCH
@@ -86,7 +93,9 @@ speed() {  # speed NAME MODEL BATCH
         -json "$RES/speed_$1_b$3.json" > /dev/null 2>&1 || echo "$1 batch $3 failed"
 }
 qdz=$work/models/quantized_distillation_4bit.qdz
-step translation_speed "$(left 0)" bash -c "$(declare -f speed); work=$work RES=$RES
-    speed student4bit $qdz 64; speed student4bit $qdz 500; speed student4bit $qdz 2000
-    speed teacher $work/models/teacher.pt 500"
+if want speed && [ -f "$qdz" ]; then
+    step translation_speed "$(left 0)" bash -c "$(declare -f speed); work=$work RES=$RES
+        speed student4bit $qdz 500; speed student4bit $qdz 2000; speed student4bit $qdz 64
+        speed teacher $work/models/teacher.pt 500"
+fi
 cat "$RES/summary.txt"

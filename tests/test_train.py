@@ -145,3 +145,13 @@ def test_killed_quantized_distillation_resumes_with_its_schedule(data, teacher, 
     final_state = load_checkpoint(final)["optim"]["lr_schedule"]
     assert final_state["epoch"] == 4  # the resumed run continued the count, not restarted it
     assert final_state["best_ppl"] <= state["best_ppl"]
+
+
+def test_validation_reads_without_loader_workers(data):
+    """OpenNMT-py starts loader workers anew for every validation pass (11-15 s each on
+    a GPU machine); the small validation corpus is read in the training process."""
+    from onmt_qd.opts import parse, train_parser
+    from onmt_qd.train.trainer import valid_loading
+
+    opt = parse(train_parser(), ["-config", data["config"], "-num_workers", "2"])
+    assert valid_loading(opt).num_workers == 0 and opt.num_workers == 2

@@ -1,5 +1,6 @@
 """onmt_qd_train: OpenNMT-py's training, assembled from its own pieces, plus the
 distillation loss, quantized training and the per-epoch learning-rate rule."""
+import copy
 import itertools
 import math
 import os
@@ -243,10 +244,20 @@ def train_single(opt, device_id):
         stride=max(1, len(opt.gpu_ranks)) if parallel else 1,
         offset=max(0, device_id) if parallel else 0, device_id=device_id)
     valid_iter = build_dynamic_dataset_iter(
-        opt, transforms_cls, vocabs, task=CorpusTask.VALID, copy=opt.copy_attn,
+        valid_loading(opt), transforms_cls, vocabs, task=CorpusTask.VALID, copy=opt.copy_attn,
         device_id=device_id)
     trainer.train(train_iter, opt.train_steps, save_checkpoint_steps=opt.save_checkpoint_steps,
                   valid_iter=valid_iter, valid_steps=opt.valid_steps)
+
+
+def valid_loading(opt):
+    """The options the validation iterator is built with: no loader workers. The
+    validation corpus is small and read once per validation, and OpenNMT-py's loader
+    starts its workers anew for every pass: 11-15 s per validation measured on an H100
+    machine with -num_workers 2 (docs/results.md, "GPU"), longer than the epoch itself."""
+    valid_opt = copy.copy(opt)
+    valid_opt.num_workers = 0
+    return valid_opt
 
 
 def check_opts(opt):
