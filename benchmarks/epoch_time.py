@@ -36,9 +36,7 @@ import statistics
 import tempfile
 import time
 
-import sentencepiece
 import torch
-import yaml
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from onmt.constants import CorpusName, CorpusTask, DefaultTokens
@@ -51,9 +49,9 @@ from onmt.utils.parse import ArgumentParser
 
 from onmt_qd.fileio import atomic_output
 from onmt_qd.opts import parse, train_parser
-from onmt_qd.recipe import TEST_KEYS
 from onmt_qd.train.precision import use_autocast
-from step_time import run_mode
+from onmt_qd.train.trainer import line_lengths
+from step_time import run_mode, training_config
 
 DROPOUT = 0.3
 MODEL_KINDS = ("teacher_if", "teacher", "student")
@@ -155,22 +153,6 @@ def onmt_opts(config, model=None, batches=("sents", 64)):
     return opt
 
 
-def training_config(path, folder):
-    """The data config less the recipe's evaluation keys (onmt_qd_train refuses
-    them), written to ``folder``; returns its path."""
-    try:
-        with open(path) as handle:
-            config = yaml.safe_load(handle)
-    except OSError as error:
-        raise ValueError(f"cannot read -config {path}: {error.strerror}") from None
-    if not isinstance(config, dict) or "data" not in config:
-        raise ValueError(f"{path} is not a data config (a YAML mapping with 'data:')")
-    training = os.path.join(folder, "data_config.yaml")
-    with open(training, "w") as handle:
-        yaml.safe_dump({k: v for k, v in config.items() if k not in TEST_KEYS}, handle)
-    return training
-
-
 def real_batches(opt, vocabs, count, device):
     """The first ``count`` training batches, the same ones in every run (seeded)."""
     set_random_seed(3435, device.type == "cuda")
@@ -186,15 +168,8 @@ def epoch_target_tokens(opt):
     if not opt.tgt_subword_model:
         raise ValueError("the data config names no tgt_subword_model: epoch tokens are "
                          "counted with the target sentencepiece model")
-    pieces = sentencepiece.SentencePieceProcessor(model_file=opt.tgt_subword_model)
-    total = 0
-    for name, corpus in opt.data.items():
-        if name == CorpusName.VALID:
-            continue
-        with open(corpus["path_tgt"], encoding="utf-8") as handle:
-            lines = [line.strip() for line in handle]
-        total += sum(len(ids) + 1 for ids in pieces.encode(lines))
-    return total
+    return sum(n + 1 for name, corpus in opt.data.items() if name != CorpusName.VALID
+               for n in line_lengths(corpus["path_tgt"], opt.tgt_subword_model))
 
 
 def init_uniform(model):

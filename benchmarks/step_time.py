@@ -7,8 +7,8 @@ and the time to quantize a 79M-parameter model.
     python benchmarks/step_time.py -config DATA.yaml -teacher T.pt [-layers 1]
         [-hidden_size 256] [-bits 4] [-steps 30] [-topk 8] [-gpu]
 
-DATA.yaml is an onmt_qd_train data config whose vocabulary matches the teacher's; the
-cache is built over its whole training corpus (in a temporary folder)."""
+DATA.yaml is a data config (a recipe's data_config.yaml too) whose vocabulary matches
+the teacher's; the cache is built over its whole training corpus (in a temporary folder)."""
 import argparse
 import copy
 import os
@@ -16,6 +16,8 @@ import shutil
 import statistics
 import tempfile
 import time
+
+import yaml
 
 import torch
 from onmt.constants import CorpusTask, DefaultTokens
@@ -31,7 +33,24 @@ from onmt_qd.distill.cache_build import build_teacher_cache
 from onmt_qd.opts import parse, teacher_cache_parser, train_parser
 from onmt_qd.quant import QuantPolicy
 from onmt_qd.train.fakequant import FakeQuantizer
+from onmt_qd.recipe import TEST_KEYS
 from onmt_qd.train.trainer import steps_per_epoch
+
+
+def training_config(path, folder):
+    """The data config less the recipe's evaluation keys (onmt_qd_train refuses
+    them), written to ``folder``; returns its path."""
+    try:
+        with open(path) as handle:
+            config = yaml.safe_load(handle)
+    except OSError as error:
+        raise ValueError(f"cannot read -config {path}: {error.strerror}") from None
+    if not isinstance(config, dict) or "data" not in config:
+        raise ValueError(f"{path} is not a data config (a YAML mapping with 'data:')")
+    training = os.path.join(folder, "data_config.yaml")
+    with open(training, "w") as handle:
+        yaml.safe_dump({k: v for k, v in config.items() if k not in TEST_KEYS}, handle)
+    return training
 
 
 def sync(device):
@@ -126,10 +145,11 @@ def main():
     p.add_argument("-gpu", action="store_true")
     args = p.parse_args()
     device = torch.device("cuda:0" if args.gpu else "cpu")
+    workdir = tempfile.mkdtemp(prefix="step_time")
+    args.config = training_config(args.config, workdir)  # a recipe's config works as is
     student, vocabs, batches, opt = student_and_batches(args, device)
     teacher = load_teacher(args.teacher, vocabs, device)
     padding = vocabs["tgt"][DefaultTokens.PAD]
-    workdir = tempfile.mkdtemp(prefix="step_time_cache")
     cache_path = os.path.join(workdir, "cache")
     cache_opt = parse(teacher_cache_parser(), [
         "-config", args.config, "-teacher_model", args.teacher, "-topk", str(args.topk),
