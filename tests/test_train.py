@@ -90,6 +90,7 @@ def write_config(data, tmp_path, **changes):
     (["-quant_bits", "4", "-quant_exclude", "nosuchlayer"], "matches no parameter"),
     (["-hiden_size", "8"], "unknown option '-hiden_size' (did you mean '-hidden_size'?)"),
     (["-autocast", "bf16", "-model_dtype", "fp16"], "two mixed precisions: choose one"),
+    (["-epochs", "2", "-single_pass"], "-epochs and -single_pass both say how long to train"),
     (["-quant_bits", "4", "-save_format", "safetensors"],
      "-save_format safetensors is not supported: OpenNMT-py's safetensors saver drops"),
 ])
@@ -155,3 +156,11 @@ def test_validation_reads_without_loader_workers(data):
 
     opt = parse(train_parser(), ["-config", data["config"], "-num_workers", "2"])
     assert valid_loading(opt).num_workers == 0 and opt.num_workers == 2
+
+
+def test_single_pass_trains_one_epoch_and_stops(data, tmp_path):
+    save = tmp_path / "one"
+    run_cli("train", "-config", data["config"], "-save_model", save, "-single_pass",
+            "-hidden_size", 16, "-word_vec_size", 16)
+    saved = sorted(p.name for p in tmp_path.iterdir() if "_step_" in p.name)
+    assert saved == ["one_step_19.pt"]  # 600 sentences / 32 per batch: one epoch

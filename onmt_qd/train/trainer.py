@@ -72,7 +72,11 @@ def steps_per_epoch(opt):
 
 
 def apply_epochs(opt):
-    """-epochs N: validate and save once per epoch, stop after N epochs."""
+    """-epochs N: validate and save once per epoch, stop after N epochs. -single_pass
+    is one epoch (OpenNMT-py 3.5.1 sets -train_steps 0 for it, and its training
+    iterator starts the corpus again forever)."""
+    if opt.single_pass:
+        opt.epochs = 1
     if not opt.epochs:
         return
     steps = steps_per_epoch(opt)
@@ -248,6 +252,8 @@ def train_single(opt, device_id):
         device_id=device_id)
     trainer.train(train_iter, opt.train_steps, save_checkpoint_steps=opt.save_checkpoint_steps,
                   valid_iter=valid_iter, valid_steps=opt.valid_steps)
+    if trainer.report_manager.tensorboard_writer is not None:
+        trainer.report_manager.tensorboard_writer.close()
 
 
 def valid_loading(opt):
@@ -270,6 +276,8 @@ def check_opts(opt):
     if opt.autocast != "none" and opt.model_dtype == "fp16":
         raise OptionError(f"-autocast {opt.autocast} and -model_dtype fp16 are two mixed "
                           "precisions: choose one")
+    if opt.epochs and opt.single_pass:
+        raise OptionError("-epochs and -single_pass both say how long to train: choose one")
     if opt.epochs < 0:
         raise OptionError(f"-epochs must be >= 0, got {opt.epochs}")
     if opt.save_format != "pytorch":
