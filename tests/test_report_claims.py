@@ -80,3 +80,14 @@ def test_missing_numbers_say_not_measured_instead_of_passing():
     assert rows["teacher_vs_student"]["verdict"] == "holds"
     table = "\n".join(render_claims(list(rows.values()), 1.0, ["flickr"]))
     assert table.count("| not measured |") == 5 + 4  # verdicts, then goals
+
+
+def test_plot_sizes_are_what_a_user_ships():
+    """A full-precision model is plotted at its fp32 weights, not its checkpoint (which
+    also holds the optimizer's state); a quantized one at its compressed file."""
+    from onmt_qd.report import shipped_bytes
+
+    fp = {"bits": 32, "n_params": 1_000_000, "size_bytes": 12_000_000}
+    quantized = {"bits": 4, "n_params": 1_000_000, "size_bytes": 550_000}
+    assert shipped_bytes(fp) == 4_000_000
+    assert shipped_bytes(quantized) == 550_000
