@@ -7,7 +7,8 @@
 #      compression -> evaluation -> report);
 #   3. seconds per training epoch, OpenNMT-py model vs a plain-torch one of the same
 #      shape (benchmarks/epoch_time.py);
-#   4. translation speed on the GPU, alone: the teacher and the 4-bit student's .qdz.
+#   4. translation speed on the GPU, alone: the teacher and the 4-bit student's .qdz,
+#      and where the time of one translation run goes (cProfile, top 40 functions).
 # Everything is packed into $OUT/results.tgz after every step (so a run stopped at its
 # time limit still returns what it finished), with $OUT/summary.txt beside it
 # (default OUT: ./gpu_check_out).
@@ -97,5 +98,10 @@ if want speed && [ -f "$qdz" ]; then
     step translation_speed "$(left 0)" bash -c "$(declare -f speed); work=$work RES=$RES
         speed student4bit $qdz 500; speed student4bit $qdz 2000; speed student4bit $qdz 64
         speed teacher $work/models/teacher.pt 500"
+    # where the time of a beam-search run goes (Python bookkeeping vs waits on the GPU)
+    step translation_profile "$(left 0)" bash -c "python3 -m cProfile -o $RES/translate.prof \
+        -m onmt_qd.bin.eval -model $qdz -src $work/data/test_2016_flickr.de \
+        -tgt $work/data/test_2016_flickr.en -batch_size 500 -gpu 0 > /dev/null &&
+        python3 -c \"import pstats; pstats.Stats('$RES/translate.prof').sort_stats('tottime').print_stats(40)\""
 fi
 cat "$RES/summary.txt"
