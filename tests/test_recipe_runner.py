@@ -83,3 +83,19 @@ def test_with_jobs_a_failed_stage_lets_running_ones_finish_and_starts_nothing_ne
         pipeline.run()
     finished = {p.name for p in (tmp_path / "stages").iterdir()}
     assert finished == {"student.done"}  # finished although teacher failed; no new start
+
+
+def test_stages_side_by_side_share_the_cores_and_keep_a_users_thread_count(tmp_path,
+                                                                          monkeypatch):
+    """With jobs > 1 every command gets cores/jobs threads (torch would start one per
+    core in each and oversubscribe them); one the user set is kept; with 1 job nothing
+    is set."""
+    from onmt_qd.recipe.runner import Runner
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert Runner(tmp_path, jobs=2).command_environment()["OMP_NUM_THREADS"] == "4"
+    assert Runner(tmp_path, jobs=16).command_environment()["OMP_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in Runner(tmp_path, jobs=1).command_environment()
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert Runner(tmp_path, jobs=2).command_environment()["OMP_NUM_THREADS"] == "3"
