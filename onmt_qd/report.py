@@ -50,6 +50,12 @@ CLAIMS = [
      ("student >= 1.8x the teacher's sentences per second", lambda r: r >= 1.8)),
 ]
 MIN_SIZE_RATIO = 10
+FP32_BYTES = 4
+
+
+def fp32_bytes(entry):
+    """Size of a model's weights in fp32: what its compression ratio is measured against."""
+    return entry["n_params"] * FP32_BYTES
 NOT_MEASURED = "not measured"
 
 
@@ -90,7 +96,7 @@ def _claim_row(claim, by_name, margin):
     row["numbers"]["difference"] = round(difference, 2)
     small_enough = True
     if key == "qd_4bit_vs_teacher":
-        ratio = other["n_params"] * 4 / model["size_bytes"]
+        ratio = fp32_bytes(other) / model["size_bytes"]
         row["numbers"]["size_ratio"] = round(ratio, 1)
         small_enough = ratio >= MIN_SIZE_RATIO
     row["verdict"] = _verdict(kind, difference, margin) if small_enough else "does not hold"
@@ -197,7 +203,7 @@ def render_claims(rows, margin, test_sets):
 def render(pipeline, entries, claim_rows):
     by_name = {e["name"]: e for e in entries}
     teacher = by_name["teacher"]
-    teacher_fp32 = teacher["n_params"] * 4
+    teacher_fp32 = fp32_bytes(teacher)
     test_sets = pipeline.test_sets()
     named = ", ".join(f"{n} (`{files['src']}`)" for n, files in test_sets.items())
     out = [f"# {pipeline.name} ({pipeline.profile.name} profile)", "",
@@ -218,7 +224,7 @@ def render(pipeline, entries, claim_rows):
     for e in entries:
         if e["bits"] == 32:
             rows.append([e["name"], e["ppl"], e["bleu"], e["chrf"], e["n_params"],
-                         _mb(e["n_params"] * 4), _mb(e["size_bytes"]), e["path"]])
+                         _mb(fp32_bytes(e)), _mb(e["size_bytes"]), e["path"]])
     out += [_table(["model", "ppl", "BLEU", "chrF", "params", "fp32 weights MB",
                     "checkpoint MB", "file"], rows), ""]
     out += ["## Quantized students", "",
@@ -260,7 +266,7 @@ def shipped_bytes(entry):
     """What a user ships: the compressed file of a quantized model, the fp32 weights of a
     full-precision one (its checkpoint also holds optimizer state: 3x the weights with
     Adam)."""
-    return entry["n_params"] * 4 if entry["bits"] == 32 else entry["size_bytes"]
+    return fp32_bytes(entry) if entry["bits"] == 32 else entry["size_bytes"]
 
 
 def plot(entries, path):
