@@ -7,8 +7,9 @@
 #      compression -> evaluation -> report);
 #   3. seconds per training epoch, OpenNMT-py model vs a plain-torch one of the same
 #      shape (benchmarks/epoch_time.py);
-#   4. translation speed on the GPU, alone: the teacher and the 4-bit student's .qdz,
-#      and where the time of one translation run goes (cProfile, top 40 functions).
+#   4. translation speed on the GPU, alone, against the batch size: the teacher and the
+#      4-bit student's .qdz (benchmarks/translate_speed.py), and where the time of one
+#      translation run goes (cProfile, top 40 functions).
 # Everything is packed into $OUT/results.tgz after every step (so a run stopped at its
 # time limit still returns what it finished), with $OUT/summary.txt beside it
 # (default OUT: ./gpu_check_out).
@@ -68,7 +69,7 @@ fi
 
 # 2. The recipe end to end, timed.
 if want recipe; then
-    step "recipe_$PROFILE" "$(left "$( want speed && echo 40 || echo 0 )")" "${recipe[@]}"
+    step "recipe_$PROFILE" "$(left "$( want speed && echo 70 || echo 0 )")" "${recipe[@]}"
     for f in report.md results.json bleu_vs_size.png; do
         [ -f "$work/$f" ] && cp "$work/$f" "$RES/${PROFILE}_$f"
     done
@@ -87,20 +88,20 @@ if want epoch_time; then
         -budget_s 60 -json "$RES/epoch_time.json"
 fi
 
-# 4. Translation speed, one model at a time, beam 5, 1,000 test sentences.
-speed() {  # speed NAME MODEL BATCH
-    python3 -m onmt_qd.bin.eval -model "$2" -src "$work/data/test_2016_flickr.de" \
-        -tgt "$work/data/test_2016_flickr.en" -batch_size "$3" -gpu 0 \
-        -json "$RES/speed_$1_b$3.json" > /dev/null 2>&1 || echo "$1 batch $3 failed"
-}
+# 4. Translation speed, one model at a time, beam 5, the 1,000 test sentences: per batch
+#    size, sentences/s, decoding steps, ms per step, the first (cold) run's seconds and
+#    ATen operations per step and per sentence (benchmarks/translate_speed.py).
 qdz=$work/models/quantized_distillation_4bit.qdz
+test_src=$work/data/test_2016_flickr.de
 if want speed && [ -f "$qdz" ]; then
-    step translation_speed "$(left 0)" bash -c "$(declare -f speed); work=$work RES=$RES
-        speed student4bit $qdz 500; speed student4bit $qdz 2000; speed student4bit $qdz 64
-        speed teacher $work/models/teacher.pt 500"
+    step translation_speed "$(left 25)" bash -c "
+        python3 benchmarks/translate_speed.py -model $qdz -src $test_src -gpu -count_ops \
+            -batch_sizes 64,500,2000 -json $RES/speed_student4bit.json
+        python3 benchmarks/translate_speed.py -model $work/models/teacher.pt -src $test_src \
+            -gpu -batch_sizes 500,2000 -json $RES/speed_teacher.json"
     # where the time of a beam-search run goes (Python bookkeeping vs waits on the GPU)
     step translation_profile "$(left 0)" bash -c "python3 -m cProfile -o $RES/translate.prof \
-        -m onmt_qd.bin.eval -model $qdz -src $work/data/test_2016_flickr.de \
+        -m onmt_qd.bin.eval -model $qdz -src $test_src \
         -tgt $work/data/test_2016_flickr.en -batch_size 500 -gpu 0 > /dev/null &&
         python3 -c \"import pstats; pstats.Stats('$RES/translate.prof').sort_stats('tottime').print_stats(40)\""
 fi

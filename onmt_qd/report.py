@@ -191,7 +191,8 @@ def render_claims(rows, margin, test_sets):
              f"BLEU pooled over {sets}. A claim holds only by more than the noise margin of "
              f"{margin} BLEU (the profile's `noise_bleu`: the spread of the same student "
              "across runs); \"within noise\" means neither way. Speed: sentences per second "
-             "of the translation itself (model loading excluded), same beam and batch. Goals: "
+             "of the translation itself (model loading and one warm-up batch excluded), same "
+             "beam and batch. Goals: "
              "issue 11's thresholds.", ""]
     table = [[r["claim"], _numbers(r), r["verdict"],
               ", ".join(s for s, v in r["per_set"].items() if v == "holds") or "-",

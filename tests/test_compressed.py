@@ -67,6 +67,9 @@ def test_translation_and_eval_from_the_file_equal_the_checkpoint(quantized, data
         results[ext]["hyp"] = out.read_text()
     pt, qdz = results[".pt"], results[".qdz"]
     assert pt["hyp"] == qdz["hyp"] and len(pt["hyp"].splitlines()) == 20
+    # the untimed warm-up batch before the timed translation changes no output
+    assert pt["warmup_seconds"] > 0 and pt["hyp"].splitlines() == stock_translate(
+        f"{base}.pt", data["test.de"], str(tmp_path / "stock.txt"), data["spm"])
     for key in ("bleu", "chrf", "ppl", "n_params"):
         assert pt[key] == qdz[key]
     assert qdz["size_bytes"] == os.path.getsize(f"{base}.qdz") < pt["size_bytes"]

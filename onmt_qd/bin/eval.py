@@ -37,8 +37,10 @@ def check_args(model, src, tgt, beam_size, batch_size, outputs):
 
 def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None):
     """Scores of ``model`` on ``src``/``tgt``; ``translate_seconds`` times the
-    translation of the corpus alone (model loading is ``load_seconds``)."""
-    from onmt_qd.bin.translate import inference_engine, translate_aligned, write_translations
+    translation of the corpus alone, after one untimed batch of it has warmed the
+    device up (model loading is ``load_seconds``, the warm-up ``warmup_seconds``)."""
+    from onmt_qd.bin.translate import (inference_engine, translate_aligned, warm_up,
+                                       write_translations)
     from onmt_qd.evaluate.metrics import bleu_chrf, reference_perplexity
     from onmt_qd.fileio import read_text_lines
     from onmt_qd.models import build_model_from_checkpoint
@@ -59,6 +61,9 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None):
         with inference_engine(opt, sources) as engine:
             load_seconds = time.perf_counter() - start
             start = time.perf_counter()
+            warm_up(engine, sources, batch_size)
+            warmup_seconds = time.perf_counter() - start
+            start = time.perf_counter()
             scores, predictions = translate_aligned(engine, sources)
             seconds = time.perf_counter() - start
         if output:
@@ -73,7 +78,8 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None):
             "n_params": n_params, "size_bytes": os.path.getsize(model),
             "bleu_signature": bleu_sig, "chrf_signature": chrf_sig,
             "beam_size": beam_size, "sentences": len(references),
-            "load_seconds": round(load_seconds, 2), "translate_seconds": round(seconds, 2),
+            "load_seconds": round(load_seconds, 2), "warmup_seconds": round(warmup_seconds, 2),
+            "translate_seconds": round(seconds, 2),
             "sentences_per_second": round(len(references) / max(seconds, 1e-9), 1)}
 
 

@@ -114,6 +114,15 @@ def translate_aligned(engine, lines):
     return all_scores, all_predictions
 
 
+def warm_up(engine, lines, count):
+    """Translate the first ``count`` non-blank ``lines`` and drop the result: a
+    process's first translation pays one-time costs (on a GPU, loading kernels and
+    planning cuDNN) that a speed measurement must not count."""
+    sample = [lines[i] for i in non_blank(lines)[:count]]
+    if sample:
+        engine.infer_list(sample)
+
+
 def write_translations(path, scores, predictions, with_score=False):
     """onmt_translate's output format (n_best lines per source line, optionally
     "prediction<TAB>score"), written atomically."""
