@@ -239,4 +239,24 @@ def parse(parser, args=None):
     opt, unknown = parser.parse_known_args(args)
     if unknown:
         raise _unknown_option_error(parser, unknown[0])
+    check_devices([getattr(opt, "gpu", -1)], "-gpu")
+    check_devices(getattr(opt, "gpu_ranks", None) or [], "-gpu_ranks")
     return opt
+
+
+def check_devices(indices, option):
+    """Every GPU index that ``option`` names (-1: the CPU) is a CUDA device torch sees;
+    otherwise torch fails deep inside model building with a traceback."""
+    import torch
+
+    wanted = [int(i) for i in indices if int(i) >= 0]
+    if not wanted:
+        return
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not available:
+        raise OptionError(f"{option} {wanted[0]} asks for a GPU but torch sees no CUDA device: "
+                          f"leave {option} out to run on the CPU, or install a CUDA build of "
+                          "torch on a GPU machine")
+    if max(wanted) >= available:
+        raise OptionError(f"{option} {max(wanted)}: torch sees {available} CUDA device(s), "
+                          f"numbered 0 to {available - 1}")

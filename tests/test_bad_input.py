@@ -190,6 +190,26 @@ def test_5_bad_input_gives_one_line_not_a_traceback(data, teacher, tmp_path):
     assert not os.path.exists(tmp_path / "m")
 
 
+def test_5_a_gpu_that_is_not_there_is_named_before_any_work(q4, data, tmp_path, monkeypatch):
+    import torch
+
+    out = tmp_path / "o.txt"
+    translate = ["-model", q4["qdz"], "-src", data["test.de"], "-output", out]
+    evaluate = ["-model", q4["qdz"], "-src", data["test.de"], "-tgt", data["test.en"],
+                "-json", out]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    none = "asks for a GPU but torch sees no CUDA device: leave -gpu out to run on the CPU"
+    refused("translate", *translate, "-gpu", 0, message=none)
+    refused("eval", *evaluate, "-gpu", 0, message=none)
+    refused("train", *train_args(data, tmp_path / "m", "-gpu_ranks", 0),
+            message="-gpu_ranks 0 asks for a GPU but torch sees no CUDA device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    refused("translate", *translate, "-gpu", 1,
+            message="-gpu 1: torch sees 1 CUDA device(s), numbered 0 to 0")
+    assert os.listdir(tmp_path) == []
+
+
 def test_6_messages_say_what_is_wrong(q4, data, tmp_path, monkeypatch):
     blob = bytearray(open(q4["qdz"], "rb").read())
     blob[20] ^= 0x01  # a length field of the header

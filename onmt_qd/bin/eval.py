@@ -22,10 +22,12 @@ def parser():
     return p
 
 
-def check_args(model, src, tgt, beam_size, batch_size, outputs):
+def check_args(model, src, tgt, beam_size, batch_size, gpu, outputs):
     """Every check that can fail, before a model is loaded."""
     from onmt_qd.fileio import check_input_file, check_outputs
+    from onmt_qd.opts import check_devices
 
+    check_devices([gpu], "-gpu")
     for option, value in (("-beam_size", beam_size), ("-batch_size", batch_size)):
         if value < 1:
             raise ValueError(f"{option} must be at least 1, got {value}")
@@ -47,7 +49,7 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None):
     from onmt_qd.opts import parse, translate_parser
     from onmt_qd.qdz import as_checkpoint_file
 
-    check_args(model, src, tgt, beam_size, batch_size, {"-output": output})
+    check_args(model, src, tgt, beam_size, batch_size, gpu, {"-output": output})
     sources, references = read_text_lines(src, "-src"), read_text_lines(tgt, "-tgt")
     if len(sources) != len(references):
         raise ValueError(f"-src {src} has {len(sources)} lines, -tgt {tgt} "
