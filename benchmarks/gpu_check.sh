@@ -13,8 +13,9 @@
 # Everything is packed into $OUT/results.tgz after every step (so a run stopped at its
 # time limit still returns what it finished), with $OUT/summary.txt beside it
 # (default OUT: ./gpu_check_out).
-#   [STEPS="tests recipe epoch_time speed"] bash benchmarks/gpu_check.sh [PROFILE] [SECONDS]
-#   (default: every step, profile gpu, 575 s in all)
+#   [STEPS="tests recipe epoch_time speed"] [JOBS=N] bash benchmarks/gpu_check.sh [PROFILE] [SECONDS]
+#   (default: every step, profile gpu, 575 s in all, the profile's jobs; JOBS=1 with
+#   STEPS=recipe times the recipe one stage at a time, against the profile's 3)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_check_out}
@@ -59,7 +60,7 @@ left() {  # seconds left before the deadline, keeping $1 for what follows (at le
 
 work=/tmp/recipe_$PROFILE
 recipe=(python3 -m onmt_qd.bin.recipe multi30k -profile "$PROFILE" -work_dir "$work"
-        -from "$ONMT_QD_DATA_MIRROR/multi30k")
+        -from "$ONMT_QD_DATA_MIRROR/multi30k" ${JOBS:+-jobs "$JOBS"})
 
 # 1. The GPU tests, alone (beside the recipe they crawl: both want every core).
 if want tests; then
