@@ -18,8 +18,9 @@ class RecipeError(ValueError):
 
 
 class Stage:
-    """``signature`` names what the stage covers (the models a compress/evaluate/report
-    stage handles): a finished stage whose signature changed runs again. A callable
+    """``signature`` names what the stage covers and the settings its output depends on
+    (the models a compress/evaluate/report stage handles, a digest of a training stage's
+    options): a finished stage whose signature changed runs again. A callable
     signature is asked when the stage's turn comes (after the stages it depends on).
     ``needs`` names the stages whose outputs it reads: when one of them ran again, so
     does this one (a retrained student is quantized, compressed and evaluated again);

@@ -3,6 +3,8 @@
 normal loss, differentiable quantization), compression, evaluation and the report.
 Each stage runs an onmt_qd command (``python -m onmt_qd.bin.NAME``) in a subprocess."""
 import glob
+import hashlib
+import json
 import os
 import shutil
 import sys
@@ -52,7 +54,8 @@ class Pipeline(Runner):
     # ---- stages ------------------------------------------------------------
     def build_stages(self):
         p = self.profile
-        stages = [Stage("data", self.prepare_data, [self.path("data_config.yaml")]),
+        stages = [Stage("data", self.prepare_data, [self.path("data_config.yaml")],
+                        settings_digest(self.data_settings())),
                   self.train_stage("teacher", p.teacher)]
         if p.distill_data == "teacher":
             stages.append(Stage("teacher_translations", self.translate_training_source,
@@ -87,7 +90,9 @@ class Pipeline(Runner):
         for bits in p.diffquant_bits:
             name = f"differentiable_quantization_{bits}bit"
             stages.append(Stage(name, lambda b=bits, n=name: self.diffquant(n, b),
-                                [self.model_path(name)], f"data={p.distill_data}",
+                                [self.model_path(name)], f"data={p.distill_data} " +
+                                settings_digest({"steps": p.diffquant_steps,
+                                                 **self.batch_options()}),
                                 needs=["teacher", "student_distilled_fp"]))
             quantized.append(name)
         self.quantized = quantized
@@ -136,6 +141,18 @@ class Pipeline(Runner):
         """The recipe's training options with the profile's own on top."""
         return {**self.recipe["train"], **self.profile.train}
 
+    def batch_options(self):
+        """What differentiable quantization takes from the training options."""
+        train = self.train_options()
+        return {k: train[k] for k in BATCH_KEYS if k in train}
+
+    def data_settings(self):
+        """What the data stage's output depends on besides the dataset's files."""
+        p, sentencepiece = self.profile, bool(self.recipe.get("sentencepiece"))
+        return {"dataset": self.recipe["dataset"], "subset": p.subset,
+                "vocabulary": p.spm_vocab_size if sentencepiece else
+                self.recipe.get("vocab_size", 50000), "sentencepiece": sentencepiece}
+
     def training_data(self, distilled=False):
         """The data options a training stage gets; distilled students train on the
         teacher's translations of the training source when distill_data is teacher."""
@@ -182,9 +199,12 @@ class Pipeline(Runner):
                 config.update(world_size=1, gpu_ranks=[0])
             self.command(name, self.py("train", "-config", self.write_config(name, config)))
             os.replace(self.path("models", name, "model_best.pt"), self.model_path(name))
-        signature = f"data={p.distill_data} teacher=" + (
+        distillation = f"data={p.distill_data} teacher=" + (
             f"cache top{p.teacher_topk}" if self.uses_cache() else
-            "live" if self.word_level else "none") if teacher else ""
+            "live" if self.word_level else "none") + " " if teacher else ""
+        signature = distillation + settings_digest(
+            {**self.train_options(), **model, "quant_bits": bits,
+             "quantized_epochs": p.quantized_epochs if resumes else None})
         needs = ["data", *(self.teacher_stages() if teacher else ())]
         if resumes:
             needs.append(warm_start)
@@ -210,8 +230,7 @@ class Pipeline(Runner):
         """Learns the points against the live teacher (on its translations when
         distill_data is teacher)."""
         config = self.training_data(distilled=True)
-        train = self.train_options()
-        config.update({k: train[k] for k in BATCH_KEYS if k in train})
+        config.update(self.batch_options())
         self.command(name, self.py(
             "diffquant", "-config", self.write_config(name, config),
             "-model", self.model_path("student_distilled_fp"),
@@ -288,3 +307,11 @@ def _cuda():
     import torch
 
     return torch.cuda.is_available()
+
+
+def settings_digest(settings):
+    """A short, stable name for the settings a stage's output depends on: a finished
+    stage whose settings changed (a profile edited, another profile in the same work
+    folder) runs again instead of being skipped."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return "settings=" + hashlib.sha256(text.encode()).hexdigest()[:12]
