@@ -83,8 +83,9 @@ def policy_opts(parser, prefix):
         help="uniform: grid of 2^b points; quantile: points at the quantiles of each "
         "tensor; more methods register in onmt_qd/quant/methods.py.")
     add("rounding", choices=ROUNDINGS, default="deterministic",
-        help="Rounding during training (validation and saving always round "
-        "deterministically, so reported numbers are those of the saved model).")
+        help="Rounding to the points. Training: of the forward pass (validation and "
+        "saving always round deterministically, so reported numbers are those of the "
+        "saved model). onmt_qd_quantize: of the weights it writes (see -seed).")
     add("skip_embeddings", action="store_true", help="Keep embeddings in fp32.")
     add("skip_generator", action="store_true", help="Keep the output layer in fp32.")
     add("biases", action="store_true", help="Also quantize biases (default: fp32).")

@@ -30,8 +30,9 @@ def tensor_from_entry(entry):
                            bucket_size=entry["bucket_size"], bits=entry["bits"])
 
 
-def quantize_weights(weights, policy, points=None, bits=None):
-    """Quantize the tensors ``policy`` selects (CPU, deterministic rounding).
+def quantize_weights(weights, policy, points=None, bits=None, generator=None):
+    """Quantize the tensors ``policy`` selects (CPU), rounding deterministically, or
+    stochastically with ``generator`` when one is given.
 
     ``points``/``bits`` optionally give per-name points (differentiable quantization)
     and allocations. Returns (weights with dequantized values, name -> QuantizedTensor)."""
@@ -42,7 +43,7 @@ def quantize_weights(weights, policy, points=None, bits=None):
     for name, default_bits in selected.items():
         qt = policy.quantize(name, weights[name].detach().float().cpu(),
                              bits=bits.get(name, default_bits), points=points.get(name),
-                             stochastic=False)
+                             stochastic=generator is not None, generator=generator)
         quantized[name] = qt
         out[name] = qt.dequantize().to(weights[name].dtype)
     return out, quantized
@@ -56,14 +57,19 @@ def attach_quantization(checkpoint, weights, quantized, policy):
     return checkpoint
 
 
-def quantize_checkpoint(checkpoint, policy):
-    """Post-training ("PM") quantization of a full-precision checkpoint. A checkpoint
-    that is already quantized is quantized again from its full-precision shadow
-    weights when it has them, else from its stored weights."""
+def quantize_checkpoint(checkpoint, policy, seed=0):
+    """Post-training ("PM") quantization of a full-precision checkpoint, with the
+    policy's rounding (stochastic rounding draws from a generator seeded with
+    ``seed``). A checkpoint that is already quantized is quantized again from its
+    full-precision shadow weights when it has them, else from its stored weights."""
     weights = named_weights(checkpoint)
     weights.update(checkpoint.get(SHADOW_KEY, {}))
-    weights, quantized = quantize_weights(weights, policy)
-    out = {k: v for k, v in checkpoint.items() if k not in (QUANT_KEY, SHADOW_KEY, "optim")}
+    generator = (torch.Generator().manual_seed(seed) if policy.rounding == "stochastic"
+                 else None)
+    weights, quantized = quantize_weights(weights, policy, generator=generator)
+    # the validation record described the weights before quantization: it goes too
+    out = {k: v for k, v in checkpoint.items()
+           if k not in (QUANT_KEY, SHADOW_KEY, VALID_KEY, "optim")}
     return attach_quantization(out, weights, quantized, policy)
 
 

@@ -187,6 +187,8 @@ def test_5_bad_input_gives_one_line_not_a_traceback(data, teacher, tmp_path):
             message="fetch the dataset first with onmt_qd_data get multi30k")
     refused("train", "-config", data["config"], "-quant_bits", "abc",
             message="invalid int value: 'abc'")
+    refused("quantize", "-model", teacher, "-bits", 0, "-output", tmp_path / "q.pt",
+            message="-bits must be 1 to 8, got 0")
     assert not os.path.exists(tmp_path / "m")
 
 

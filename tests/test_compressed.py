@@ -124,3 +124,23 @@ def test_compressing_an_unquantized_checkpoint_points_to_quantize(teacher, tmp_p
     assert result.returncode == 2
     assert "is not quantized" in result.stderr and "onmt_qd_quantize" in result.stderr
     assert not (tmp_path / "x.qdz").exists()
+
+
+def test_pm_quantization_rounds_stochastically_when_asked(teacher, quantized, tmp_path):
+    levels = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        run_cli("quantize", "-model", teacher, "-bits", 2, "-rounding", "stochastic",
+                "-seed", seed, "-output", tmp_path / f"{name}.pt")
+        state = load_checkpoint(tmp_path / f"{name}.pt")["qd_quant"]
+        assert state["policy"]["rounding"] == "stochastic"
+        # the fp model's validation perplexity does not describe these weights
+        assert "qd_valid" not in load_checkpoint(tmp_path / f"{name}.pt")
+        levels[name] = {k: v["levels"].long() for k, v in state["tensors"].items()}
+    nearest = {k: v["levels"].long() for k, v in
+               load_checkpoint(f"{quantized['uniform2']}.pt")["qd_quant"]["tensors"].items()}
+    for key, deterministic in nearest.items():
+        assert torch.equal(levels["a"][key], levels["b"][key])  # the seed reproduces it
+        # each weight goes to one of the two grid points around it
+        assert (levels["a"][key] - deterministic).abs().max() <= 1
+    assert any(not torch.equal(levels["a"][k], levels["c"][k]) for k in nearest)
+    assert any(not torch.equal(levels["a"][k], nearest[k]) for k in nearest)

@@ -11,6 +11,8 @@ def parser():
     p = ArgumentParser(description=__doc__)
     p.add("-model", "--model", required=True, help="checkpoint to quantize")
     p.add("-output", "--output", required=True, help="quantized checkpoint to write")
+    p.add("-seed", "--seed", type=int, default=0,
+          help="seed of -rounding stochastic (the same seed gives the same weights)")
     policy_opts(p, "")
     return p
 
@@ -37,18 +39,19 @@ def main():
         opt = parse(parser())
         policy = policy_from_opts(opt)
         if policy is None:
-            raise ValueError("-bits is required (1 to 8)")
+            raise ValueError("-bits is required (1 to 8)" if opt.quant_bits is None else
+                             f"-bits must be 1 to 8, got {opt.quant_bits}")
         check_input_file(opt.model, "-model")
         check_outputs({"-output": opt.output}, {"-model": opt.model})
         checkpoint = load_any(opt.model)
         note = requantization_note(checkpoint, opt.model)
         if note:
             print(note)
-        checkpoint = quantize_checkpoint(checkpoint, policy)
+        checkpoint = quantize_checkpoint(checkpoint, policy, opt.seed)
         save_atomic(checkpoint, opt.output)
         n = len(checkpoint["qd_quant"]["tensors"])
         print(f"{opt.output}: {n} tensors quantized to {policy.bits} bits "
-              f"(bucket {policy.bucket_size}, {policy.method})")
+              f"(bucket {policy.bucket_size}, {policy.method}, {policy.rounding} rounding)")
 
     run_command(run, "onmt_qd_quantize")
 
