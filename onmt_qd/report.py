@@ -91,6 +91,7 @@ def _claim_row(claim, by_name, margin):
         row["numbers"]["ratio"] = round(ratio, 2)
         row["verdict"] = "holds" if goal[1](ratio) else "does not hold"
         row["goal_met"] = "met" if goal[1](ratio) else "not met"
+        row["per_set"] = {"pooled": row["verdict"]}  # one timed run over every set
         return row
     difference = model["bleu"] - other["bleu"]
     row["numbers"]["difference"] = round(difference, 2)
@@ -192,13 +193,15 @@ def render_claims(rows, margin, test_sets):
              f"{margin} BLEU (the profile's `noise_bleu`: the spread of the same student "
              "across runs); \"within noise\" means neither way. Speed: sentences per second "
              "of the translation itself (model loading and one warm-up batch excluded), same "
-             "beam and batch. Goals: "
-             "issue 11's thresholds.", ""]
+             "beam and batch, measured once on the pooled test sets. The goals are issue "
+             "11's thresholds, judged apart from the noise margin: a 2-bit student 2.9 "
+             "BLEU under the teacher does not hold \"reaches the teacher\" yet meets "
+             "\"within 3 BLEU\".", ""]
     table = [[r["claim"], _numbers(r), r["verdict"],
               ", ".join(s for s, v in r["per_set"].items() if v == "holds") or "-",
               r["goal"] or "-", r["goal_met"] or "-"] for r in rows]
-    return lines + [_table(["claim", "numbers", "verdict", "holds on", "goal", "goal"],
-                           table), ""]
+    return lines + [_table(["claim", "numbers", f"verdict (margin {margin})", "holds on",
+                            "issue 11's goal", "goal met"], table), ""]
 
 
 def render(pipeline, entries, claim_rows):

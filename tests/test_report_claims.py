@@ -45,6 +45,7 @@ def test_verdicts_follow_from_the_numbers():
     assert rows["best_2bit_vs_pm"]["model"] == "differentiable_quantization_2bit"
     assert rows["qd_4bit_vs_teacher"]["numbers"]["size_ratio"] == 20.0
     assert rows["speed"]["numbers"]["ratio"] == 2.0
+    assert rows["speed"]["per_set"] == {"pooled": "holds"}  # timed once, on every set
     # per set: flickr +6 holds, coco +0.5 is within noise
     assert rows["teacher_vs_student"]["per_set"] == {"flickr": "holds", "coco": "within noise"}
 
