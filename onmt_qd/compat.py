@@ -24,6 +24,7 @@ def load_checkpoint(path):
     check_input_file(path, "checkpoint")
     if os.path.getsize(path) == 0:
         raise ValueError(f"{path} is empty, not a checkpoint")
+    refuse_compressed(path)
     with open(path, "rb") as handle:
         start = handle.read(4)
     if not start.startswith((TORCH_ZIP, LEGACY_PICKLE)):
@@ -42,6 +43,17 @@ def load_checkpoint(path):
         raise ValueError(f"{path} is a torch file but not an OpenNMT-py checkpoint "
                          "(no model, opt and vocab entries)")
     return checkpoint
+
+
+def refuse_compressed(path):
+    """A one-line error for a .qdz given where a checkpoint is needed (a teacher, a
+    model to train from): those need the full-precision weights a .qdz does not hold."""
+    from onmt_qd.codec.fileformat import is_compressed_file
+
+    if is_compressed_file(path):
+        raise ValueError(f"{path} is an onmt_qd compressed model (.qdz), and this takes an "
+                         "OpenNMT-py checkpoint (.pt): give the checkpoint it was "
+                         "compressed from")
 
 
 def _first_line(exc):

@@ -125,9 +125,17 @@ def validate_distill_opts(opt):
     if opt.teacher_model and not os.path.isfile(opt.teacher_model):
         raise OptionError(f"teacher checkpoint {opt.teacher_model} does not exist: "
                           "train the teacher first or fix -teacher_model")
+    if opt.teacher_model:
+        from onmt_qd.compat import refuse_compressed
+
+        refuse_compressed(opt.teacher_model)
     if opt.teacher_model and opt.teacher_cache:
         raise OptionError("set either -teacher_model (live teacher) or -teacher_cache "
                           "(its cached outputs), not both")
+    if opt.teacher_cache and os.path.isfile(opt.teacher_cache):
+        raise OptionError(f"teacher cache {opt.teacher_cache} is a file; a teacher cache is "
+                          "the folder onmt_qd_teacher_cache -output writes (a teacher "
+                          "checkpoint goes to -teacher_model)")
     if opt.teacher_cache and not os.path.isdir(opt.teacher_cache):
         raise OptionError(f"teacher cache {opt.teacher_cache} does not exist: build it with "
                           "onmt_qd_teacher_cache or fix -teacher_cache")
@@ -197,6 +205,10 @@ def check_config_keys(parser, args):
                 config = yaml.safe_load(handle) or {}
         except OSError as exc:
             raise OptionError(f"cannot read config {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise OptionError(f"config {path} is not a YAML text file (byte {exc.start} is "
+                              "not UTF-8): -config takes the options file, not a model or "
+                              "data") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -148,6 +148,13 @@ def test_3_resume_keeps_the_better_best_checkpoint_and_cleans_killed_saves(data,
     assert load_checkpoint(tmp_path / "m_step_2.pt")["qd_valid"]["ppl"] > best_ppl
     assert digest(best) == before
     assert not stale.exists()
+    # resuming a checkpoint that is already at -train_steps: nothing to train
+    refused("train", *train_args(data, tmp_path / "r", "-train_from", first,
+                                 "-train_steps", 10),
+            message="is at step 19 and training stops at step 10: nothing is left to train")
+    refused("train", *train_args(data, tmp_path / "r", "-epochs", 2, "-train_steps", 5),
+            message="-epochs 2 sets -train_steps itself")
+    assert not list(tmp_path.glob("r*"))
 
 
 def test_4_non_finite_training_stops_and_requantizing_says_what_happens(data, teacher, q4,
@@ -189,6 +196,18 @@ def test_5_bad_input_gives_one_line_not_a_traceback(data, teacher, tmp_path):
             message="invalid int value: 'abc'")
     refused("quantize", "-model", teacher, "-bits", 0, "-output", tmp_path / "q.pt",
             message="-bits must be 1 to 8, got 0")
+    refused("translate", "-model", teacher, "-src", data["test.de"], "-output",
+            tmp_path / "o.txt", "-n_best", 3, "-beam_size", 2,
+            message="-n_best 3 is more than -beam_size 2")
+    (tmp_path / "empty.de").write_text("")
+    refused("eval", "-model", teacher, "-src", tmp_path / "empty.de", "-tgt",
+            tmp_path / "empty.de", message="has no sentence to translate")
+    refused("train", "-config", teacher, message="is not a YAML text file")
+    refused("train", *train_args(data, tmp_path / "m", "-teacher_cache", teacher),
+            message="is a file; a teacher cache is the folder")
+    refused("diffquant", "-config", data["config"], "-model", teacher, "-teacher_model",
+            teacher, "-bits", 2, "-grad_norm_batches", 0, "-output", tmp_path / "d.pt",
+            message="-grad_norm_batches must be at least 1, got 0")
     assert not os.path.exists(tmp_path / "m")
 
 
@@ -224,6 +243,9 @@ def test_6_messages_say_what_is_wrong(q4, data, tmp_path, monkeypatch):
     (tmp_path / "bad.de").write_bytes("gut\nein Fu\xdf\n".encode("latin-1"))
     refused("translate", "-model", q4["pt"], "-src", tmp_path / "bad.de", *out,
             message=f"-src {tmp_path / 'bad.de'} line 2: invalid UTF-8")
+    refused("train", *train_args(data, tmp_path / "m", "-teacher_model", q4["qdz"]),
+            message="is an onmt_qd compressed model (.qdz), and this takes an OpenNMT-py "
+            "checkpoint (.pt)")
     (tmp_path / "text.pt").write_text("not a model\n")
     line = refused("quantize", "-model", tmp_path / "text.pt", "-bits", 2, *out,
                    message="is neither an OpenNMT-py checkpoint nor an onmt_qd compressed "

@@ -6,7 +6,8 @@ from onmt_qd.bin.common import run_command
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="onmt_qd_data", description=__doc__)
+    p = argparse.ArgumentParser(prog="onmt_qd_data", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     get = sub.add_parser("get", help="fetch a dataset")
     get.add_argument("name")

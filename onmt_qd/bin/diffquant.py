@@ -47,7 +47,14 @@ def main():
         opt.bucket_size = opt.data_bucket_size
         if not opt.teacher_model:
             raise ValueError("-teacher_model is required: points are learned with the "
-                             "distillation loss against the teacher")
+                             "distillation loss against the live teacher" +
+                             (" (a teacher cache is for onmt_qd_train)"
+                              if opt.teacher_cache else ""))
+        if opt.grad_norm_batches < 1:
+            raise ValueError(f"-grad_norm_batches must be at least 1, got "
+                             f"{opt.grad_norm_batches}")
+        if opt.avg_bits is not None and not 1 <= opt.avg_bits <= 8:
+            raise ValueError(f"-avg_bits must be between 1 and 8, got {opt.avg_bits}")
         validate_distill_opts(opt)
         policy = policy_from_opts(opt)
         if policy is None:

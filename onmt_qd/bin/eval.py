@@ -24,13 +24,12 @@ def parser():
 
 def check_args(model, src, tgt, beam_size, batch_size, gpu, outputs):
     """Every check that can fail, before a model is loaded."""
+    from onmt_qd.bin.translate import check_decoding
     from onmt_qd.fileio import check_input_file, check_outputs
     from onmt_qd.opts import check_devices
 
     check_devices([gpu], "-gpu")
-    for option, value in (("-beam_size", beam_size), ("-batch_size", batch_size)):
-        if value < 1:
-            raise ValueError(f"{option} must be at least 1, got {value}")
+    check_decoding(beam_size, batch_size)
     inputs = {"-model": model, "-src": src, "-tgt": tgt}
     for option, path in inputs.items():
         check_input_file(path, option)
@@ -54,6 +53,8 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None):
     if len(sources) != len(references):
         raise ValueError(f"-src {src} has {len(sources)} lines, -tgt {tgt} "
                          f"{len(references)}: they must be parallel")
+    if not any(line.strip() for line in sources):
+        raise ValueError(f"-src {src} has no sentence to translate: nothing to evaluate")
     with as_checkpoint_file(model) as checkpoint_path:
         opt = parse(translate_parser(), ["-model", checkpoint_path, "-src", src, "-output",
                                          os.devnull, "-beam_size", str(beam_size),

@@ -1,5 +1,6 @@
-"""onmt_qd_recipe NAME [-profile quick|paper|mini] [-data_dir D] [-work_dir W]
-[-stages S ...] [-jobs N]: run a recipe's stages; finished stages are skipped."""
+"""onmt_qd_recipe NAME [-profile quick|gpu|paper|mini] [-data_dir D] [-work_dir W]
+[-stages S ...] [-jobs N]: run a recipe's stages; finished stages are skipped, unless
+their settings changed."""
 import argparse
 
 from onmt_qd.bin.common import run_command
@@ -8,7 +9,9 @@ from onmt_qd.bin.common import run_command
 def parser():
     p = argparse.ArgumentParser(prog="onmt_qd_recipe", description=__doc__)
     p.add_argument("name", help="multi30k, integ200k or wmt13")
-    p.add_argument("-profile", default="quick")
+    p.add_argument("-profile", default="quick",
+                   help="quick (2 CPU cores, under 30 minutes), gpu (the paper's sizes, "
+                   "fast settings, one GPU), paper (the paper's settings, GPU), mini (tests)")
     p.add_argument("-data_dir", default=None, help="where the dataset is (fetched if absent)")
     p.add_argument("-work_dir", default=None, help="default: runs/NAME_PROFILE")
     p.add_argument("-from", dest="mirror", default=None, help="local dataset mirror")

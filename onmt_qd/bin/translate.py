@@ -37,6 +37,17 @@ def translation_opts(opt):
         yield opt
 
 
+def check_decoding(beam_size, batch_size, n_best=1, max_length=None):
+    """Decoding options that OpenNMT-py's beam search would fail on with a traceback."""
+    for option, value in (("-beam_size", beam_size), ("-batch_size", batch_size),
+                          ("-n_best", n_best), ("-max_length", max_length)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be at least 1, got {value}")
+    if n_best > beam_size:
+        raise ValueError(f"-n_best {n_best} is more than -beam_size {beam_size}: the search "
+                         "keeps beam_size hypotheses; raise -beam_size or lower -n_best")
+
+
 def check_files(opt, outputs):
     """Inputs readable, outputs (option -> path) writable and none of the inputs,
     before any model is loaded."""
@@ -137,6 +148,7 @@ def write_translations(path, scores, predictions, with_score=False):
 def translate(opt):
     from onmt_qd.fileio import read_text_lines
 
+    check_decoding(opt.beam_size, opt.batch_size, opt.n_best, opt.max_length)
     check_files(opt, {"-output": opt.output})
     lines = read_text_lines(opt.src, "-src")
     with inference_engine(opt, lines) as engine:

@@ -90,7 +90,9 @@ def check_existing(path, header):
 def build_teacher_cache(opt):
     """Write the cache to opt.output (under a temporary name, renamed when complete);
     returns the number of rows written, 0 when an identical cache is already there."""
-    if not opt.teacher_model or not os.path.isfile(opt.teacher_model):
+    if not opt.teacher_model:
+        raise OptionError("-teacher_model is required: the checkpoint whose outputs to cache")
+    if not os.path.isfile(opt.teacher_model):
         raise OptionError(f"-teacher_model {opt.teacher_model} is not a file: give the "
                           "checkpoint whose outputs to cache")
     if not opt.output:
@@ -108,7 +110,7 @@ def build_teacher_cache(opt):
         logger.info(f"{opt.output} already holds this teacher cache; nothing to do")
         return 0
     device = torch.device(f"cuda:{opt.gpu_ranks[0]}" if opt.gpu_ranks else "cpu")
-    teacher = load_teacher(opt.teacher_model, vocabs, device)
+    teacher = load_teacher(opt.teacher_model, vocabs, device, other="-config's")
     corpus_lines = {name: c["lines"] for name, c in header["fingerprint"]["corpora"].items()}
     progress = Progress(sum(corpus_lines.values()))
     tmp = f"{opt.output}.tmp{os.getpid()}"

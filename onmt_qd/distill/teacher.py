@@ -16,26 +16,28 @@ class VocabMismatchError(ValueError):
     pass
 
 
-def check_same_vocabs(teacher_vocab, student_vocab):
+def check_same_vocabs(teacher_vocab, student_vocab, other="student"):
     """Word-level KL compares distributions position by position, so both models
-    must index the same tokens: raise on the first difference."""
+    must index the same tokens: raise on the first difference. ``other`` names what
+    the teacher is compared with (the student, or the data config's vocabulary)."""
     for side in ("src", "tgt"):
         t, s = teacher_vocab[side], student_vocab[side]
         for i, (a, b) in enumerate(zip(t, s)):
             if a != b:
                 raise VocabMismatchError(
-                    f"teacher and student {side} vocabularies differ at index {i}: "
-                    f"teacher has '{a}', student has '{b}'; build both from the same vocab files")
+                    f"teacher and {other} {side} vocabularies differ at index {i}: "
+                    f"teacher has '{a}', {other} has '{b}'; build both from the same vocab "
+                    "files")
         if len(t) != len(s):
             raise VocabMismatchError(
-                f"teacher {side} vocabulary has {len(t)} tokens, student has {len(s)}; "
+                f"teacher {side} vocabulary has {len(t)} tokens, {other} has {len(s)}; "
                 "build both from the same vocab files")
 
 
-def load_teacher(path, student_vocabs, device):
+def load_teacher(path, student_vocabs, device, other="student"):
     """Frozen teacher model whose vocabularies match ``student_vocabs``."""
     checkpoint = load_checkpoint(path)
-    check_same_vocabs(checkpoint["vocab"], vocabs_to_dict(student_vocabs))
+    check_same_vocabs(checkpoint["vocab"], vocabs_to_dict(student_vocabs), other)
     # Building the model draws initial weights; keep that off the student's random
     # stream, so a teacher changes the student's training through the loss alone.
     with torch.random.fork_rng(devices=[]):

@@ -33,9 +33,11 @@ class Pipeline(Runner):
         self.recipe, self.profile = load_recipe(name, profile)
         self.gpu = gpu or self.profile.gpu
         if self.gpu and not _cuda():
-            raise RecipeError(("-gpu given" if gpu else f"profile {profile} trains on a GPU "
-                               "(gpu: true)") + " but torch sees no CUDA device: run it on a "
-                              "GPU machine, or use -profile quick on the CPU")
+            raise RecipeError(f"profile {profile} trains on a GPU (gpu: true) but torch sees "
+                              "no CUDA device: run it on a GPU machine, or use -profile "
+                              "quick on the CPU" if self.profile.gpu else
+                              "-gpu given but torch sees no CUDA device: leave -gpu out to "
+                              "run on the CPU")
         super().__init__(work_dir, self.profile.jobs if jobs is None else jobs)
         self.data_dir = os.path.abspath(data_dir or self.path("data"))
         self.mirror = mirror

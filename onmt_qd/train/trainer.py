@@ -23,7 +23,7 @@ from onmt_qd.compat import load_checkpoint, save_atomic
 from onmt_qd.distill import DistillLossCompute, teacher_from_opts
 from onmt_qd.fileio import atomic_output, check_input_file, remove_stale_temporaries
 from onmt_qd.models import model_weights, named_weights, split_weights
-from onmt_qd.opts import OptionError, policy_from_opts, validate_distill_opts
+from onmt_qd.opts import OptionError, policy_from_opts, train_parser, validate_distill_opts
 from onmt_qd.quant_checkpoint import (SHADOW_KEY, VALID_KEY, attach_quantization,
                                       quantize_weights)
 from onmt_qd.train.fakequant import FakeQuantizer
@@ -280,6 +280,13 @@ def check_opts(opt):
         raise OptionError("-epochs and -single_pass both say how long to train: choose one")
     if opt.epochs < 0:
         raise OptionError(f"-epochs must be >= 0, got {opt.epochs}")
+    if opt.epochs:
+        defaults = train_parser()
+        for option in ("train_steps", "valid_steps", "save_checkpoint_steps"):
+            if getattr(opt, option) != defaults.get_default(option):
+                raise OptionError(f"-epochs {opt.epochs} sets -{option} itself (training, "
+                                  "validation and saving go by epochs): leave -"
+                                  f"{option} out, or set -epochs 0 to count steps")
     if opt.save_format != "pytorch":
         raise OptionError(f"-save_format {opt.save_format} is not supported: OpenNMT-py's "
                           "safetensors saver drops the quantization state and validation "
@@ -300,10 +307,24 @@ def check_opts(opt):
         load_checkpoint(opt.train_from)  # a truncated or foreign file: one line, here
 
 
+def check_steps_left(opt):
+    """-train_from a checkpoint already at -train_steps would train one step and save a
+    checkpoint without validation: refuse it (after -epochs has set -train_steps)."""
+    if not opt.train_from or opt.reset_optim == "all":
+        return
+    optim = load_checkpoint(opt.train_from).get("optim")
+    step = optim.get("training_step", 1) - 1 if isinstance(optim, dict) else 0
+    if step >= opt.train_steps:
+        raise OptionError(f"-train_from {opt.train_from} is at step {step} and training "
+                          f"stops at step {opt.train_steps}: nothing is left to train; "
+                          "raise -train_steps (or -epochs)")
+
+
 def train(opt):
     init_logger(opt.log_file)
     check_opts(opt)
     apply_epochs(opt)
+    check_steps_left(opt)
     if opt.world_size > 1:
         context = torch.multiprocessing.get_context("spawn")
         error_queue = context.SimpleQueue()
