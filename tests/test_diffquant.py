@@ -80,6 +80,7 @@ def test_diffquant_bad_input(data, teacher, tmp_path):
     cases = [
         (["-teacher_model", teacher, "-bits", 2, "-include", "no_such_tensor"], "matches no parameter"),
         (["-teacher_model", teacher, "-bits", 2, "-avg_bits", 0.5], "less than the 1-bit minimum"),
+        (["-teacher_model", teacher, "-bits", 2, "-avg_bits", 9], "more than the 8-bit maximum"),
         (["-bits", 2], "-teacher_model is required"),
     ]
     for args, message in cases:

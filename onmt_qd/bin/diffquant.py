@@ -40,6 +40,7 @@ def parser():
 def main():
     def run():
         from onmt_qd.fileio import check_outputs
+        from onmt_qd.quant.allocation import check_average_bits
         from onmt_qd.train import diffquant
 
         opt = parse(parser())
@@ -53,8 +54,8 @@ def main():
         if opt.grad_norm_batches < 1:
             raise ValueError(f"-grad_norm_batches must be at least 1, got "
                              f"{opt.grad_norm_batches}")
-        if opt.avg_bits is not None and not 1 <= opt.avg_bits <= 8:
-            raise ValueError(f"-avg_bits must be between 1 and 8, got {opt.avg_bits}")
+        if opt.avg_bits is not None:
+            check_average_bits(opt.avg_bits)
         validate_distill_opts(opt)
         policy = policy_from_opts(opt)
         if policy is None:
