@@ -40,7 +40,7 @@ def parser():
 def main():
     def run():
         from onmt_qd.fileio import check_outputs
-        from onmt_qd.quant.allocation import check_average_bits
+        from onmt_qd.quant.quantizer import MAX_BITS
         from onmt_qd.train import diffquant
 
         opt = parse(parser())
@@ -54,8 +54,10 @@ def main():
         if opt.grad_norm_batches < 1:
             raise ValueError(f"-grad_norm_batches must be at least 1, got "
                              f"{opt.grad_norm_batches}")
-        if opt.avg_bits is not None:
-            check_average_bits(opt.avg_bits)
+        if opt.avg_bits is not None and opt.avg_bits > MAX_BITS:
+            # (allocate_bits would fill every tensor to 8 bits, under the budget asked)
+            raise ValueError(f"-avg_bits {opt.avg_bits} is more than the {MAX_BITS}-bit "
+                             "maximum for each quantized weight")
         validate_distill_opts(opt)
         policy = policy_from_opts(opt)
         if policy is None:

@@ -58,16 +58,6 @@ def allocate_points(sizes, grad_norms, bits):
     return [base + more for more in extra]
 
 
-def check_average_bits(avg_bits, min_bits=1, max_bits=MAX_BITS):
-    """An average a budget of ``min_bits``..``max_bits`` per weight can meet."""
-    if avg_bits < min_bits:
-        raise ValueError(f"an average of {avg_bits} bits is less than the "
-                         f"{min_bits}-bit minimum for each quantized weight")
-    if avg_bits > max_bits:
-        raise ValueError(f"an average of {avg_bits} bits is more than the "
-                         f"{max_bits}-bit maximum for each quantized weight")
-
-
 def allocate_bits(sizes, grad_norms, avg_bits, min_bits=1, max_bits=MAX_BITS):
     """Bits per tensor under a budget counted in bits of stored levels, weighted by size:
     sum(size_i * bits_i) <= floor(avg_bits * sum(size_i)). This is never exceeded and
@@ -81,10 +71,9 @@ def allocate_bits(sizes, grad_norms, avg_bits, min_bits=1, max_bits=MAX_BITS):
     validate_bits(max_bits)
     if min_bits > max_bits:
         raise ValueError(f"min_bits {min_bits} exceeds max_bits {max_bits}")
-    check_average_bits(avg_bits, min_bits, max_bits)
     n_weights = sum(sizes)
     budget = math.floor(avg_bits * n_weights)
-    if budget < min_bits * n_weights:  # avg_bits just above min_bits, rounded down
+    if budget < min_bits * n_weights:
         raise ValueError(f"an average of {avg_bits} bits is less than the "
                          f"{min_bits}-bit minimum for each quantized weight")
     bits = [min_bits] * len(sizes)
