@@ -70,12 +70,16 @@ def save_atomic(obj, path):
 
 
 def quiet_onmt_warnings():
-    """OpenNMT-py 3.5.1 uses torch.cuda.amp decorators that torch 2.13 deprecates;
-    the warnings say nothing a user can act on."""
+    """OpenNMT-py 3.5.1 uses torch.cuda.amp decorators that torch 2.13 deprecates, and
+    passes -dropout to one-layer LSTMs too (where torch warns that it has no layer to
+    apply it between; OpenNMT-py applies it elsewhere as well): the warnings say
+    nothing a user can act on."""
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"onmt\.")
     warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"dropout option adds dropout after all but "
+                            "last recurrent layer", category=UserWarning)
 
 
 class ContiguousRNNState:

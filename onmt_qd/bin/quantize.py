@@ -48,8 +48,11 @@ def main():
         if note:
             print(note)
         checkpoint = quantize_checkpoint(checkpoint, policy, opt.seed)
-        save_atomic(checkpoint, opt.output)
         n = len(checkpoint["qd_quant"]["tensors"])
+        if not n:
+            raise ValueError(f"the policy leaves no tensor of {opt.model} to quantize "
+                             "(see -exclude and -skip_*): nothing written")
+        save_atomic(checkpoint, opt.output)
         print(f"{opt.output}: {n} tensors quantized to {policy.bits} bits "
               f"(bucket {policy.bucket_size}, {policy.method}, {policy.rounding} rounding)")
 
