@@ -154,6 +154,9 @@ def test_3_resume_keeps_the_better_best_checkpoint_and_cleans_killed_saves(data,
             message="is at step 19 and training stops at step 10: nothing is left to train")
     refused("train", *train_args(data, tmp_path / "r", "-epochs", 2, "-train_steps", 5),
             message="-epochs 2 sets -train_steps itself")
+    refused("train", *train_args(data, tmp_path / "r", "-train_from", first, "-hidden_size",
+                                 32), message="has -hidden_size 64, and this run sets "
+            "-hidden_size 32: a resumed model keeps its shape")
     assert not list(tmp_path.glob("r*"))
 
 

@@ -307,12 +307,29 @@ def check_opts(opt):
         load_checkpoint(opt.train_from)  # a truncated or foreign file: one line, here
 
 
-def check_steps_left(opt):
-    """-train_from a checkpoint already at -train_steps would train one step and save a
-    checkpoint without validation: refuse it (after -epochs has set -train_steps)."""
-    if not opt.train_from or opt.reset_optim == "all":
+# options that shape the model: with -train_from, OpenNMT-py builds the checkpoint's
+MODEL_SHAPE = ("layers", "hidden_size", "word_vec_size", "encoder_type", "decoder_type",
+               "rnn_type", "global_attention", "input_feed")
+
+
+def check_resume(opt):
+    """With -train_from: a model-shape option set to something else than the
+    checkpoint's would be ignored silently, and a checkpoint already at -train_steps
+    would train one step and save it without validation: refuse both (after -epochs
+    has set -train_steps)."""
+    if not opt.train_from:
         return
-    optim = load_checkpoint(opt.train_from).get("optim")
+    checkpoint = load_checkpoint(opt.train_from)
+    defaults = train_parser()
+    for key in MODEL_SHAPE:
+        asked, trained = getattr(opt, key), getattr(checkpoint["opt"], key, None)
+        if asked != defaults.get_default(key) and trained is not None and asked != trained:
+            raise OptionError(f"-train_from {opt.train_from} has -{key} {trained}, and this "
+                              f"run sets -{key} {asked}: a resumed model keeps its shape; "
+                              f"drop -{key}, or train from scratch")
+    if opt.reset_optim == "all":
+        return
+    optim = checkpoint.get("optim")
     step = optim.get("training_step", 1) - 1 if isinstance(optim, dict) else 0
     if step >= opt.train_steps:
         raise OptionError(f"-train_from {opt.train_from} is at step {step} and training "
@@ -324,7 +341,7 @@ def train(opt):
     init_logger(opt.log_file)
     check_opts(opt)
     apply_epochs(opt)
-    check_steps_left(opt)
+    check_resume(opt)
     if opt.world_size > 1:
         context = torch.multiprocessing.get_context("spawn")
         error_queue = context.SimpleQueue()
