@@ -7,9 +7,11 @@
 #      compression -> evaluation -> report);
 #   3. seconds per training epoch, OpenNMT-py model vs a plain-torch one of the same
 #      shape (benchmarks/epoch_time.py);
-#   4. translation speed on the GPU, alone, against the batch size: the teacher and the
-#      4-bit student's .qdz (benchmarks/translate_speed.py), and where the time of one
-#      translation run goes (cProfile, top 40 functions).
+#   4. translation speed on the GPU, alone, against the batch size
+#      (benchmarks/translate_speed.py): the quick profile's 4-bit student carried by
+#      gpu_prepare.sh (needs no recipe step), the recipe's teacher and 4-bit student,
+#      and where the time of one translation run goes (cProfile, top 40 functions).
+#      STEPS="tests speed" fits the GPU tests and the speed goal in one short call.
 # Everything is packed into $OUT/results.tgz after every step (so a run stopped at its
 # time limit still returns what it finished), with $OUT/summary.txt beside it
 # (default OUT: ./gpu_check_out).
@@ -94,6 +96,13 @@ fi
 #    ATen operations per step and per sentence (benchmarks/translate_speed.py).
 qdz=$work/models/quantized_distillation_4bit.qdz
 test_src=$work/data/test_2016_flickr.de
+quick=$ONMT_QD_DATA_MIRROR/quick  # the quick profile's 1x128 student, from gpu_prepare.sh
+if want speed && [ -f "$quick/quantized_distillation_4bit.qdz" ]; then
+    step translation_speed_quick "$(left 25)" python3 benchmarks/translate_speed.py \
+        -model "$quick/quantized_distillation_4bit.qdz" -src "$quick/test_2016_flickr.de" \
+        -subword_model "$(ls "$quick"/spm*.model)" -gpu -count_ops -batch_sizes 64,500,2000 \
+        -json "$RES/speed_quick_student4bit.json"
+fi
 if want speed && [ -f "$qdz" ]; then
     step translation_speed "$(left 25)" bash -c "
         python3 benchmarks/translate_speed.py -model $qdz -src $test_src -gpu -count_ops \

@@ -4,7 +4,8 @@
 # safetensors, regex and pytest but nothing else we import and no network.
 # It fills two git-ignored folders that the device call must carry:
 #   .whl/      cp312 manylinux wheels of OpenNMT-py and the rest of our imports
-#   .gpu_data/ the Multi30K files (from $ONMT_QD_DATA_MIRROR or ../shared/data)
+#   .gpu_data/ the Multi30K files (from $ONMT_QD_DATA_MIRROR or ../shared/data), and
+#              the quick profile's 4-bit student .qdz when make demo has made one
 # then:  run(command="bash benchmarks/gpu_check.sh", carry=[".whl", ".gpu_data"])
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,4 +26,12 @@ for pkg in OpenNMT-py ConfigArgParse pyonmttok rapidfuzz pyahocorasick bitarray 
 done
 mirror=${ONMT_QD_DATA_MIRROR:-../shared/data}
 cp -r "$mirror/multi30k" .gpu_data/
+# The quick profile's 4-bit student (make demo), when there is one: gpu_check.sh's
+# translation-speed step measures it even when the recipe step does not run.
+quick=runs/multi30k_quick
+if [ -f "$quick/models/quantized_distillation_4bit.qdz" ]; then
+    mkdir -p .gpu_data/quick
+    cp "$quick/models/quantized_distillation_4bit.qdz" "$quick"/data/spm*.model \
+        "$quick/data/test_2016_flickr.de" .gpu_data/quick/
+fi
 du -sh .whl .gpu_data

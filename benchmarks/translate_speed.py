@@ -4,6 +4,7 @@ one run: where the time of a translation goes, per decoding step or per sentence
 
     python benchmarks/translate_speed.py -model M.qdz|M.pt -src TEST.de
         [-batch_sizes 64,500,2000] [-beam_size 5] [-gpu] [-count_ops] [-json OUT.json]
+        [-subword_model SPM.model]
 
 For each batch size: the model is loaded (not timed), the whole -src is translated
 once to warm up (its time is the row's first_run_seconds: on a GPU it includes
@@ -54,12 +55,14 @@ def timed(function, *args_and_gpu):
     return time.perf_counter() - start
 
 
-def measure(checkpoint, src, lines, batch_size, beam_size, gpu, count_ops):
+def measure(checkpoint, src, lines, batch_size, beam_size, gpu, count_ops, subword_model):
     """One row: the timed translation of ``lines`` at ``batch_size``."""
+    subwords = (["-transforms", "sentencepiece", "-src_subword_model", subword_model,
+                 "-tgt_subword_model", subword_model] if subword_model else [])
     opt = parse(translate_parser(), ["-model", checkpoint, "-src", src, "-output", os.devnull,
                                      "-beam_size", str(beam_size), "-batch_size",
                                      str(batch_size), "-gpu", "0" if gpu else "-1",
-                                     "-log_file", os.devnull])
+                                     "-log_file", os.devnull, *subwords])
     with inference_engine(opt, lines) as engine:
         steps = [0]
         engine.translator.model.generator.register_forward_hook(
@@ -91,6 +94,9 @@ def main():
     p.add_argument("-beam_size", type=int, default=5)
     p.add_argument("-gpu", action="store_true")
     p.add_argument("-count_ops", action="store_true")
+    p.add_argument("-subword_model", default=None,
+                   help="the model's SentencePiece file, where the path its checkpoint "
+                   "names does not exist (a model carried to another machine)")
     p.add_argument("-json", default=None)
     args = p.parse_args()
     lines = read_text_lines(args.src, "-src")
@@ -101,7 +107,7 @@ def main():
     with as_checkpoint_file(args.model) as checkpoint:
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):
             row = measure(checkpoint, args.src, lines, batch_size, args.beam_size, args.gpu,
-                          args.count_ops)
+                          args.count_ops, args.subword_model)
             row["speedup"] = round(row["sentences_per_second"]
                                    / (rows or [row])[0]["sentences_per_second"], 2)
             rows.append(row)
