@@ -130,8 +130,13 @@ def warm_up(engine, lines, count):
     process's first translation pays one-time costs (on a GPU, loading kernels and
     planning cuDNN) that a speed measurement must not count."""
     sample = [lines[i] for i in non_blank(lines)[:count]]
-    if sample:
+    if not sample:
+        return
+    reports, engine.translator.report_score = engine.translator.report_score, False
+    try:  # its score line would read like a result
         engine.infer_list(sample)
+    finally:
+        engine.translator.report_score = reports
 
 
 def write_translations(path, scores, predictions, with_score=False):
