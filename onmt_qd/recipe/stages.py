@@ -105,7 +105,8 @@ class Pipeline(Runner):
                             covered, needs=quantized))
 
         def evaluated_on():
-            return f"{covered} on {','.join(self.test_sets())}"
+            return (f"{covered} on {','.join(self.test_sets())} "
+                    f"batch={p.translate_batch_size}")
         stages.append(Stage("evaluate", self.evaluate_all, [self.path("eval")], evaluated_on,
                             needs=["data", *self.evaluated, "compress"]))
         stages.append(Stage("report", self.report, [self.path("report.md")],
