@@ -9,9 +9,9 @@ one run: where the time of a translation goes, per decoding step or per sentence
 For each batch size: the model is loaded (not timed), the whole -src is translated
 once to warm up (its time is the row's first_run_seconds: on a GPU it includes
 loading kernels and planning cuDNN) and once timed (translation alone, as
-onmt_qd_eval's translate_seconds), and the row gives sentences per second, decoding steps (calls of
-the model's generator), seconds per step, and the speed-up over the first batch size
-of the list. -count_ops adds, from one more untimed run under a dispatch mode, the
+onmt_qd_eval's translate_seconds), and the row gives sentences per second, decoding
+steps (calls of the model's generator), seconds per step, and the speed-up over the
+first batch size of the list. -count_ops adds, from one more untimed run under a dispatch mode, the
 ATen operations per decoding step and per sentence: on a GPU every one costs a
 kernel launch or at least a dispatch, so their count is what bounds a small model's
 beam search there, and it is the same on any device."""
@@ -43,9 +43,8 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def timed(function, *args_and_gpu):
+def timed(gpu, function, *args):
     """Seconds that ``function(*args)`` takes, the GPU's queue included."""
-    *args, gpu = args_and_gpu
     if gpu:
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -67,9 +66,9 @@ def measure(checkpoint, src, lines, batch_size, beam_size, gpu, count_ops, subwo
         steps = [0]
         engine.translator.model.generator.register_forward_hook(
             lambda *_: steps.__setitem__(0, steps[0] + 1))
-        first_seconds = timed(translate_aligned, engine, lines, gpu)  # kernels load, cuDNN plans
+        first_seconds = timed(gpu, translate_aligned, engine, lines)  # kernels load, cuDNN
         steps[0] = 0
-        seconds = timed(translate_aligned, engine, lines, gpu)
+        seconds = timed(gpu, translate_aligned, engine, lines)
         row = {"batch_size": batch_size, "sentences": len(lines), "seconds": round(seconds, 3),
                "first_run_seconds": round(first_seconds, 3),
                "sentences_per_second": round(len(lines) / seconds, 1), "steps": steps[0],
