@@ -51,12 +51,12 @@ CLAIMS = [
 ]
 MIN_SIZE_RATIO = 10
 FP32_BYTES = 4
+NOT_MEASURED = "not measured"
 
 
 def fp32_bytes(entry):
     """Size of a model's weights in fp32: what its compression ratio is measured against."""
     return entry["n_params"] * FP32_BYTES
-NOT_MEASURED = "not measured"
 
 
 def best_2bit(by_name):

@@ -40,8 +40,8 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None):
     """Scores of ``model`` on ``src``/``tgt``; ``translate_seconds`` times the
     translation of the corpus alone, after one untimed batch of it has warmed the
     device up (model loading is ``load_seconds``, the warm-up ``warmup_seconds``)."""
-    from onmt_qd.bin.translate import (inference_engine, translate_aligned, warm_up,
-                                       write_translations)
+    from onmt_qd.bin.translate import (inference_engine, non_blank, translate_aligned,
+                                       warm_up, write_translations)
     from onmt_qd.evaluate.metrics import bleu_chrf, reference_perplexity
     from onmt_qd.fileio import read_text_lines
     from onmt_qd.models import build_model_from_checkpoint
@@ -53,7 +53,7 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None):
     if len(sources) != len(references):
         raise ValueError(f"-src {src} has {len(sources)} lines, -tgt {tgt} "
                          f"{len(references)}: they must be parallel")
-    if not any(line.strip() for line in sources):
+    if not non_blank(sources):
         raise ValueError(f"-src {src} has no sentence to translate: nothing to evaluate")
     with as_checkpoint_file(model) as checkpoint_path:
         opt = parse(translate_parser(), ["-model", checkpoint_path, "-src", src, "-output",

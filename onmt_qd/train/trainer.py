@@ -302,9 +302,6 @@ def check_opts(opt):
     if opt.teacher_cache and opt.label_smoothing:
         raise OptionError("the cached-teacher loss uses plain cross-entropy: unset "
                           "-label_smoothing or use -teacher_model")
-    if opt.train_from:
-        check_input_file(opt.train_from, "-train_from")
-        load_checkpoint(opt.train_from)  # a truncated or foreign file: one line, here
 
 
 # options that shape the model: with -train_from, OpenNMT-py builds the checkpoint's
@@ -316,9 +313,10 @@ def check_resume(opt):
     """With -train_from: a model-shape option set to something else than the
     checkpoint's would be ignored silently, and a checkpoint already at -train_steps
     would train one step and save it without validation: refuse both (after -epochs
-    has set -train_steps)."""
+    has set -train_steps). A truncated or foreign file is refused here too, in one line."""
     if not opt.train_from:
         return
+    check_input_file(opt.train_from, "-train_from")
     checkpoint = load_checkpoint(opt.train_from)
     defaults = train_parser()
     for key in MODEL_SHAPE:
