@@ -1,5 +1,7 @@
 """The multi30k recipe's mini profile end to end: every table row, the claims table,
-the teacher cache, the plot, skipping finished stages, and a stage killed midway."""
+the teacher cache, the plot, skipping finished stages, and a stage killed midway. Its
+data folder holds four test sets of different sizes, as a download has, so per-set
+scores are checked against each set's own evaluation."""
 import json
 import os
 import signal
@@ -9,15 +11,37 @@ import time
 
 import pytest
 
-from conftest import MULTI30K, REPO
+from conftest import MULTI30K, REPO, run_cli
 
 METHODS = {"teacher", "student_fp", "student_distilled_fp", "pm_quantization",
            "quantized_distillation", "differentiable_quantization", "quantized_normal_loss"}
 
 
+# the mirror's test set, cut to the mini profile's 60 lines, then three more sets of other
+# sizes, in the dataset's order (which is not the order of their names)
+EXTRA_TEST_SETS = {"test_2017_flickr": (100, 25), "test_2018_flickr": (200, 40),
+                   "test_2017_mscoco": (300, 15)}  # name: (first line, lines) of test_2016
+
+
+def mirror_with_four_test_sets(folder):
+    """A Multi30K mirror whose further test sets are distinct slices of test_2016_flickr."""
+    os.makedirs(folder)
+    for name in os.listdir(MULTI30K):
+        if not name.startswith(("README", "MANIFEST")):
+            os.symlink(os.path.join(MULTI30K, name), os.path.join(folder, name))
+    for test_set, (first, n) in EXTRA_TEST_SETS.items():
+        for lang in ("de", "en"):
+            with open(os.path.join(MULTI30K, f"test_2016_flickr.{lang}"), encoding="utf-8") as fin:
+                lines = fin.readlines()[first:first + n]
+            with open(os.path.join(folder, f"{test_set}.{lang}"), "w", encoding="utf-8") as out:
+                out.writelines(lines)
+    return str(folder)
+
+
 def recipe(work, *extra, wait=True):
+    mirror = os.path.join(os.path.dirname(work), "mirror")
     args = [sys.executable, "-m", "onmt_qd.bin.recipe", "multi30k", "-profile", "mini",
-            "-work_dir", str(work), "-from", MULTI30K, *extra]
+            "-work_dir", str(work), "-from", mirror, *extra]
     if not wait:
         return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)
@@ -31,6 +55,7 @@ def finished(tmp_path_factory):
     if not os.path.isdir(MULTI30K):
         pytest.skip("Multi30K mirror not found")
     work = tmp_path_factory.mktemp("recipe")
+    mirror_with_four_test_sets(os.path.join(os.path.dirname(work), "mirror"))
     # two stages at a time: the side-by-side runner, compression and evaluation too
     return work, recipe(work, "-jobs", "2")
 
@@ -47,8 +72,7 @@ def test_every_method_is_evaluated_from_its_file(finished):
     assert expected <= {(r["method"], r["bits"]) for r in results}
     for r in results:
         assert set(r) >= {"name", "method", "bits", "path", "bleu", "chrf", "ppl", "size_bytes"}
-        # one test set here (the mirror's): its BLEU is the pooled BLEU
-        assert r["test_sets"]["test_2016_flickr"]["bleu"] == r["bleu"]
+        assert [(n, s["sentences"]) for n, s in r["test_sets"].items()] == TEST_SET_SIZES
         assert os.path.getsize(work / r["path"]) == r["size_bytes"]
         if r["bits"] < 32:
             assert r["path"].endswith(".qdz")
@@ -58,14 +82,36 @@ def test_every_method_is_evaluated_from_its_file(finished):
             assert r["size_bytes"] * 4 < teacher["n_params"] * 4  # far below fp32 weights
 
 
+TEST_SET_SIZES = [("test_2016_flickr", 60)] + [(n, size) for n, (_, size) in EXTRA_TEST_SETS.items()]
+
+
+def test_each_test_sets_scores_match_its_own_evaluation(finished):
+    """The report cuts the pooled translations back into sets: each set's BLEU and chrF
+    must be what evaluating the model on that set alone gives."""
+    work, _ = finished
+    results = json.loads((work / "results.json").read_text())
+    teacher = next(m for m in results["models"] if m["name"] == "teacher")
+    for test_set, files in results["test_sets"].items():
+        alone = work / f"teacher.{test_set}.json"
+        run_cli("eval", "-model", work / "models" / "teacher.pt", "-src", files["src"],
+                "-tgt", files["tgt"], "-json", alone)
+        scores = json.loads(alone.read_text())
+        assert teacher["test_sets"][test_set]["bleu"] == round(scores["bleu"], 2), test_set
+        assert teacher["test_sets"][test_set]["chrf"] == round(scores["chrf"], 2), test_set
+    report = (work / "report.md").read_text()
+    table = report.split("## BLEU per test set", 1)[1].split("\n## ", 1)[0]
+    assert "| model | " + " | ".join(results["test_sets"]) + " | pooled |" in table
+
+
 def test_claims_table_has_every_row_in_json_and_report(finished):
-    from onmt_qd.report import CLAIMS
+    from onmt_qd.recipe.claims import CLAIMS
 
     work, _ = finished
     results = json.loads((work / "results.json").read_text())
-    assert results["noise_bleu"] == 1.0 and list(results["test_sets"]) == ["test_2016_flickr"]
+    assert results["noise_bleu"] == 1.0
+    assert [(n, s["sentences"]) for n, s in results["test_sets"].items()] == TEST_SET_SIZES
     rows = {r["id"]: r for r in results["claims"]}
-    assert list(rows) == [claim[0] for claim in CLAIMS]
+    assert list(rows) == [claim.id for claim in CLAIMS]
     by_name = {m["name"]: m for m in results["models"]}
     for row in rows.values():  # every model of the mini profile was evaluated
         assert row["verdict"] in {"holds", "within noise", "does not hold"}, row
@@ -78,7 +124,7 @@ def test_claims_table_has_every_row_in_json_and_report(finished):
     report = (work / "report.md").read_text()
     section = report.split("## The paper's claims on this run", 1)[1].split("\n## ", 1)[0]
     for claim in CLAIMS:
-        assert f"| {claim[1]} |" in section
+        assert f"| {claim.text} |" in section
     assert "noise margin of 1.0 BLEU" in section
 
 

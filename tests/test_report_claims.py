@@ -1,11 +1,19 @@
 """The claims table's verdicts follow from its numbers: a hand-made results set whose
 outcomes are known, judged with a noise margin of 1 BLEU."""
-from onmt_qd.report import claims, render_claims
+from onmt_qd.recipe.claims import claims
+from onmt_qd.recipe.identity import TEACHER, ModelId
+from onmt_qd.recipe.markdown import render_claims
 
 
-def model(name, bleu, per_set=None, size_bytes=1_000_000, n_params=250_000, speed=None):
-    return {"name": name, "bleu": bleu, "size_bytes": size_bytes, "n_params": n_params,
-            "sentences_per_second": speed,
+def model(name, bleu, per_set=None, size_bytes=1_000_000, n_params=250_000, speed=None,
+          family="student"):
+    """A results entry; ``name`` is the identity's name in the default family."""
+    method, _, bits = name.rpartition("_")
+    identity = TEACHER if name == "teacher" else ModelId(method, int(bits[:-3]), family) \
+        if bits.endswith("bit") else ModelId(name, family=family)
+    assert identity.name == name or family != "student"
+    return {"name": identity.name, **identity.as_dict(), "bleu": bleu,
+            "size_bytes": size_bytes, "n_params": n_params, "sentences_per_second": speed,
             "test_sets": {s: {"bleu": b} for s, b in (per_set or {}).items()}}
 
 
@@ -86,9 +94,39 @@ def test_missing_numbers_say_not_measured_instead_of_passing():
 def test_plot_sizes_are_what_a_user_ships():
     """A full-precision model is plotted at its fp32 weights, not its checkpoint (which
     also holds the optimizer's state); a quantized one at its compressed file."""
-    from onmt_qd.report import shipped_bytes
+    from onmt_qd.recipe.plot import shipped_bytes
 
     fp = {"bits": 32, "n_params": 1_000_000, "size_bytes": 12_000_000}
     quantized = {"bits": 4, "n_params": 1_000_000, "size_bytes": 550_000}
     assert shipped_bytes(fp) == 4_000_000
     assert shipped_bytes(quantized) == 550_000
+
+
+def test_each_student_family_is_judged_on_its_own_models():
+    """Two families share the teacher; each gets every claim, named by family, and a
+    model of one family never stands in for the other's."""
+    transformer = [model(m["name"], m["bleu"] - 2, per_set={"flickr": m["bleu"] - 2},
+                         family="transformer", speed=300.0 if m["name"] == "student_fp" else None)
+                   for m in results()[1:] if m["name"] != "differentiable_quantization_2bit"]
+    rows = claims(results() + transformer, margin=1.0)
+    ids = [r["id"] for r in rows]
+    assert len(ids) == 2 * 9 and ids[9:] == ["transformer." + i for i in ids[:9]]
+    mine = by_id(rows)
+    assert mine["transformer.teacher_vs_student"]["numbers"] == {
+        "teacher": 33.0, "transformer.student_fp": 25.0, "difference": 8.0}
+    # no 2-bit differentiable quantization in this family: its best 2-bit is its own QD
+    assert mine["transformer.best_2bit_vs_pm"]["model"] == "transformer.quantized_distillation_2bit"
+    assert mine["transformer.speed"]["numbers"]["ratio"] == 1.5
+    assert mine["best_2bit_vs_pm"]["model"] == "differentiable_quantization_2bit"
+    table = "\n".join(render_claims(rows, 1.0, ["flickr"]))
+    assert "| students | claim |" in table and "| transformer | the teacher is better" in table
+
+
+def test_identity_names_round_trip_through_results():
+    for identity in (TEACHER, ModelId("student_fp"), ModelId("pm_quantization", 2),
+                     ModelId("quantized_distillation", 4, "transformer")):
+        entry = {"name": identity.name, **identity.as_dict()}
+        assert ModelId.of(entry) == identity
+    assert ModelId("quantized_distillation", 4).name == "quantized_distillation_4bit"
+    assert ModelId("pm_quantization", 2, "transformer").name == "transformer.pm_quantization_2bit"
+    assert ModelId("pm_quantization", 2, "transformer").label == "transformer pm_quantization 2b"

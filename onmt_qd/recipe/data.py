@@ -55,8 +55,10 @@ def prepare_data(runner, recipe, profile, data_dir, mirror):
     for vocab in {config["src_vocab"], config["tgt_vocab"]}:  # one file when shared
         if os.path.exists(vocab):
             drop_unreadable_tokens(vocab)
-    config["test_sets"] = {n: {"src": src, "tgt": tgt} for n, (src, tgt) in test_sets.items()}
-    config["test"] = pooled_test_set(config["test_sets"], data)
+    # a list, not a mapping: YAML writes a mapping's keys sorted, and the report cuts the
+    # pooled translations back into sets in exactly the order they were pooled
+    config["test_sets"] = [{"name": n, "src": src, "tgt": tgt} for n, (src, tgt) in test_sets.items()]
+    config["test"] = pooled_test_set(ordered_test_sets(config["test_sets"]), data)
     with open(runner.path("data_config.yaml"), "w") as handle:
         yaml.safe_dump(config, handle)
 
@@ -83,12 +85,23 @@ def pooled_test_set(test_sets, folder):
     return pooled
 
 
+def ordered_test_sets(entries):
+    """data_config.yaml's list of test sets as name -> {src, tgt}, in pooling order."""
+    return {entry["name"]: {"src": entry["src"], "tgt": entry["tgt"]} for entry in entries}
+
+
 def test_sets(work, dataset):
     """Test set name -> {src, tgt}, in the order of the pooled test corpus."""
     config = data_config(work)
     if "test_sets" not in config:  # prepared before per-set evaluation: one set
         return {datasets.dataset(dataset)["test_name"]: config["test"]}
-    return config["test_sets"]
+    if isinstance(config["test_sets"], dict):
+        # written by onmt_qd before the list: YAML sorted the names, the pooled corpus
+        # follows the dataset's order (its main test set first)
+        order = [datasets.dataset(dataset)["test_name"],
+                 *datasets.dataset(dataset).get("more_test_sets", {})]
+        return {n: config["test_sets"][n] for n in order if n in config["test_sets"]}
+    return ordered_test_sets(config["test_sets"])
 
 
 def subset(files, sizes, folder):

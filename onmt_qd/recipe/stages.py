@@ -15,6 +15,7 @@ import yaml
 from onmt_qd import datasets
 from onmt_qd.recipe.data import (TEST_KEYS, data_config, merge_translations, prepare_data,
                                  split_lines, test_sets)
+from onmt_qd.recipe.identity import DEFAULT_FAMILY, TEACHER, ModelId
 from onmt_qd.recipe.profile import load_recipe
 from onmt_qd.recipe.runner import RecipeError, Runner, Stage
 
@@ -58,7 +59,7 @@ class Pipeline(Runner):
         p = self.profile
         stages = [Stage("data", self.prepare_data, [self.path("data_config.yaml")],
                         settings_digest(self.data_settings())),
-                  self.train_stage("teacher", p.teacher)]
+                  self.train_stage(TEACHER, p.teacher)]
         if p.distill_data == "teacher":
             stages.append(Stage("teacher_translations", self.translate_training_source,
                                 [self.teacher_translations_path(),
@@ -70,49 +71,66 @@ class Pipeline(Runner):
                                 f"topk={p.teacher_topk} data={p.distill_data}",
                                 needs=[s for s in self.teacher_stages()
                                        if s != "teacher_cache"]))
-        stages += [self.train_stage("student_fp", p.student),
-                   self.train_stage("student_distilled_fp", p.student, teacher=True)]
+        for family, options in self.student_families():
+            stages += [self.train_stage(ModelId("student_fp", family=family), options),
+                       self.train_stage(ModelId("student_distilled_fp", family=family), options,
+                                        teacher=True)]
         quantized = []
-        for bits in p.pm_bits:
-            name = f"pm_quantization_{bits}bit"
-            stages.append(Stage(name, lambda b=bits, n=name: self.command(n, self.py(
-                "quantize", "-model", self.model_path("student_distilled_fp"), "-bits", b,
-                "-output", self.model_path(n))), [self.model_path(name)],
-                needs=["student_distilled_fp"]))
-            quantized.append(name)
-        for bits in p.qd_bits:
-            stages.append(self.train_stage(f"quantized_distillation_{bits}bit", p.student,
-                                           teacher=True, bits=bits,
-                                           warm_start="student_distilled_fp"))
-            quantized.append(stages[-1].name)
-        for bits in p.normal_loss_bits:
-            stages.append(self.train_stage(f"quantized_normal_loss_{bits}bit", p.student,
-                                           bits=bits, warm_start="student_fp"))
-            quantized.append(stages[-1].name)
-        for bits in p.diffquant_bits:
-            name = f"differentiable_quantization_{bits}bit"
-            stages.append(Stage(name, lambda b=bits, n=name: self.diffquant(n, b),
-                                [self.model_path(name)], f"data={p.distill_data} " +
-                                settings_digest({"steps": p.diffquant_steps,
-                                                 **self.batch_options()}),
-                                needs=["teacher", "student_distilled_fp"]))
-            quantized.append(name)
+        for family, options in self.student_families():
+            quantized += self.quantized_stages(stages, family, options)
         self.quantized = quantized
-        self.evaluated = ["teacher", "student_fp", "student_distilled_fp"] + quantized
-        covered = ",".join(self.evaluated)
+        self.evaluated = [TEACHER, *(ModelId(method, family=family)
+                                     for family, _ in self.student_families()
+                                     for method in ("student_fp", "student_distilled_fp")),
+                          *quantized]
+        covered = ",".join(m.name for m in self.evaluated)
         stages.append(Stage("compress", self.compress_all,
-                            [self.path("sizes")] + [self.model_path(n, ".qdz") for n in quantized],
-                            covered, needs=quantized))
+                            [self.path("sizes")] +
+                            [self.model_path(m.name, ".qdz") for m in quantized],
+                            covered, needs=[m.name for m in quantized]))
 
         def evaluated_on():
             return (f"{covered} on {','.join(self.test_sets())} "
                     f"batch={p.translate_batch_size}")
         stages.append(Stage("evaluate", self.evaluate_all, [self.path("eval")], evaluated_on,
-                            needs=["data", *self.evaluated, "compress"]))
+                            needs=["data", *(m.name for m in self.evaluated), "compress"]))
         stages.append(Stage("report", self.report, [self.path("report.md")],
                             lambda: f"{evaluated_on()} noise={p.noise_bleu}",
                             needs=["evaluate"]))
         return stages
+
+    def student_families(self):
+        """(family, onmt_qd_train options) of each student family the profile names."""
+        return [(DEFAULT_FAMILY, self.profile.student)]
+
+    def quantized_stages(self, stages, family, options):
+        """Append the family's quantized students' stages; returns their identities."""
+        p, made = self.profile, []
+        fp_distilled = ModelId("student_distilled_fp", family=family)
+        for bits in p.pm_bits:
+            model = ModelId("pm_quantization", bits, family)
+            stages.append(Stage(model.name, lambda m=model: self.command(m.name, self.py(
+                "quantize", "-model", self.model_path(fp_distilled.name), "-bits", m.bits,
+                "-output", self.model_path(m.name))), [self.model_path(model.name)],
+                needs=[fp_distilled.name]))
+            made.append(model)
+        for bits in p.qd_bits:
+            made.append(ModelId("quantized_distillation", bits, family))
+            stages.append(self.train_stage(made[-1], options, teacher=True,
+                                           warm_start=fp_distilled.name))
+        for bits in p.normal_loss_bits:
+            made.append(ModelId("quantized_normal_loss", bits, family))
+            stages.append(self.train_stage(made[-1], options,
+                                           warm_start=ModelId("student_fp", family=family).name))
+        for bits in p.diffquant_bits:
+            model = ModelId("differentiable_quantization", bits, family)
+            stages.append(Stage(model.name, lambda m=model: self.diffquant(m, fp_distilled),
+                                [self.model_path(model.name)], f"data={p.distill_data} " +
+                                settings_digest({"steps": p.diffquant_steps,
+                                                 **self.batch_options()}),
+                                needs=["teacher", fp_distilled.name]))
+            made.append(model)
+        return made
 
     def word_level_distillation(self):
         """Whether distilled students use the teacher's outputs (distill_weight > 0)."""
@@ -139,6 +157,10 @@ class Pipeline(Runner):
 
     def test_sets(self):
         return test_sets(self.work, self.recipe["dataset"])
+
+    def pooled_test_set(self):
+        """{src, tgt} of the one corpus every model translates: the test sets in order."""
+        return data_config(self.work)["test"]
 
     def train_options(self):
         """The recipe's training options with the profile's own on top."""
@@ -171,7 +193,7 @@ class Pipeline(Runner):
             yaml.safe_dump(config, handle)
         return path
 
-    def train_stage(self, name, model, teacher=False, bits=None, warm_start=None):
+    def train_stage(self, model_id, model, teacher=False, warm_start=None):
         """A training stage. Quantized students train from scratch, as in the paper,
         unless the profile sets ``quantized_epochs`` (to save time): then they resume
         the full-precision run of the same loss (``warm_start``) that many epochs before
@@ -180,7 +202,8 @@ class Pipeline(Runner):
         Distilled students (``teacher``) learn from the teacher's cache, or its live
         outputs when the profile sets teacher_topk 0, and from its translations when
         distill_data is teacher."""
-        p = self.profile
+        p, name = self.profile, model_id.name
+        bits = model_id.bits if model_id.quantized else None
         resumes = bool(bits and warm_start and p.quantized_epochs)
 
         def run():
@@ -229,36 +252,38 @@ class Pipeline(Runner):
                               "quantized_epochs must be smaller than the student's epochs")
         return saved[epoch - 1]
 
-    def diffquant(self, name, bits):
-        """Learns the points against the live teacher (on its translations when
-        distill_data is teacher)."""
+    def diffquant(self, model, start):
+        """Learns the points of ``start``'s weights against the live teacher (on its
+        translations when distill_data is teacher)."""
         config = self.training_data(distilled=True)
         config.update(self.batch_options())
-        self.command(name, self.py(
-            "diffquant", "-config", self.write_config(name, config),
-            "-model", self.model_path("student_distilled_fp"),
-            "-teacher_model", self.model_path("teacher"), "-bits", bits,
+        self.command(model.name, self.py(
+            "diffquant", "-config", self.write_config(model.name, config),
+            "-model", self.model_path(start.name),
+            "-teacher_model", self.model_path(TEACHER.name), "-bits", model.bits,
             "-train_steps", self.profile.diffquant_steps,
-            "-output", self.model_path(name), *(["-gpu_ranks", 0] if self.gpu else [])))
+            "-output", self.model_path(model.name), *(["-gpu_ranks", 0] if self.gpu else [])))
 
     def compress_all(self):
         os.makedirs(self.path("sizes"), exist_ok=True)
         self.side_by_side(lambda name: self.command("compress", self.py(
             "compress", "-model", self.model_path(name), "-output", self.model_path(name, ".qdz"),
             "-report_json", self.path("sizes", f"{name}.json")), log_name=f"compress.{name}"),
-            self.quantized)
+            [m.name for m in self.quantized])
 
-    def evaluated_file(self, name):
-        return self.model_path(name, ".qdz") if name in self.quantized else self.model_path(name)
+    def evaluated_file(self, model):
+        """Quantized models are evaluated from their compressed file."""
+        return self.model_path(model.name, ".qdz" if model.quantized else ".pt")
 
     def evaluate_all(self):
         os.makedirs(self.path("eval"), exist_ok=True)
-        test = data_config(self.work)["test"]
-        self.side_by_side(lambda name: self.command("evaluate", self.py(
-            "eval", "-model", self.evaluated_file(name), "-src", test["src"], "-tgt", test["tgt"],
-            "-json", self.path("eval", f"{name}.json"), "-output", self.path("eval", f"{name}.hyp"),
+        test = self.pooled_test_set()
+        self.side_by_side(lambda model: self.command("evaluate", self.py(
+            "eval", "-model", self.evaluated_file(model), "-src", test["src"],
+            "-tgt", test["tgt"], "-json", self.path("eval", f"{model.name}.json"),
+            "-output", self.path("eval", f"{model.name}.hyp"),
             "-batch_size", self.profile.translate_batch_size, "-gpu", 0 if self.gpu else -1),
-            log_name=f"evaluate.{name}"), self.evaluated)
+            log_name=f"evaluate.{model.name}"), self.evaluated)
 
     def translate_training_source(self):
         """Sequence-level distillation data: the teacher's beam-5 translation of every
@@ -301,7 +326,7 @@ class Pipeline(Runner):
             "-topk", self.profile.teacher_topk, "-output", self.teacher_cache_path()))
 
     def report(self):
-        from onmt_qd.report import write_report
+        from onmt_qd.recipe.report import write_report
 
         write_report(self)
 

@@ -1,0 +1,143 @@
+"""The paper's claims judged on one run: a row per claim and student family with the
+numbers that test it, a verdict against the noise margin (BLEU) and issue 11's goal,
+met or not. A claim whose models were not evaluated is "not measured", never passed."""
+from dataclasses import dataclass
+
+from onmt_qd.recipe.identity import DEFAULT_FAMILY, FULL_PRECISION, TEACHER, ModelId
+
+MIN_SIZE_RATIO = 10
+FP32_BYTES = 4
+NOT_MEASURED = "not measured"
+BEST_2BIT = "best 2-bit student"
+TWO_BIT = (("quantized_distillation", 2), ("differentiable_quantization", 2))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``model`` and ``against`` are (method, bits) of the family's students, TEACHER,
+    or BEST_2BIT. Kinds: "better": the model's BLEU exceeds the other's by more than
+    the noise margin; "close": it is at most the margin below it (and, with
+    ``min_size_ratio``, its file that much smaller than the other's fp32 weights);
+    "speed": sentences per second over the other's, judged by the goal's ratio."""
+
+    id: str
+    text: str
+    kind: str
+    model: object
+    against: object
+    goal: str | None = None
+    goal_test: object = None
+    min_size_ratio: float | None = None
+
+
+CLAIMS = [
+    Claim("teacher_vs_student", "the teacher is better than the undistilled student", "better",
+          TEACHER, ("student_fp", FULL_PRECISION),
+          "teacher >= undistilled student + 1.5 BLEU", lambda d: d >= 1.5),
+    Claim("distillation_fp", "distillation improves the full-precision student", "better",
+          ("student_distilled_fp", FULL_PRECISION), ("student_fp", FULL_PRECISION),
+          "distilled > undistilled (full precision)", lambda d: d > 0),
+    Claim("distillation_4bit", "distillation improves the 4-bit student", "better",
+          ("quantized_distillation", 4), ("quantized_normal_loss", 4),
+          "distilled > undistilled (4 bits)", lambda d: d > 0),
+    Claim("qd_vs_pm_4bit", "quantized distillation beats PM quantization at 4 bits", "better",
+          ("quantized_distillation", 4), ("pm_quantization", 4),
+          "4-bit quantized distillation >= PM 4-bit", lambda d: d >= 0),
+    Claim("qd_vs_pm_2bit", "quantized distillation beats PM quantization at 2 bits", "better",
+          ("quantized_distillation", 2), ("pm_quantization", 2)),
+    Claim("best_2bit_vs_pm", "the best 2-bit student beats PM quantization at 2 bits", "better",
+          BEST_2BIT, ("pm_quantization", 2), "best 2-bit >= PM 2-bit + 2 BLEU", lambda d: d >= 2),
+    Claim("qd_4bit_vs_teacher", "the 4-bit quantized-distilled student reaches the teacher "
+          "at >= 10x compression", "close", ("quantized_distillation", 4), TEACHER,
+          "within 1.0 BLEU of the teacher, file >= 10x smaller than its fp32 weights",
+          lambda d: d >= -1.0, min_size_ratio=MIN_SIZE_RATIO),
+    Claim("best_2bit_vs_teacher", "the best 2-bit student reaches the teacher", "close",
+          BEST_2BIT, TEACHER, "best 2-bit within 3 BLEU of the teacher", lambda d: d >= -3.0),
+    Claim("speed", "the full-precision student translates faster than the teacher", "speed",
+          ("student_fp", FULL_PRECISION), TEACHER,
+          "student >= 1.8x the teacher's sentences per second", lambda r: r >= 1.8),
+]
+
+
+def fp32_bytes(entry):
+    """Size of a model's weights in fp32: what its compression ratio is measured against."""
+    return entry["n_params"] * FP32_BYTES
+
+
+def _verdict(kind, difference, margin):
+    if kind == "close":
+        return "holds" if difference >= -margin else "does not hold"
+    if difference > margin:
+        return "holds"
+    return "within noise" if difference >= -margin else "does not hold"
+
+
+class FamilyResults:
+    """A student family's evaluated models (and the teacher), found by identity."""
+
+    def __init__(self, entries, family):
+        self.family = family
+        self.by_id = {ModelId.of(e): e for e in entries}
+
+    def find(self, reference):
+        if reference == BEST_2BIT:
+            measured = [e for e in map(self.find, TWO_BIT) if e and e.get("bleu") is not None]
+            return max(measured, key=lambda e: e["bleu"], default=None)
+        if reference == TEACHER:
+            return self.by_id.get(TEACHER)
+        method, bits = reference
+        return self.by_id.get(ModelId(method, bits, self.family))
+
+
+def _claim_row(claim, results, margin):
+    model, other = results.find(claim.model), results.find(claim.against)
+    prefix = "" if results.family == DEFAULT_FAMILY else f"{results.family}."
+    row = {"id": prefix + claim.id, "family": results.family, "claim": claim.text,
+           "model": model["name"] if model else _describe(claim.model, results.family),
+           "against": _describe(claim.against, results.family), "numbers": {},
+           "verdict": NOT_MEASURED, "per_set": {}, "goal": claim.goal,
+           "goal_met": NOT_MEASURED if claim.goal else None}
+    metric = "sentences_per_second" if claim.kind == "speed" else "bleu"
+    for entry in (model, other):
+        if entry and entry.get(metric) is not None:
+            row["numbers"][entry["name"]] = entry[metric]
+    if len(row["numbers"]) < 2:
+        return row
+    if claim.kind == "speed":
+        ratio = model[metric] / other[metric]
+        met = claim.goal_test(ratio)
+        row["numbers"]["ratio"] = round(ratio, 2)
+        row["verdict"] = "holds" if met else "does not hold"
+        row["goal_met"] = "met" if met else "not met"
+        row["per_set"] = {"pooled": row["verdict"]}  # one timed run over every set
+        return row
+    difference = model["bleu"] - other["bleu"]
+    row["numbers"]["difference"] = round(difference, 2)
+    small_enough = True
+    if claim.min_size_ratio:
+        ratio = fp32_bytes(other) / model["size_bytes"]
+        row["numbers"]["size_ratio"] = round(ratio, 1)
+        small_enough = ratio >= claim.min_size_ratio
+    row["verdict"] = _verdict(claim.kind, difference, margin) if small_enough else "does not hold"
+    if claim.goal:
+        row["goal_met"] = "met" if claim.goal_test(difference) and small_enough else "not met"
+    for test_set, scores in model.get("test_sets", {}).items():
+        if test_set in other.get("test_sets", {}):
+            set_difference = scores["bleu"] - other["test_sets"][test_set]["bleu"]
+            row["per_set"][test_set] = _verdict(claim.kind, set_difference, margin) \
+                if small_enough else "does not hold"
+    return row
+
+
+def _describe(reference, family):
+    if reference in (BEST_2BIT, TEACHER):
+        return reference if reference == BEST_2BIT else TEACHER.name
+    return ModelId(*reference, family).name
+
+
+def claims(entries, margin):
+    """Every claim for every student family of ``entries`` (results entries, each with
+    its identity's keys), in CLAIMS order within a family."""
+    families = list(dict.fromkeys(e["family"] for e in entries if e["family"] is not None))
+    return [_claim_row(claim, FamilyResults(entries, family), margin)
+            for family in families or [DEFAULT_FAMILY] for claim in CLAIMS]

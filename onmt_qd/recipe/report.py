@@ -1,0 +1,83 @@
+"""A recipe's report: results.json (test sets, one entry per evaluated model, the
+claims table), report.md and bleu_vs_size.png, from the evaluate stage's files."""
+import json
+import os
+
+from onmt_qd.datasets import count_lines
+from onmt_qd.fileio import atomic_output
+from onmt_qd.recipe.claims import claims
+from onmt_qd.recipe.markdown import render
+from onmt_qd.recipe.plot import plot
+
+
+def per_set_scores(hypotheses, test_sets, pooled_references):
+    """BLEU and chrF of each test set, from the translations of their concatenation
+    (``pooled_references`` is its reference side): each set's slice is checked against
+    its own references, so a set is never scored against another set's sentences."""
+    from onmt_qd.evaluate.metrics import bleu_chrf, read_lines
+
+    pooled = read_lines(pooled_references)
+    if len(hypotheses) != len(pooled):
+        raise ValueError(f"{len(hypotheses)} translations for the {len(pooled)} lines of "
+                         f"{pooled_references}")
+    scores, start = {}, 0
+    for test_set, files in test_sets.items():
+        references = read_lines(files["tgt"])
+        end = start + len(references)
+        if pooled[start:end] != references:
+            raise ValueError(f"lines {start + 1}-{end} of {pooled_references} are not "
+                             f"{files['tgt']}: the pooled test corpus was written in another "
+                             "order of test sets; rerun the data stage")
+        bleu, chrf, _, _ = bleu_chrf(hypotheses[start:end], references)
+        scores[test_set] = {"bleu": round(bleu, 2), "chrf": round(chrf, 2),
+                            "sentences": len(references)}
+        start = end
+    if start != len(pooled):
+        raise ValueError(f"{len(pooled)} pooled test sentences, {start} in the test sets")
+    return scores
+
+
+def collect(pipeline):
+    """One entry per evaluated model (its identity's keys first): bleu, chrf, ppl and
+    speed over all test sets pooled (the single set when there is one), per-set BLEU
+    and chrF under test_sets."""
+    from onmt_qd.evaluate.metrics import read_lines
+
+    test_sets, pooled = pipeline.test_sets(), pipeline.pooled_test_set()
+    entries = []
+    for model in pipeline.evaluated:
+        name = model.name
+        with open(pipeline.path("eval", f"{name}.json")) as handle:
+            result = json.load(handle)
+        entry = {"name": name, **model.as_dict(),
+                 "path": os.path.relpath(pipeline.evaluated_file(model), pipeline.work),
+                 "bleu": result["bleu"], "chrf": result["chrf"], "ppl": result["ppl"],
+                 "size_bytes": result["size_bytes"], "n_params": result["n_params"],
+                 "sentences_per_second": result["sentences_per_second"],
+                 "bleu_signature": result["bleu_signature"],
+                 "test_sets": per_set_scores(read_lines(pipeline.path("eval", f"{name}.hyp")),
+                                             test_sets, pooled["tgt"]),
+                 "config": f"configs/{name}.yaml" if os.path.exists(
+                     pipeline.path("configs", f"{name}.yaml")) else None,
+                 "log": f"logs/{name}.log"}
+        size_file = pipeline.path("sizes", f"{name}.json")
+        if os.path.exists(size_file):
+            with open(size_file) as handle:
+                entry["size_report"] = json.load(handle)
+        entries.append(entry)
+    return entries
+
+
+def write_report(pipeline):
+    entries = collect(pipeline)
+    margin, test_sets = pipeline.profile.noise_bleu, pipeline.test_sets()
+    claim_rows = claims(entries, margin)
+    results = {"test_sets": {n: {**files, "sentences": count_lines(files["tgt"])}
+                             for n, files in test_sets.items()},
+               "noise_bleu": margin, "models": entries, "claims": claim_rows}
+    title = f"{pipeline.name} ({pipeline.profile.name} profile)"
+    for name, text in (("results.json", json.dumps(results, indent=1)),
+                       ("report.md", render(title, test_sets, entries, claim_rows, margin))):
+        with atomic_output(pipeline.path(name)) as temporary, open(temporary, "w") as handle:
+            handle.write(text)
+    plot(entries, pipeline.path("bleu_vs_size.png"))
