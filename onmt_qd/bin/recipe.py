@@ -1,6 +1,6 @@
 """onmt_qd_recipe NAME [-profile quick|gpu|paper|mini] [-data_dir D] [-work_dir W]
 [-stages S ...] [-jobs N]: run a recipe's stages; finished stages are skipped, unless
-their settings changed."""
+their settings changed. One run at a time per work folder; its commands stop with it."""
 import argparse
 
 from onmt_qd.bin.common import run_command
@@ -28,12 +28,14 @@ def main():
         import os
 
         from onmt_qd.recipe import Pipeline
+        from onmt_qd.recipe.runner import exit_on_signals
 
         args = parser().parse_args()
         work = args.work_dir or os.path.join("runs", f"{args.name}_{args.profile}")
         pipeline = Pipeline(args.name, args.profile, work, args.data_dir, args.mirror, args.gpu,
                             args.jobs)
-        pipeline.run(args.stages)
+        with exit_on_signals("onmt_qd_recipe"):
+            pipeline.run(args.stages)
         if os.path.exists(pipeline.path("report.md")):
             print(f"Report: {pipeline.path('report.md')}\nPlot:   "
                   f"{pipeline.path('bleu_vs_size.png')}\nJSON:   {pipeline.path('results.json')}")

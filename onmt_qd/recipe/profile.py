@@ -2,6 +2,7 @@
 a typo in the students' options would otherwise surface only after the teacher has
 trained."""
 import os
+import tempfile
 from dataclasses import dataclass, field, fields
 
 import yaml
@@ -13,6 +14,11 @@ RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 RECIPE_KEYS = {"dataset", "sentencepiece", "vocab_size", "train", "profiles"}
 DISTILL_DATA = ("gold", "teacher")
 MODELS = ("teacher", "student")
+SPLITS = ("train", "valid", "test")
+# the profile's whole-number keys and their smallest value (teacher_topk 0: the live
+# teacher instead of the cache; quantized_epochs 0: quantized students from scratch)
+WHOLE_NUMBERS = {"teacher_topk": 0, "quantized_epochs": 0, "jobs": 1,
+                 "translate_batch_size": 1, "diffquant_steps": 1, "spm_vocab_size": 1}
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class Profile:
         """The profile ``name`` of the recipe at ``path``; every key is checked, each
         problem fails in one line."""
         from onmt_qd.opts import check_keys, did_you_mean, train_parser
+        from onmt_qd.quant import validate_bits
 
         where = f"profile {name} of {path}"
         known = {f.name for f in fields(cls)} - {"name"}
@@ -62,17 +69,25 @@ class Profile:
             if not isinstance(value, list):
                 raise RecipeError(f"{key} in {where} must be a list of bit widths, "
                                   f"got {value!r}")
+            for width in value:
+                try:
+                    validate_bits(width)
+                except ValueError as exc:
+                    raise RecipeError(f"{key} in {where}: {exc}") from None
         profile = cls(name, **{**settings, **{key: tuple(v) for key, v in bits.items()}})
         if profile.distill_data not in DISTILL_DATA:
             raise RecipeError(f"distill_data in {where} must be one of "
                               f"{', '.join(DISTILL_DATA)}, got '{profile.distill_data}'")
-        if not isinstance(profile.teacher_topk, int) or profile.teacher_topk < 0:
-            raise RecipeError(f"teacher_topk in {where} must be a whole number >= 0 (0: a "
-                              "live teacher instead of the cache)")
-        for key in ("jobs", "translate_batch_size"):
+        for key, least in WHOLE_NUMBERS.items():
             value = getattr(profile, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise RecipeError(f"{key} in {where} must be a whole number >= 1, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise RecipeError(f"{key} in {where} must be a whole number >= {least}, got "
+                                  f"{value!r}")
+        if profile.subset is not None and not (
+                isinstance(profile.subset, dict) and set(profile.subset) <= set(SPLITS) and all(
+                    type(n) is int and n >= 1 for n in profile.subset.values())):
+            raise RecipeError(f"subset in {where} must map {', '.join(SPLITS)} to a number of "
+                              f"lines >= 1, got {profile.subset!r}")
         noise = profile.noise_bleu
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
             raise RecipeError(f"noise_bleu in {where} must be a number of BLEU points >= 0, "
@@ -101,4 +116,44 @@ def load_recipe(name, profile):
         if key not in RECIPE_KEYS:
             raise RecipeError(f"unknown key '{key}' in {path}{did_you_mean(key, RECIPE_KEYS)}")
     check_keys(train_parser(), recipe["train"], f"train options of {path}")
-    return recipe, Profile.from_dict(profile, recipe["profiles"][profile], path)
+    settings = Profile.from_dict(profile, recipe["profiles"][profile], path)
+    vocabulary = settings.spm_vocab_size if recipe.get("sentencepiece") else \
+        recipe.get("vocab_size")
+    if vocabulary and settings.teacher_topk > vocabulary:
+        raise RecipeError(f"teacher_topk in profile {profile} of {path} must be at most the "
+                          f"vocabulary size ({vocabulary}), got {settings.teacher_topk}")
+    check_training(recipe, settings, path)
+    return recipe, settings
+
+
+def check_training(recipe, profile, path):
+    """Each model's options (a quantized student's with each of its widths) pass the
+    checks onmt_qd_train runs before it reads any data: types, choices, ranges and
+    combinations fail when the recipe is loaded, not when their stage starts after the
+    teacher has trained. The options are written and read as the stages do."""
+    from onmt_qd.opts import parse, train_parser
+    from onmt_qd.train.trainer import check_opts
+
+    parser = train_parser()
+    where = f"profile {profile.name} of {path}"
+    widths = sorted({*profile.qd_bits, *profile.normal_loss_bits})
+    with tempfile.TemporaryDirectory() as folder:
+        config = os.path.join(folder, "options.yaml")
+        for model, bits in [("teacher", None), ("student", None),
+                            *(("student", b) for b in widths)]:
+            options = {**recipe["train"], **profile.train, **getattr(profile, model)}
+            with open(config, "w") as handle:
+                yaml.safe_dump({**options, **({"quant_bits": bits} if bits else {})}, handle)
+            try:  # the data and vocabulary are the data stage's: stand-ins
+                opt = parse(parser, ["-config", config, "-data", "{}", "-src_vocab", config])
+                if profile.gpu:
+                    opt.world_size, opt.gpu_ranks = 1, [0]
+                check_opts(opt)
+            except (ValueError, AssertionError) as exc:
+                quantized = f" (quantized to {bits} bits)" if bits else ""
+                raise RecipeError(f"{model} options of {where}{quantized}: {exc}") from None
+            if model == "student" and not bits and \
+                    profile.quantized_epochs >= max(opt.epochs, 1):
+                raise RecipeError(f"quantized_epochs in {where} must be smaller than the "
+                                  f"student's epochs ({opt.epochs}): the quantized students "
+                                  "resume that many epochs before its end")

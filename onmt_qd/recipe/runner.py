@@ -2,15 +2,22 @@
 
 Every stage runs commands in subprocesses, writes its log under ``logs/`` and leaves
 ``stages/NAME.done`` only when it finished: a finished stage is skipped, a killed one
-starts again from a clean slate. Nothing here knows what the stages do."""
+starts again from a clean slate. One run at a time holds a work folder (``recipe.lock``),
+and the commands die with it (supervisor.py). Nothing here knows what the stages do."""
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-from onmt_qd.fileio import atomic_output
+from onmt_qd.fileio import atomic_output, remove_stale_temporaries
+
+SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "supervisor.py")
 
 
 class RecipeError(ValueError):
@@ -57,9 +64,16 @@ class Runner:
         with open(log, "w" if log_name else "a") as handle:  # a stage's log is emptied at its start
             handle.write("$ " + " ".join(args) + "\n")
             handle.flush()
-            result = subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT,
-                                    env=self.command_environment())
-        if result.returncode != 0:
+            process = subprocess.Popen(
+                [sys.executable, "-I", "-S", SUPERVISOR, str(os.getpid()), *args],
+                stdout=handle, stderr=subprocess.STDOUT, env=self.command_environment(),
+                start_new_session=True)  # its group: the command and all it starts
+            try:
+                returncode = process.wait()
+            finally:  # what the command left running, or all of it if this thread stops
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+        if returncode != 0:
             with open(log) as handle:
                 tail = handle.read().strip().splitlines()[-1:]
             raise RecipeError(f"stage {stage} failed ({tail[0] if tail else 'no output'}); "
@@ -86,6 +100,32 @@ class Runner:
             if unknown:
                 raise RecipeError(f"unknown stage(s) {', '.join(sorted(unknown))}; stages: "
                                   + ", ".join(s.name for s in self.stages))
+        with self.work_lock():
+            self.run_stages(todo)
+
+    @contextlib.contextmanager
+    def work_lock(self):
+        """Hold ``recipe.lock`` in the work folder for the whole run: a second run there
+        would train into the same files. The lock is the kernel's (flock): it goes with
+        the process that holds it, so a killed run leaves nothing stuck."""
+        with open(self.path("recipe.lock"), "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                pid = handle.read().strip()
+                raise RecipeError(f"work folder {self.work} is in use by another "
+                                  f"onmt_qd_recipe ({f'PID {pid}' if pid else 'PID unknown'}): "
+                                  "wait for it to finish, or give another -work_dir") from None
+            handle.truncate(0)
+            handle.write(str(os.getpid()))
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.truncate(0)  # no PID of a finished run for the next one to name
+
+    def run_stages(self, todo):
         self.start = time.time()
         waiting = {s.name for s in todo}
         pending = list(enumerate(todo, 1))
@@ -115,9 +155,12 @@ class Runner:
         if self.finished_record(stage.name).get("signature") == key:
             print(f"{prefix}: done already, skipped", flush=True)
             return
+        with contextlib.suppress(FileNotFoundError):  # an older run's: not this one's
+            os.remove(done)
         for output in stage.outputs:  # a killed run may have left part of these
             shutil.rmtree(output, ignore_errors=True) if os.path.isdir(output) else \
                 os.path.exists(output) and os.remove(output)
+            remove_stale_temporaries(output)
         open(self.path("logs", f"{stage.name}.log"), "w").close()
         print(f"{prefix} ...", flush=True)
         t0 = time.time()
@@ -149,3 +192,27 @@ class Runner:
         finished by an older onmt_qd recorded no time and add nothing)."""
         runs = [f"{n}@{t}" for n in stage.needs if (t := self.finished_record(n).get("finished"))]
         return " | ".join([stage.signature, *runs]) if runs else stage.signature
+
+
+@contextlib.contextmanager
+def exit_on_signals(name):
+    """Within it, SIGINT and SIGTERM end the process at once, as ``kill -9`` would, after
+    one line: the running commands die with it (supervisor.py) and their stages, not
+    marked done, run again at the next run. A signal the caller ignores (a background
+    job's SIGINT) stays ignored; the old handlers are back on leaving."""
+    def stop(signum, frame):
+        print(f"{name}: stopped by {signal.Signals(signum).name}: the stages that were "
+              "running were stopped and run again at the next run", file=sys.stderr,
+              flush=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    old = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum, handler in old.items():
+        if handler != signal.SIG_IGN:
+            signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
