@@ -176,7 +176,9 @@ def test_killed_stage_reruns_to_the_same_report(finished):
     before = json.loads((work / "results.json").read_text())["models"]
     for stage in ("quantized_distillation_2bit", "compress", "evaluate", "report"):
         os.remove(work / "stages" / f"{stage}.done")
-    proc = recipe(work, wait=False)
+    # the same jobs as the first run: training's arithmetic depends on the threads per
+    # command (OMP_NUM_THREADS 1 and 2 train different 2-bit students)
+    proc = recipe(work, "-jobs", "2", wait=False)
     log = work / "logs" / "quantized_distillation_2bit.log"
     deadline = time.time() + 120
     while time.time() < deadline and "Start training loop" not in (log.read_text() if log.exists() else ""):
@@ -184,7 +186,7 @@ def test_killed_stage_reruns_to_the_same_report(finished):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (work / "stages" / "quantized_distillation_2bit.done").exists()
-    recipe(work)
+    recipe(work, "-jobs", "2")
     after = json.loads((work / "results.json").read_text())["models"]
     strip = [{k: r[k] for k in ("name", "bleu", "chrf", "ppl", "size_bytes")} for r in before]
     assert strip == [{k: r[k] for k in ("name", "bleu", "chrf", "ppl", "size_bytes")} for r in after]

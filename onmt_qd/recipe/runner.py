@@ -31,11 +31,12 @@ class Stage:
     signature is asked when the stage's turn comes (after the stages it depends on).
     ``needs`` names the stages whose outputs it reads: when one of them ran again, so
     does this one (a retrained student is quantized, compressed and evaluated again);
-    what those stages read in turn reaches it through their own re-run."""
+    what those stages read in turn reaches it through their own re-run. ``progress``,
+    when given, says where the running stage is: () -> (line, fraction done) or None."""
 
-    def __init__(self, name, run, outputs=(), signature="", needs=()):
+    def __init__(self, name, run, outputs=(), signature="", needs=(), progress=None):
         self.name, self.run, self.outputs, self._signature = name, run, outputs, signature
-        self.needs = tuple(needs)
+        self.needs, self.progress = tuple(needs), progress
 
     @property
     def signature(self):
@@ -46,11 +47,14 @@ class Runner:
     """Runs ``stages`` in ``work``, up to ``jobs`` at a time."""
 
     jobs = 1  # stages at a time
+    progress_seconds = 30  # how often running stages say where they are, at most
 
     def __init__(self, work, jobs=1):
         if jobs < 1:
             raise RecipeError(f"-jobs must be at least 1, got {jobs}")
         self.work, self.jobs, self.stages = os.path.abspath(work), jobs, []
+        self.active = {}  # running stage name -> (console prefix, stage, start time)
+        self.last_progress = {}  # stage name -> the progress line it last showed
         for sub in ("stages", "logs"):
             os.makedirs(self.path(sub), exist_ok=True)
 
@@ -140,7 +144,10 @@ class Runner:
                 if not running:
                     raise RecipeError("stages wait on each other: " +
                                       ", ".join(s.name for _, s in pending))
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                finished, _ = wait(running, timeout=self.progress_seconds,
+                                   return_when=FIRST_COMPLETED)
+                if not finished:
+                    self.show_progress()
                 for future in finished:
                     waiting.discard(running.pop(future).name)
                     if future.exception() is not None:
@@ -164,12 +171,30 @@ class Runner:
         open(self.path("logs", f"{stage.name}.log"), "w").close()
         print(f"{prefix} ...", flush=True)
         t0 = time.time()
-        stage.run()
+        self.active[stage.name] = (prefix, stage, t0)
+        try:
+            stage.run()
+        finally:
+            self.active.pop(stage.name, None)
         with atomic_output(done) as temporary, open(temporary, "w") as handle:
             json.dump({"seconds": round(time.time() - t0, 1), "signature": key,
                        "finished": time.time_ns()}, handle)
         print(f"{prefix}: finished in {(time.time() - t0) / 60:.1f} min "
               f"(total {(time.time() - self.start) / 60:.1f} min)", flush=True)
+
+    def show_progress(self):
+        """One line per running stage whose progress changed since it last said: where
+        it is, how long it has run and, once it is under way, about how long is left."""
+        for name, (prefix, stage, t0) in list(self.active.items()):
+            where = stage.progress() if stage.progress else None
+            if not where or where[0] == self.last_progress.get(name):
+                continue
+            line, fraction = where
+            self.last_progress[name] = line
+            minutes = (time.time() - t0) / 60
+            left = f", about {minutes * (1 - fraction) / fraction:.1f} min left" \
+                if 0.02 <= fraction < 1 else ""
+            print(f"{prefix}: {line} ({minutes:.1f} min{left})", flush=True)
 
     def side_by_side(self, run, items):
         """``run(item)`` for every item, ``jobs`` at a time; the first error is raised

@@ -13,6 +13,7 @@ import threading
 import yaml
 
 from onmt_qd import datasets
+from onmt_qd.recipe import progress
 from onmt_qd.recipe.data import (TEST_KEYS, data_config, merge_translations, prepare_data,
                                  split_lines, test_sets)
 from onmt_qd.recipe.identity import DEFAULT_FAMILY, TEACHER, ModelId
@@ -64,13 +65,17 @@ class Pipeline(Runner):
             stages.append(Stage("teacher_translations", self.translate_training_source,
                                 [self.teacher_translations_path(),
                                  self.path("data", "teacher_translations.parts")],
-                                "beam=5", needs=["teacher"]))
+                                "beam=5", needs=["teacher"], progress=lambda: progress.counted(
+                                    self.path("logs", "teacher_translations.log"),
+                                    "sentences translated")))
         if self.uses_cache():
             stages.append(Stage("teacher_cache", self.build_teacher_cache,
                                 [self.teacher_cache_path()],
                                 f"topk={p.teacher_topk} data={p.distill_data}",
                                 needs=[s for s in self.teacher_stages()
-                                       if s != "teacher_cache"]))
+                                       if s != "teacher_cache"],
+                                progress=lambda: progress.counted(
+                                    self.path("logs", "teacher_cache.log"), "sentences")))
         for family, options in self.student_families():
             stages += [self.train_stage(ModelId("student_fp", family=family), options),
                        self.train_stage(ModelId("student_distilled_fp", family=family), options,
@@ -87,13 +92,16 @@ class Pipeline(Runner):
         stages.append(Stage("compress", self.compress_all,
                             [self.path("sizes")] +
                             [self.model_path(m.name, ".qdz") for m in quantized],
-                            covered, needs=[m.name for m in quantized]))
+                            covered, needs=[m.name for m in quantized],
+                            progress=lambda: self.models_done("sizes", quantized, "compressed")))
 
         def evaluated_on():
             return (f"{covered} on {','.join(self.test_sets())} "
                     f"batch={p.translate_batch_size}")
         stages.append(Stage("evaluate", self.evaluate_all, [self.path("eval")], evaluated_on,
-                            needs=["data", *(m.name for m in self.evaluated), "compress"]))
+                            needs=["data", *(m.name for m in self.evaluated), "compress"],
+                            progress=lambda: self.models_done("eval", self.evaluated,
+                                                              "evaluated")))
         stages.append(Stage("report", self.report, [self.path("report.md")],
                             lambda: f"{evaluated_on()} noise={p.noise_bleu}",
                             needs=["evaluate"]))
@@ -128,7 +136,9 @@ class Pipeline(Runner):
                                 [self.model_path(model.name)], f"data={p.distill_data} " +
                                 settings_digest({"steps": p.diffquant_steps,
                                                  **self.batch_options()}),
-                                needs=["teacher", fp_distilled.name]))
+                                needs=["teacher", fp_distilled.name],
+                                progress=lambda m=model: progress.counted(
+                                    self.path("logs", f"{m.name}.log"), "steps")))
             made.append(model)
         return made
 
@@ -235,7 +245,7 @@ class Pipeline(Runner):
         if resumes:
             needs.append(warm_start)
         return Stage(name, run, [self.path("models", name), self.model_path(name)], signature,
-                     needs)
+                     needs, lambda: progress.training(self.path("logs", f"{name}.log")))
 
     def teacher_stages(self):
         """The stages whose outputs carry the teacher's knowledge to a student."""
@@ -270,6 +280,11 @@ class Pipeline(Runner):
             "compress", "-model", self.model_path(name), "-output", self.model_path(name, ".qdz"),
             "-report_json", self.path("sizes", f"{name}.json")), log_name=f"compress.{name}"),
             [m.name for m in self.quantized])
+
+    def models_done(self, folder, models, done):
+        """How many of ``models`` have their JSON in ``folder`` (compress, evaluate)."""
+        n = sum(os.path.exists(self.path(folder, f"{m.name}.json")) for m in models)
+        return f"{n}/{len(models)} models {done}", n / len(models) if models else 0.0
 
     def evaluated_file(self, model):
         """Quantized models are evaluated from their compressed file."""
