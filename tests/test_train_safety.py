@@ -1,11 +1,10 @@
 """onmt_qd_train loses nothing and changes no model silently (issue 24), one test per
 class: one owner per -save_model prefix, resumes that keep or refuse, option ranges, and
 a checkpoint write that fails. Tiny models (hidden 16, 2 steps); refusals run in this
-process (test_bad_input's ``refused``), training as a subprocess."""
+process (test_bad_input's ``refused``), training as a subprocess except where a write is
+made to fail in this process."""
 import errno
-import hashlib
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -15,17 +14,13 @@ import yaml
 from conftest import run_cli
 from onmt_qd.compat import load_checkpoint
 from onmt_qd.quant_checkpoint import QUANT_KEY, RUN_KEY, levels_per_bucket, quantization_of
-from test_bad_input import command, refused
+from test_bad_input import command, digest, refused
 
 
 def args(data, save, *extra, steps=2):
     return ["-config", data["config"], "-hidden_size", 16, "-word_vec_size", 16,
             "-save_model", save, "-train_steps", steps, "-valid_steps", 2,
             "-save_checkpoint_steps", 2, *extra]
-
-
-def digest(path):
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
 def test_a_prefix_has_one_owner(data, tmp_path):
