@@ -62,11 +62,20 @@ def _first_line(exc):
 
 
 def save_atomic(obj, path):
-    """torch.save to a temporary name, then rename: a crash never leaves half a file."""
+    """torch.save to a temporary name, then rename: a crash never leaves half a file.
+    A failed write (full disk...) is an OSError naming ``path``: torch's zip writer
+    turns it into a RuntimeError of its own, which keeps the OSError only when torch
+    writes through a Python file."""
     from onmt_qd.fileio import atomic_output
 
-    with atomic_output(path) as temporary:
-        torch.save(obj, temporary)
+    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as exc:
+            cause = exc.__context__
+            if isinstance(cause, OSError):
+                raise OSError(cause.errno, cause.strerror, path) from exc
+            raise
 
 
 def quiet_onmt_warnings():

@@ -12,6 +12,7 @@ QUANT_KEY = "qd_quant"          # policy and each tensor's levels, scales and po
 SHADOW_KEY = "qd_shadow"        # full-precision shadow weights, for resuming
 VALID_KEY = "qd_valid"          # validation perplexity and step of this checkpoint
 DIFFQUANT_KEY = "qd_diffquant"  # differentiable quantization's allocation and norms
+RUN_KEY = "qd_run"              # id of the training run that wrote the checkpoint
 
 
 class NotQuantizedError(ValueError):
@@ -67,9 +68,10 @@ def quantize_checkpoint(checkpoint, policy, seed=0):
     generator = (torch.Generator().manual_seed(seed) if policy.rounding == "stochastic"
                  else None)
     weights, quantized = quantize_weights(weights, policy, generator=generator)
-    # the validation record described the weights before quantization: it goes too
+    # the validation record described the weights before quantization, and the run
+    # wrote other weights: they go too
     out = {k: v for k, v in checkpoint.items()
-           if k not in (QUANT_KEY, SHADOW_KEY, VALID_KEY, "optim")}
+           if k not in (QUANT_KEY, SHADOW_KEY, VALID_KEY, RUN_KEY, "optim")}
     return attach_quantization(out, weights, quantized, policy)
 
 

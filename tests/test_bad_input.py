@@ -165,7 +165,7 @@ def test_4_non_finite_training_stops_and_requantizing_says_what_happens(data, te
     first = os.path.join(os.path.dirname(teacher), "model_step_19.pt")
     refused("train", *train_args(data, tmp_path / "t", "-teacher_model", teacher,
                                  "-distill_temperature", "nan"),
-            message="-distill_temperature must be > 0 and finite, got nan")
+            message="-distill_temperature must be > 0 and at most 100, got nan")
     result = run_cli("train", *train_args(data, tmp_path / "n" / "m", "-train_from", first,
                                           "-reset_optim", "all", "-learning_rate", "nan",
                                           "-train_steps", 4, "-save_checkpoint_steps", 1),

@@ -134,7 +134,7 @@ def test_bad_bits_rejected(bad):
 
 @pytest.mark.parametrize("bad", [0, -3, 1.5, None])
 def test_bad_bucket_size_rejected(bad):
-    with pytest.raises(ValueError, match="bucket size must be a positive integer"):
+    with pytest.raises(ValueError, match="bucket size must be an integer from 1 to 1048576"):
         quantize_uniform(weights(10), 4, bucket_size=bad)
 
 

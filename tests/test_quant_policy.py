@@ -82,7 +82,7 @@ def test_mixed_precision_last_matching_override_wins():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"bits": 9}, "bits must be an integer from 1 to 8, got 9"),
-    ({"bucket_size": 0}, "bucket size must be a positive integer, got 0"),
+    ({"bucket_size": 0}, "bucket size must be an integer from 1 to 1048576, got 0"),
     ({"method": "kmeans"}, "quantization method must be one of uniform, quantile"),
     ({"rounding": "up"}, "rounding must be one of deterministic, stochastic"),
     ({"method": "quantile", "rounding": "stochastic"}, "stochastic rounding needs"),

@@ -16,22 +16,23 @@ class VocabMismatchError(ValueError):
     pass
 
 
-def check_same_vocabs(teacher_vocab, student_vocab, other="student"):
+def check_same_vocabs(teacher_vocab, student_vocab, other="student", this="teacher",
+                      remedy="build both from the same vocab files"):
     """Word-level KL compares distributions position by position, so both models
-    must index the same tokens: raise on the first difference. ``other`` names what
-    the teacher is compared with (the student, or the data config's vocabulary)."""
+    must index the same tokens: raise on the first difference. ``this`` and ``other``
+    name the two vocabularies (the teacher and the student, or the data config's
+    vocabulary; a resumed checkpoint and the config's), ``remedy`` what to do."""
     for side in ("src", "tgt"):
         t, s = teacher_vocab[side], student_vocab[side]
         for i, (a, b) in enumerate(zip(t, s)):
             if a != b:
                 raise VocabMismatchError(
-                    f"teacher and {other} {side} vocabularies differ at index {i}: "
-                    f"teacher has '{a}', {other} has '{b}'; build both from the same vocab "
-                    "files")
+                    f"{this} and {other} {side} vocabularies differ at index {i}: "
+                    f"{this} has '{a}', {other} has '{b}'; {remedy}")
         if len(t) != len(s):
             raise VocabMismatchError(
-                f"teacher {side} vocabulary has {len(t)} tokens, {other} has {len(s)}; "
-                "build both from the same vocab files")
+                f"{this} {side} vocabulary has {len(t)} tokens, {other} has {len(s)}; "
+                f"{remedy}")
 
 
 def load_teacher(path, student_vocabs, device, other="student"):

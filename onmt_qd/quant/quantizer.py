@@ -11,6 +11,10 @@ import torch
 from onmt_qd.quant.buckets import bucket_scales, bucket_view, scaled_values, unbucket
 
 MAX_BITS = 8  # levels are stored as uint8
+# Every quantized tensor is padded to whole buckets: a bucket this long already holds a
+# 1024 x 1024 matrix, and an absurd one would allocate its padding for every tensor
+# (3.6 TB asked for 10^11, issue 24).
+MAX_BUCKET_SIZE = 2 ** 20
 
 
 def validate_bits(bits):
@@ -21,8 +25,9 @@ def validate_bits(bits):
 
 def validate_bucket_size(bucket_size):
     if isinstance(bucket_size, bool) or not isinstance(bucket_size, numbers.Integral) \
-            or bucket_size < 1:
-        raise ValueError(f"bucket size must be a positive integer, got {bucket_size!r}")
+            or not 1 <= bucket_size <= MAX_BUCKET_SIZE:
+        raise ValueError(f"bucket size must be an integer from 1 to {MAX_BUCKET_SIZE}, "
+                         f"got {bucket_size!r}")
 
 
 @dataclasses.dataclass

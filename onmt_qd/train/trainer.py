@@ -1,31 +1,42 @@
 """onmt_qd_train: OpenNMT-py's training, assembled from its own pieces, plus the
 distillation loss, quantized training and the per-epoch learning-rate rule."""
+import contextlib
 import copy
+import glob
 import itertools
+import logging
 import math
 import os
+import re
 import shutil
+import uuid
 
 import torch
 import yaml
 from onmt.constants import CorpusTask
 from onmt.inputters.dynamic_iterator import build_dynamic_dataset_iter
+from onmt.inputters import build_vocab
 from onmt.inputters.inputter import vocabs_to_dict
 from onmt.model_builder import build_model
 from onmt.models.model_saver import ModelSaver
 from onmt.train_single import _get_model_opts, _init_train, configure_process
 from onmt.trainer import Trainer, build_trainer
+from onmt.transforms import get_specials, get_transforms_cls
 from onmt.utils.distributed import ErrorHandler, spawned_train
 from onmt.utils.logging import init_logger, logger
 from onmt.utils.parse import ArgumentParser
 
 from onmt_qd.compat import load_checkpoint, save_atomic
-from onmt_qd.distill import DistillLossCompute, teacher_from_opts
-from onmt_qd.fileio import atomic_output, check_input_file, remove_stale_temporaries
+from onmt_qd.distill import DistillLossCompute, check_same_vocabs, teacher_from_opts
+from onmt_qd.fileio import (atomic_output, check_input_file, remove_stale_temporaries,
+                            same_file)
 from onmt_qd.models import model_weights, named_weights, split_weights
-from onmt_qd.opts import OptionError, policy_from_opts, train_parser, validate_distill_opts
-from onmt_qd.quant_checkpoint import (SHADOW_KEY, VALID_KEY, attach_quantization,
-                                      quantize_weights)
+from onmt_qd.opts import (QUANT_OPTIONS, OptionError, policy_from_opts, policy_options,
+                          train_parser, validate_distill_opts)
+from onmt_qd.quant import QuantPolicy
+from onmt_qd.quant.quantizer import MAX_BITS
+from onmt_qd.quant_checkpoint import (QUANT_KEY, RUN_KEY, SHADOW_KEY, VALID_KEY,
+                                      attach_quantization, quantize_weights)
 from onmt_qd.train.fakequant import FakeQuantizer
 from onmt_qd.train.precision import AUTOCAST_DTYPES, use_autocast
 from onmt_qd.train.schedule import PlateauHalving, QDOptimizer
@@ -88,14 +99,21 @@ def apply_epochs(opt):
 class QDModelSaver(ModelSaver):
     """Checkpoints in the stock layout, written atomically. With quantized training the
     stock keys hold Q(w) and ``qd_quant``/``qd_shadow`` what resuming and compression
-    need; the best validation checkpoint is also kept as ``<save_model>_best.pt``."""
+    need; the best validation checkpoint is also kept as ``<save_model>_best.pt``.
+    Every checkpoint records ``run`` (RUN_KEY), the run that wrote it."""
 
     fake_quant = None
     valid_ppl = None
     best_ppl = math.inf
+    run = None
+
+    @staticmethod
+    def writes():
+        """Only rank 0 writes (and removes) checkpoints."""
+        return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
 
     def _save(self, step, model):
-        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        if not self.writes():
             return None, None
         if self.fake_quant is not None:
             self.fake_quant.restore()
@@ -103,7 +121,7 @@ class QDModelSaver(ModelSaver):
         if not all(w.isfinite().all() for w in weights.values() if w.is_floating_point()):
             raise self.diverged(step, "the weights are not finite")
         checkpoint = {"vocab": vocabs_to_dict(self.vocabs), "opt": self.model_opt,
-                      "optim": self.optim.state_dict()}
+                      "optim": self.optim.state_dict(), RUN_KEY: self.run}
         if self.fake_quant is not None:
             shadow = {k: weights[k] for k in self.fake_quant.bits}
             weights, quantized = quantize_weights(weights, self.fake_quant.policy,
@@ -116,29 +134,58 @@ class QDModelSaver(ModelSaver):
             checkpoint[VALID_KEY] = {"ppl": self.valid_ppl, "step": step}
         path = f"{self.base_path}_step_{step}.pt"
         logger.info(f"Saving checkpoint {path}")
-        save_atomic(checkpoint, path)
+        with self.writing(path, self.last_checkpoint()):
+            save_atomic(checkpoint, path)
         if self.valid_ppl is not None and self.valid_ppl < self.best_ppl:
-            self.best_ppl = self.valid_ppl
-            with atomic_output(f"{self.base_path}_best.pt") as temporary:
+            best = f"{self.base_path}_best.pt"
+            with self.writing(best, path), atomic_output(best) as temporary:
                 shutil.copyfile(path, temporary)
+            self.best_ppl = self.valid_ppl
         return path, None
+
+    def last_checkpoint(self):
+        """The last step checkpoint this run wrote, or None."""
+        if self.last_saved_step is None:
+            return None
+        return f"{self.base_path}_step_{self.last_saved_step}.pt"
+
+    @staticmethod
+    @contextlib.contextmanager
+    def writing(path, last):
+        """A failed write (full disk, permissions, read-only file system) is one line
+        naming the checkpoint and ``last``, the last one written; atomic_output has
+        removed the partial file."""
+        try:
+            yield
+        except OSError as exc:
+            kept = f"the last checkpoint written is {last}" if last else \
+                "no checkpoint was written"
+            raise ValueError(f"cannot write checkpoint {path}: {exc.strerror or exc}; "
+                             f"{kept}. Make room, or choose another -save_model") from exc
 
     def diverged(self, step, what):
         """The error that stops a diverged run; nothing of it is saved."""
-        kept = (f"the last good checkpoint is {self.base_path}_step_{self.last_saved_step}.pt"
-                if self.last_saved_step is not None else "this run saved no checkpoint")
+        last = self.last_checkpoint()
+        kept = f"the last good checkpoint is {last}" if last else "this run saved no checkpoint"
         return ValueError(f"training stopped at step {step}: {what} (training diverged); "
                           f"{kept}. Lower -learning_rate, or check the distillation and "
                           "quantization options")
 
-    def begin(self, resume):
-        """Remove what a killed run left half-written; when resuming, restore the best
-        validation perplexity from ``<save_model>_best.pt``, so that a worse model never
+    def begin(self, opt):
+        """Remove what a killed run left half-written, and with -overwrite_model the
+        checkpoints of other runs; when resuming, restore the best validation perplexity
+        from ``<save_model>_best.pt`` (then this run's own), so that a worse model never
         replaces it."""
+        if not self.writes():
+            return
         for path in remove_stale_temporaries(self.base_path):
             logger.info(f"Removed {path}, left half-written by a killed run")
+        # only with -overwrite_model: check_resume refused them otherwise
+        for path in foreign_checkpoints(opt, self.run if opt.train_from else None):
+            os.remove(path)
+            logger.info(f"Removed {path}, written by another run (-overwrite_model)")
         best = f"{self.base_path}_best.pt"
-        if resume and os.path.isfile(best):
+        if opt.train_from and os.path.isfile(best):
             record = load_checkpoint(best).get(VALID_KEY)
             if record is not None:
                 self.best_ppl = record["ppl"]
@@ -208,6 +255,10 @@ def train_single(opt, device_id):
     checkpoint, vocabs, transforms_cls = _init_train(opt)
     resume_from_shadow(checkpoint)
     model_opt = _get_model_opts(opt, checkpoint=checkpoint)
+    # checkpoints record the quantization trained (check_resume settled it), not the
+    # resumed checkpoint's options
+    vars(model_opt).update({dest: getattr(opt, dest) for dest in QUANT_OPTIONS})
+    run = (checkpoint or {}).get(RUN_KEY) or uuid.uuid4().hex
     model = build_model(model_opt, opt, vocabs, checkpoint, device_id)
     model.count_parameters(log=logger.info)
     if AUTOCAST_DTYPES[opt.autocast] is not None:
@@ -222,7 +273,8 @@ def train_single(opt, device_id):
 
     saver = QDModelSaver(opt.save_model, model, model_opt, vocabs, optim,
                          opt.keep_checkpoint, opt.save_format, device_id)
-    saver.begin(resume=bool(opt.train_from))
+    saver.run = run
+    saver.begin(opt)
     policy = policy_from_opts(opt)
     if policy is not None:
         saver.fake_quant = FakeQuantizer(model, policy)
@@ -268,11 +320,21 @@ def valid_loading(opt):
 
 def check_opts(opt):
     """Every option check that can fail, before any process starts or file is written."""
+    if opt.world_size > 1 and not opt.gpu_ranks:
+        raise OptionError(f"-world_size {opt.world_size} without -gpu_ranks would start no "
+                          "training process: distributed CPU training is not supported "
+                          "yet; drop -world_size to train in one process, or give one "
+                          "-gpu_ranks index per GPU on a GPU machine")
     ArgumentParser.validate_train_opts(opt)
     ArgumentParser.update_model_opts(opt)
     ArgumentParser.validate_model_opts(opt)
     validate_distill_opts(opt)
     policy_from_opts(opt)
+    defaults = train_parser()
+    for dest in QUANT_OPTIONS[1:] if not opt.quant_bits else ():
+        if getattr(opt, dest) != defaults.get_default(dest):
+            raise OptionError(f"-{dest} applies to quantized training, and -quant_bits is "
+                              f"not set: add -quant_bits (1 to {MAX_BITS}), or drop -{dest}")
     if opt.autocast != "none" and opt.model_dtype == "fp16":
         raise OptionError(f"-autocast {opt.autocast} and -model_dtype fp16 are two mixed "
                           "precisions: choose one")
@@ -281,7 +343,6 @@ def check_opts(opt):
     if opt.epochs < 0:
         raise OptionError(f"-epochs must be >= 0, got {opt.epochs}")
     if opt.epochs:
-        defaults = train_parser()
         for option in ("train_steps", "valid_steps", "save_checkpoint_steps"):
             if getattr(opt, option) != defaults.get_default(option):
                 raise OptionError(f"-epochs {opt.epochs} sets -{option} itself (training, "
@@ -310,29 +371,101 @@ MODEL_SHAPE = ("layers", "hidden_size", "word_vec_size", "encoder_type", "decode
 
 
 def check_resume(opt):
-    """With -train_from: a model-shape option set to something else than the
-    checkpoint's would be ignored silently, and a checkpoint already at -train_steps
-    would train one step and save it without validation: refuse both (after -epochs
-    has set -train_steps). A truncated or foreign file is refused here too, in one line."""
-    if not opt.train_from:
-        return
-    check_input_file(opt.train_from, "-train_from")
-    checkpoint = load_checkpoint(opt.train_from)
+    """What a run keeps and what it may replace, settled before anything is written.
+
+    With -train_from, the resumed model keeps its shape, its quantization and its
+    vocabulary: an option set to something else is refused, an unset quantization option
+    takes the checkpoint's value (said in the log), and a checkpoint already at
+    -train_steps (after -epochs has set it) is refused, as is a truncated or foreign
+    file. Any run: the checkpoints another run left under -save_model are refused
+    unless -overwrite_model (foreign_checkpoints)."""
+    checkpoint = None
+    if opt.train_from:
+        check_input_file(opt.train_from, "-train_from")
+        checkpoint = load_checkpoint(opt.train_from)
+        keep_model(opt, checkpoint)
+    foreign = foreign_checkpoints(opt, checkpoint and checkpoint.get(RUN_KEY))
+    if foreign and not opt.overwrite_model:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        resumed = " nor by the run -train_from continues" if opt.train_from else ""
+        raise OptionError(f"-save_model {opt.save_model}: {foreign[0]}{more} was not "
+                          f"written by this run{resumed}; choose another -save_model, move "
+                          "it away, or give -overwrite_model to replace it")
+
+
+def keep_model(opt, checkpoint):
+    """check_resume's checks of the -train_from ``checkpoint``; sets the quantization
+    options to the checkpoint's."""
+    path = opt.train_from
     defaults = train_parser()
+
+    def keep(key, trained, what, remedy):
+        asked = getattr(opt, key)
+        if asked != defaults.get_default(key) and asked != trained:
+            raise OptionError(f"-train_from {path} has -{key} {trained}, and this run sets "
+                              f"-{key} {asked}: a resumed model keeps its {what}; drop "
+                              f"-{key}, or {remedy}")
+
     for key in MODEL_SHAPE:
-        asked, trained = getattr(opt, key), getattr(checkpoint["opt"], key, None)
-        if asked != defaults.get_default(key) and trained is not None and asked != trained:
-            raise OptionError(f"-train_from {opt.train_from} has -{key} {trained}, and this "
-                              f"run sets -{key} {asked}: a resumed model keeps its shape; "
-                              f"drop -{key}, or train from scratch")
-    if opt.reset_optim == "all":
-        return
+        trained = getattr(checkpoint["opt"], key, None)
+        if trained is not None:
+            keep(key, trained, "shape", "train from scratch")
+    policy = (QuantPolicy.from_dict(checkpoint[QUANT_KEY]["policy"])
+              if QUANT_KEY in checkpoint else None)
+    kept = policy_options(policy) if policy is not None else {}
+    for key, trained in kept.items():
+        keep(key, trained, "quantization",
+             "train from a full-precision checkpoint or from scratch")
+    if not opt.update_vocab:
+        check_same_vocabs(checkpoint["vocab"], configured_vocabs(opt),
+                          this=f"-train_from {path}", other="the config's",
+                          remedy="a resumed model keeps its vocabulary: name the vocab "
+                          "files it was trained with, or train from scratch")
     optim = checkpoint.get("optim")
     step = optim.get("training_step", 1) - 1 if isinstance(optim, dict) else 0
-    if step >= opt.train_steps:
-        raise OptionError(f"-train_from {opt.train_from} is at step {step} and training "
+    if opt.reset_optim != "all" and step >= opt.train_steps:
+        raise OptionError(f"-train_from {path} is at step {step} and training "
                           f"stops at step {opt.train_steps}: nothing is left to train; "
                           "raise -train_steps (or -epochs)")
+    if policy is not None:
+        vars(opt).update(kept)
+        logger.info(f"Resuming {path}: it keeps its quantization, {policy.bits} bits, "
+                    f"bucket {policy.bucket_size}, {policy.method}")
+
+
+def configured_vocabs(opt):
+    """The vocabularies the data config names, built as OpenNMT-py builds a new run's
+    (on a copy of the options: its checks parse -data in place, and log, again when
+    training starts)."""
+    probe = copy.deepcopy(opt)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        ArgumentParser.validate_prepare_opts(probe)
+        specials = get_specials(probe, get_transforms_cls(probe._all_transform))
+        return vocabs_to_dict(build_vocab(probe, specials))
+    finally:
+        logger.setLevel(level)
+
+
+STEP_NAME = re.compile(r"_step_\d+\.pt")
+
+
+def foreign_checkpoints(opt, run):
+    """The checkpoints under -save_model that this run did not write: all of them for a
+    new run; for a resumed run (``run``: the RUN_KEY of its -train_from), the step
+    checkpoints unless -train_from is one of them, and a _best.pt with another run id."""
+    prefix = opt.save_model
+    steps = sorted(path for path in glob.glob(f"{glob.escape(prefix)}_step_*.pt")
+                   if STEP_NAME.fullmatch(path[len(prefix):]))
+    best = f"{prefix}_best.pt"
+    resumed = [path for path in [*steps, best] if opt.train_from and os.path.isfile(path)
+               and same_file(path, opt.train_from)]
+    foreign = [] if resumed else steps
+    if os.path.isfile(best) and best not in resumed and not (
+            run and load_checkpoint(best).get(RUN_KEY) == run):
+        foreign.append(best)
+    return foreign
 
 
 def train(opt):
