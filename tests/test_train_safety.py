@@ -136,3 +136,18 @@ def test_a_read_only_best_checkpoint_is_one_line(data, tmp_path, monkeypatch):
         f"system; the last checkpoint written is {tmp_path}/m_step_2.pt. Make room, or "
         "choose another -save_model"), err
     assert sorted(os.listdir(tmp_path)) == ["m_step_2.pt"]
+
+
+def test_checkpoints_written_before_run_ids_keep_their_best_of_the_same_shape():
+    """A run resumed from a checkpoint older than run ids keeps the _best.pt beside it
+    when both have the model's shape; another shape's is never its best."""
+    from argparse import Namespace
+
+    from onmt_qd.train.trainer import same_run
+
+    shape = dict(layers=1, hidden_size=16, word_vec_size=16, encoder_type="rnn")
+    older = {"opt": Namespace(**shape)}
+    assert same_run({"opt": Namespace(**shape)}, older)
+    assert not same_run({"opt": Namespace(**{**shape, "hidden_size": 32})}, older)
+    assert not same_run({"opt": Namespace(**shape), RUN_KEY: "a"}, older)
+    assert same_run({"opt": Namespace(**shape), RUN_KEY: "a"}, {**older, RUN_KEY: "a"})

@@ -384,7 +384,7 @@ def check_resume(opt):
         check_input_file(opt.train_from, "-train_from")
         checkpoint = load_checkpoint(opt.train_from)
         keep_model(opt, checkpoint)
-    foreign = foreign_checkpoints(opt, checkpoint and checkpoint.get(RUN_KEY))
+    foreign = foreign_checkpoints(opt, checkpoint)
     if foreign and not opt.overwrite_model:
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
         resumed = " nor by the run -train_from continues" if opt.train_from else ""
@@ -451,10 +451,10 @@ def configured_vocabs(opt):
 STEP_NAME = re.compile(r"_step_\d+\.pt")
 
 
-def foreign_checkpoints(opt, run):
+def foreign_checkpoints(opt, checkpoint):
     """The checkpoints under -save_model that this run did not write: all of them for a
-    new run; for a resumed run (``run``: the RUN_KEY of its -train_from), the step
-    checkpoints unless -train_from is one of them, and a _best.pt with another run id."""
+    new run; for a resumed run (``checkpoint``: its -train_from), the step checkpoints
+    unless -train_from is one of them, and a _best.pt of another run (same_run)."""
     prefix = opt.save_model
     steps = sorted(path for path in glob.glob(f"{glob.escape(prefix)}_step_*.pt")
                    if STEP_NAME.fullmatch(path[len(prefix):]))
@@ -463,9 +463,19 @@ def foreign_checkpoints(opt, run):
                and same_file(path, opt.train_from)]
     foreign = [] if resumed else steps
     if os.path.isfile(best) and best not in resumed and not (
-            run and load_checkpoint(best).get(RUN_KEY) == run):
+            checkpoint and same_run(load_checkpoint(best), checkpoint)):
         foreign.append(best)
     return foreign
+
+
+def same_run(best, checkpoint):
+    """Whether ``best`` was written by the run that wrote ``checkpoint``: the same run id;
+    for two checkpoints written before runs had ids, the same model shape (a resumed
+    older run keeps its _best.pt; another architecture's never counts as its best)."""
+    if RUN_KEY in best or RUN_KEY in checkpoint:
+        return best.get(RUN_KEY) == checkpoint.get(RUN_KEY)
+    return all(getattr(best["opt"], key, None) == getattr(checkpoint["opt"], key, None)
+               for key in MODEL_SHAPE)
 
 
 def train(opt):
