@@ -157,8 +157,8 @@ def teacher_cache_parser():
 def teacher_cache_verify_parser():
     """onmt_qd_teacher_cache -verify CACHE reads no data config, hence a parser of its own."""
     parser = ArgumentParser(description="onmt_qd_teacher_cache -verify CACHE: check every "
-                            "block of a teacher cache against its checksum (training checks "
-                            "each block on its first read anyway)")
+                            "block of a teacher cache against its checksum (onmt_qd_train "
+                            "-teacher_cache does so too, before its first step)")
     parser.add("-verify", "--verify", required=True, help="The cache folder to check.")
     return parser
 

@@ -108,6 +108,7 @@ def build_teacher_cache(opt):
                           "checkpoint whose outputs to cache")
     if not opt.output:
         raise OptionError("-output is required: the cache folder to write")
+    opt.output = os.path.normpath(opt.output)  # "CACHE/": temporaries beside it, not inside
     topk = DEFAULT_TOPK if opt.topk is None else opt.topk
     ArgumentParser.validate_prepare_opts(opt)
     check_deterministic(opt)
