@@ -8,6 +8,7 @@ import contextlib
 import glob
 import os
 import re
+import shutil
 
 TEMPORARY = re.compile(r"\.onmt_qd-(\d+)\.tmp$")
 
@@ -29,14 +30,17 @@ def _alive(pid):
 
 
 def remove_stale_temporaries(prefix):
-    """Remove ``PREFIX*.onmt_qd-PID.tmp`` files whose writing process is gone (a run
-    killed while writing); returns the removed paths."""
+    """Remove ``PREFIX*.onmt_qd-PID.tmp`` files and folders whose writing process is
+    gone (a run killed while writing); returns the removed paths."""
     removed = []
     for path in glob.glob(f"{glob.escape(prefix)}*.onmt_qd-*.tmp"):
         match = TEMPORARY.search(path)
         if match and not _alive(int(match.group(1))):
             with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
                 removed.append(path)
     return removed
 

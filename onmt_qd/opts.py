@@ -179,8 +179,18 @@ def teacher_cache_parser():
     it are accepted and ignored)."""
     parser = train_parser()
     parser.description = ("onmt_qd_teacher_cache: run the teacher once over the training "
-                          "corpora and store its top-K distribution per target position")
+                          "corpora and store its top-K distribution per target position "
+                          "(onmt_qd_teacher_cache -verify CACHE checks a cache)")
     teacher_cache_opts(parser)
+    return parser
+
+
+def teacher_cache_verify_parser():
+    """onmt_qd_teacher_cache -verify CACHE reads no data config, hence a parser of its own."""
+    parser = ArgumentParser(description="onmt_qd_teacher_cache -verify CACHE: check every "
+                            "block of a teacher cache against its checksum (onmt_qd_train "
+                            "-teacher_cache does so too, before its first step)")
+    parser.add("-verify", "--verify", required=True, help="The cache folder to check.")
     return parser
 
 

@@ -1,8 +1,11 @@
 """The teacher cache (onmt_qd_teacher_cache, onmt_qd_train -teacher_cache): the top-K
 loss against the full one, identity of entries under OpenNMT-py's batching, refusal of
-mismatched or unfinished caches, quantized training from a cache."""
+mismatched, unfinished, damaged or outdated caches, cleanup of killed builds, quantized
+training from a cache."""
 import glob
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,11 +18,13 @@ import yaml
 
 from conftest import run_cli
 from onmt_qd.compat import load_checkpoint
+from onmt_qd.distill import cache as cache_format
 from onmt_qd.distill import (LiveTeacher, distillation_loss, load_teacher, teacher_forced_logits,
                              topk_distillation_loss)
-from onmt_qd.distill.cache import TeacherCache, corpus_line
+from onmt_qd.distill.cache import CacheWriter, TeacherCache, corpus_line
 from onmt_qd.distill.cache_build import build_teacher_cache, topk_rows
 from onmt_qd.distill.teacher import CachedTeacher
+from test_bad_input import command, refused
 
 PAD = 1
 
@@ -216,7 +221,8 @@ def test_mismatched_cache_is_refused_in_one_line_and_nothing_is_written(data, te
                                        cache, validate=False))
 
 
-def test_killed_build_leaves_nothing_a_later_run_accepts(data, teacher, tmp_path):
+def test_killed_build_leaves_nothing_a_later_run_accepts_and_the_next_build_removes_it(
+        data, teacher, tmp_path):
     output = tmp_path / "cache"
     build = subprocess.Popen(
         [sys.executable, "-m", "onmt_qd.bin.teacher_cache", "-config", data["config"],
@@ -229,9 +235,99 @@ def test_killed_build_leaves_nothing_a_later_run_accepts(data, teacher, tmp_path
     build.wait()
     assert build.returncode == -signal.SIGKILL
     assert not output.exists()
-    (partial,) = glob.glob(f"{output}.tmp*")
+    partial = tmp_path / f"cache.onmt_qd-{build.pid}.tmp"
+    assert glob.glob(f"{output}*") == [str(partial)]
     with pytest.raises(ValueError, match="is not a teacher cache"):
-        TeacherCache(partial)  # what onmt_qd_train -teacher_cache opens
+        TeacherCache(str(partial))  # what onmt_qd_train -teacher_cache opens
+    running = tmp_path / f"cache.onmt_qd-{os.getpid()}.tmp"  # a build that still runs
+    running.mkdir()
+    run_cli("teacher_cache", "-config", data["config"], "-teacher_model", teacher,
+            "-output", f"{output}/")  # a trailing slash, as shells complete folder names
+    assert not partial.exists() and running.exists()
+    assert TeacherCache(str(output)).verify() > 0
+
+
+def small_cache(folder, sentences=40, length=5, topk=4):
+    """A cache written directly (no teacher): random rows, ``length`` per sentence."""
+    rng = np.random.default_rng(0)
+    rows = sentences * length
+    arrays = {"ids": rng.integers(0, 100, (rows, topk)), "logp": rng.standard_normal((rows, topk)),
+              "rest": rng.standard_normal(rows), "gold": rng.integers(0, 100, rows)}
+    writer = CacheWriter(str(folder), {"train": sentences}, topk, vocab_size=100)
+    writer.add(["train"] * sentences, np.arange(sentences), np.arange(sentences),
+               np.full(sentences, length), arrays)
+    writer.finish({"format": cache_format.FORMAT, "version": cache_format.VERSION, "topk": topk})
+    return arrays
+
+
+def damage(path, offset, size=8):
+    """Overwrite ``size`` bytes at ``offset`` with 0xff (float16 NaN): same file size."""
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(b"\xff" * size)
+
+
+def test_damage_is_named_by_block_and_file(tmp_path, monkeypatch):
+    """Blocks of 64 bytes: 8 rows of logp.bin. An intact cache verifies and reads back
+    what was written; one changed row is refused by its block (row 104: block 13)."""
+    monkeypatch.setattr(cache_format, "BLOCK_BYTES", 64)
+    arrays = small_cache(tmp_path / "c")
+    cache = TeacherCache(str(tmp_path / "c"))
+    # ids, logp: 8 rows of 8 bytes a block; index: 3 of 20 bytes; rest, gold: 32 of 2 bytes
+    assert cache.verify() == 14 + 25 + 25 + 7 + 7
+    offsets, lengths, _ = cache.lookup(["train"] * 40, np.arange(40))
+    assert np.array_equal(cache.gather(offsets, lengths, 5)["logp"],
+                          arrays["logp"].astype(np.float16))
+    damage(tmp_path / "c" / "logp.bin", 104 * 4 * 2)
+    with pytest.raises(ValueError) as error:
+        TeacherCache(str(tmp_path / "c")).verify()
+    assert str(error.value) == (
+        f"teacher cache {tmp_path / 'c'} is damaged: block 13 of {tmp_path / 'c' / 'logp.bin'} "
+        "fails its checksum; remove it and rebuild it with onmt_qd_teacher_cache")
+
+
+def test_damaged_or_outdated_cache_is_refused_in_one_line_naming_it(data, teacher, cache,
+                                                                   tmp_path):
+    """Values corrupted in place (same size): training refuses the cache by name, not
+    with a diverging loss; so do -verify and a rebuild into it. A cache made before
+    checksums is refused, with what to do."""
+    assert command("teacher_cache", "-verify", cache)[0] == 0
+    damaged = tmp_path / "damaged"
+    shutil.copytree(cache, damaged)
+    damage(damaged / "logp.bin", os.path.getsize(damaged / "logp.bin") // 2)
+    result = run_cli("train", "-config", data["config"], "-save_model", tmp_path / "student",
+                     "-train_steps", 2, "-teacher_cache", damaged, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"onmt_qd_train: error: teacher cache {damaged} is damaged: block 0 of "
+        f"{damaged / 'logp.bin'} fails its checksum; remove it and rebuild it with "
+        "onmt_qd_teacher_cache")
+    assert "Traceback" not in result.stderr
+    refused("teacher_cache", "-verify", damaged, message=f"teacher cache {damaged} is damaged")
+    refused("teacher_cache", "-verify", cache, "-output", damaged,
+            message="-verify checks an existing cache and takes no other option, got -output")
+    rebuild = ["-config", data["config"], "-teacher_model", teacher, "-topk", 8, "-output"]
+    assert last_error("teacher_cache", *rebuild, damaged).startswith(
+        f"onmt_qd_teacher_cache: error: teacher cache {damaged} is damaged: block 0 of")
+
+    old = tmp_path / "old"
+    shutil.copytree(cache, old)
+    header = json.loads((old / "header.json").read_text())
+    del header["checksums"]
+    (old / "header.json").write_text(json.dumps(dict(header, version=1)))
+    message = (f"teacher cache {old} is version 1 (without checksums), this onmt_qd reads "
+               "version 2: remove it and rebuild it with onmt_qd_teacher_cache")
+    assert last_error("train", "-config", data["config"], "-save_model", tmp_path / "student",
+                      "-teacher_cache", old) == f"onmt_qd_train: error: {message}"
+    assert last_error("teacher_cache", *rebuild, old) == f"onmt_qd_teacher_cache: error: {message}"
+    assert not glob.glob(str(tmp_path / "student*"))
+
+
+def last_error(module, *args):
+    """The error line of a command that logs before it refuses (no traceback)."""
+    code, _, err = command(module, *args)
+    assert code == 2 and "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
 
 
 def test_student_trains_quantized_from_the_cache(data, cache, tmp_path):

@@ -16,10 +16,11 @@ from onmt.transforms import get_specials, get_transforms_cls, make_transforms
 from onmt.utils.logging import logger
 from onmt.utils.parse import ArgumentParser
 
-from onmt_qd.distill.cache import (FORMAT, VERSION, CacheWriter, TeacherCache, check_deterministic,
-                                   data_fingerprint, file_digest, first_difference,
-                                   source_checksum)
+from onmt_qd.distill.cache import (FORMAT, VERSION, CacheWriter, NotACacheError, TeacherCache,
+                                   check_deterministic, data_fingerprint, file_digest,
+                                   first_difference, source_checksum)
 from onmt_qd.distill.teacher import load_teacher, teacher_forced_logits
+from onmt_qd.fileio import remove_stale_temporaries, temporary_name
 from onmt_qd.opts import OptionError
 
 DEFAULT_TOPK = 8
@@ -72,10 +73,11 @@ def header_of(opt, vocabs, topk):
 
 
 def check_existing(path, header):
-    """True when ``path`` already holds this very cache; raise when it holds another."""
+    """True when ``path`` already holds this very cache, undamaged; raise when it holds
+    another, an outdated or a damaged one."""
     try:
         cache = TeacherCache(path)
-    except ValueError:
+    except NotACacheError:
         raise ValueError(f"{path} exists and is not a teacher cache: remove it or choose "
                          "another -output") from None
     mine = {k: header[k] for k in ("topk", "teacher_sha256", "fingerprint")}
@@ -84,7 +86,16 @@ def check_existing(path, header):
     if difference:
         raise ValueError(f"{path} already holds a teacher cache of something else ({difference}): "
                          "remove it or choose another -output")
+    cache.verify()
     return True
+
+
+def verify_teacher_cache(path):
+    """onmt_qd_teacher_cache -verify CACHE: every block against its checksum; returns
+    the number of blocks."""
+    blocks = TeacherCache(path).verify()
+    logger.info(f"teacher cache {path}: all {blocks} blocks match their checksums")
+    return blocks
 
 
 def build_teacher_cache(opt):
@@ -97,6 +108,7 @@ def build_teacher_cache(opt):
                           "checkpoint whose outputs to cache")
     if not opt.output:
         raise OptionError("-output is required: the cache folder to write")
+    opt.output = os.path.normpath(opt.output)  # "CACHE/": temporaries beside it, not inside
     topk = DEFAULT_TOPK if opt.topk is None else opt.topk
     ArgumentParser.validate_prepare_opts(opt)
     check_deterministic(opt)
@@ -106,6 +118,7 @@ def build_teacher_cache(opt):
         raise OptionError(f"-topk must be between 1 and the vocabulary size "
                           f"{len(vocabs['tgt'])}, got {topk}")
     header = header_of(opt, vocabs, topk)
+    remove_stale_temporaries(opt.output)  # the folders of builds that were killed
     if os.path.exists(opt.output) and check_existing(opt.output, header):
         logger.info(f"{opt.output} already holds this teacher cache; nothing to do")
         return 0
@@ -113,7 +126,7 @@ def build_teacher_cache(opt):
     teacher = load_teacher(opt.teacher_model, vocabs, device, other="-config's")
     corpus_lines = {name: c["lines"] for name, c in header["fingerprint"]["corpora"].items()}
     progress = Progress(sum(corpus_lines.values()))
-    tmp = f"{opt.output}.tmp{os.getpid()}"
+    tmp = temporary_name(opt.output)
     try:
         writer = CacheWriter(tmp, corpus_lines, topk, len(vocabs["tgt"]))
         for batch in one_pass_batches(opt, transforms_cls, vocabs, device):

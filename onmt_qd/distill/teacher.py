@@ -117,9 +117,12 @@ class CachedTeacher:
     @classmethod
     def from_opts(cls, opt, vocabs, device):
         """The cache named by -teacher_cache, refused unless it was made from this run's
-        corpora, transforms and vocabulary (and holds -topk tokens when that is set)."""
+        corpora, transforms and vocabulary (and holds -topk tokens when that is set) and
+        is undamaged: checked whole here, since a failure inside OpenNMT-py's training
+        step would come with its traceback and after the first checkpoints."""
         cache = TeacherCache(opt.teacher_cache)
         cache.check(data_fingerprint(opt, vocabs), opt.topk)
+        cache.verify()
         return cls(cache, loader_stride(opt), device)
 
     def _fail(self, cid, line, what):
