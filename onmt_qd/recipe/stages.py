@@ -13,6 +13,7 @@ import threading
 import yaml
 
 from onmt_qd import datasets
+from onmt_qd.distill.cache import VERSION as CACHE_VERSION
 from onmt_qd.recipe import progress
 from onmt_qd.recipe.data import (TEST_KEYS, data_config, merge_translations, prepare_data,
                                  split_lines, test_sets)
@@ -71,7 +72,8 @@ class Pipeline(Runner):
         if self.uses_cache():
             stages.append(Stage("teacher_cache", self.build_teacher_cache,
                                 [self.teacher_cache_path()],
-                                f"topk={p.teacher_topk} data={p.distill_data}",
+                                f"topk={p.teacher_topk} data={p.distill_data} "
+                                f"format={CACHE_VERSION}",
                                 needs=[s for s in self.teacher_stages()
                                        if s != "teacher_cache"],
                                 progress=lambda: progress.counted(
