@@ -113,6 +113,16 @@ def test_wmt13_test_set_with_a_wrong_md5_is_refused(server, sacrebleu_sets, tmp_
         datasets.get("wmt13", str(tmp_path / "w"))
 
 
+def test_wmt13_test_set_that_cannot_be_downloaded_says_what_to_do(server, sacrebleu_sets,
+                                                                   tmp_path, monkeypatch):
+    sacrebleu_datasets, _ = sacrebleu_sets
+    monkeypatch.setattr(sacrebleu_datasets["wmt12"], "data", [server[1] + "missing.tgz"])
+    serve_wmt13_training(server, monkeypatch)
+    with pytest.raises(datasets.DatasetError,
+                       match="download of test set wmt12 by sacrebleu failed .*-from DIR"):
+        datasets.get("wmt13", str(tmp_path / "w"))
+
+
 def test_failed_download_says_what_to_do(server, tmp_path, monkeypatch):
     _, url = server  # serves nothing
     monkeypatch.setitem(datasets.DATASETS, "onmt-integ",
