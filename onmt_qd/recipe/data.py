@@ -94,12 +94,11 @@ def test_sets(work, dataset):
     """Test set name -> {src, tgt}, in the order of the pooled test corpus."""
     config = data_config(work)
     if "test_sets" not in config:  # prepared before per-set evaluation: one set
-        return {datasets.dataset(dataset)["test_name"]: config["test"]}
+        return {datasets.dataset(dataset).test_name: config["test"]}
     if isinstance(config["test_sets"], dict):
         # written by onmt_qd before the list: YAML sorted the names, the pooled corpus
         # follows the dataset's order (its main test set first)
-        order = [datasets.dataset(dataset)["test_name"],
-                 *datasets.dataset(dataset).get("more_test_sets", {})]
+        order = [datasets.dataset(dataset).test_name, *datasets.dataset(dataset).more_test_sets]
         return {n: config["test_sets"][n] for n in order if n in config["test_sets"]}
     return ordered_test_sets(config["test_sets"])
 

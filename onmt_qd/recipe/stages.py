@@ -161,7 +161,7 @@ class Pipeline(Runner):
         return self.path("models", "teacher_cache")
 
     def teacher_translations_path(self):
-        tgt = datasets.dataset(self.recipe["dataset"])["tgt"]
+        tgt = datasets.dataset(self.recipe["dataset"]).tgt
         return self.path("data", f"train.teacher.{tgt}")
 
     def prepare_data(self):
