@@ -50,7 +50,7 @@ from onmt.utils.parse import ArgumentParser
 from onmt_qd.fileio import atomic_output
 from onmt_qd.opts import parse, train_parser
 from onmt_qd.train.precision import use_autocast
-from onmt_qd.train.trainer import line_lengths
+from onmt_qd.train.epochs import line_lengths
 from step_time import run_mode, training_config
 
 DROPOUT = 0.3

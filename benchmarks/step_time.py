@@ -34,7 +34,7 @@ from onmt_qd.opts import parse, teacher_cache_parser, train_parser
 from onmt_qd.quant import QuantPolicy
 from onmt_qd.train.fakequant import FakeQuantizer
 from onmt_qd.recipe import TEST_KEYS
-from onmt_qd.train.trainer import steps_per_epoch
+from onmt_qd.train.epochs import steps_per_epoch
 
 
 def training_config(path, folder):

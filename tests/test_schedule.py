@@ -3,7 +3,7 @@ from onmt.utils.parse import ArgumentParser
 
 from onmt_qd.opts import parse, train_parser
 from onmt_qd.train.schedule import PlateauHalving
-from onmt_qd.train.trainer import steps_per_epoch
+from onmt_qd.train.epochs import steps_per_epoch
 from test_teacher_cache import run_vocabs, training_batches
 
 

@@ -124,12 +124,12 @@ def test_a_full_disk_while_saving_is_one_line_and_leaves_no_partial_file(data, s
 def test_a_read_only_best_checkpoint_is_one_line(data, tmp_path, monkeypatch):
     """The same where no tmpfs can be mounted, at the copy to _best.pt: a simulated
     read-only file system."""
-    from onmt_qd.train import trainer
+    from onmt_qd.train import saver
 
     def read_only(source, destination):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), destination)
 
-    monkeypatch.setattr(trainer.shutil, "copyfile", read_only)
+    monkeypatch.setattr(saver.shutil, "copyfile", read_only)
     code, _, err = command("train", *args(data, tmp_path / "m"))
     assert code == 2 and err.strip().splitlines()[-1] == (
         f"onmt_qd_train: error: cannot write checkpoint {tmp_path}/m_best.pt: Read-only file "
@@ -143,7 +143,7 @@ def test_checkpoints_written_before_run_ids_keep_their_best_of_the_same_shape():
     when both have the model's shape; another shape's is never its best."""
     from argparse import Namespace
 
-    from onmt_qd.train.trainer import same_run
+    from onmt_qd.train.checks import same_run
 
     shape = dict(layers=1, hidden_size=16, word_vec_size=16, encoder_type="rnn")
     older = {"opt": Namespace(**shape)}

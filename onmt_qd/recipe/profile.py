@@ -132,7 +132,7 @@ def check_training(recipe, profile, path):
     combinations fail when the recipe is loaded, not when their stage starts after the
     teacher has trained. The options are written and read as the stages do."""
     from onmt_qd.opts import parse, train_parser
-    from onmt_qd.train.trainer import check_opts
+    from onmt_qd.train.checks import check_opts
 
     parser = train_parser()
     where = f"profile {profile.name} of {path}"

@@ -1,0 +1,183 @@
+"""onmt_qd_train's option checks, all before any process starts or file is written:
+what the options allow, what a resumed run keeps, and which files under -save_model
+this run may replace."""
+import copy
+import glob
+import logging
+import os
+import re
+
+from onmt.inputters import build_vocab
+from onmt.inputters.inputter import vocabs_to_dict
+from onmt.transforms import get_specials, get_transforms_cls
+from onmt.utils.logging import logger
+from onmt.utils.parse import ArgumentParser
+
+from onmt_qd.compat import load_checkpoint
+from onmt_qd.distill import check_same_vocabs
+from onmt_qd.fileio import check_input_file, same_file
+from onmt_qd.opts import (QUANT_OPTIONS, OptionError, policy_from_opts, policy_options,
+                          train_parser, validate_distill_opts)
+from onmt_qd.quant import QuantPolicy
+from onmt_qd.quant.quantizer import MAX_BITS
+from onmt_qd.quant_checkpoint import QUANT_KEY, RUN_KEY
+
+
+def check_opts(opt):
+    """Every option check that can fail, before any process starts or file is written."""
+    if opt.world_size > 1 and not opt.gpu_ranks:
+        raise OptionError(f"-world_size {opt.world_size} without -gpu_ranks would start no "
+                          "training process: distributed CPU training is not supported "
+                          "yet; drop -world_size to train in one process, or give one "
+                          "-gpu_ranks index per GPU on a GPU machine")
+    ArgumentParser.validate_train_opts(opt)
+    ArgumentParser.update_model_opts(opt)
+    ArgumentParser.validate_model_opts(opt)
+    validate_distill_opts(opt)
+    policy_from_opts(opt)
+    defaults = train_parser()
+    for dest in QUANT_OPTIONS[1:] if not opt.quant_bits else ():
+        if getattr(opt, dest) != defaults.get_default(dest):
+            raise OptionError(f"-{dest} applies to quantized training, and -quant_bits is "
+                              f"not set: add -quant_bits (1 to {MAX_BITS}), or drop -{dest}")
+    if opt.autocast != "none" and opt.model_dtype == "fp16":
+        raise OptionError(f"-autocast {opt.autocast} and -model_dtype fp16 are two mixed "
+                          "precisions: choose one")
+    if opt.epochs and opt.single_pass:
+        raise OptionError("-epochs and -single_pass both say how long to train: choose one")
+    if opt.epochs < 0:
+        raise OptionError(f"-epochs must be >= 0, got {opt.epochs}")
+    if opt.epochs:
+        for option in ("train_steps", "valid_steps", "save_checkpoint_steps"):
+            if getattr(opt, option) != defaults.get_default(option):
+                raise OptionError(f"-epochs {opt.epochs} sets -{option} itself (training, "
+                                  "validation and saving go by epochs): leave -"
+                                  f"{option} out, or set -epochs 0 to count steps")
+    if opt.save_format != "pytorch":
+        raise OptionError(f"-save_format {opt.save_format} is not supported: OpenNMT-py's "
+                          "safetensors saver drops the quantization state and validation "
+                          "record; use -save_format pytorch (onmt_qd_compress makes the "
+                          "compact file)")
+    if (opt.teacher_model or opt.teacher_cache) and opt.truncated_decoder:
+        raise OptionError("distillation needs whole targets: set -truncated_decoder 0")
+    if opt.topk is not None and not opt.teacher_cache:
+        raise OptionError("-topk applies to -teacher_cache: set both or neither")
+    if opt.teacher_cache and opt.distill_temperature != 1.0:
+        raise OptionError("a cached teacher distills at temperature 1 (it stores T = 1 "
+                          "log-probabilities): set -distill_temperature 1 or use -teacher_model")
+    if opt.teacher_cache and opt.label_smoothing:
+        raise OptionError("the cached-teacher loss uses plain cross-entropy: unset "
+                          "-label_smoothing or use -teacher_model")
+
+
+# options that shape the model: with -train_from, OpenNMT-py builds the checkpoint's
+MODEL_SHAPE = ("layers", "hidden_size", "word_vec_size", "encoder_type", "decoder_type",
+               "rnn_type", "global_attention", "input_feed")
+
+
+def check_resume(opt):
+    """What a run keeps and what it may replace, settled before anything is written.
+
+    With -train_from, the resumed model keeps its shape, its quantization and its
+    vocabulary: an option set to something else is refused, an unset quantization option
+    takes the checkpoint's value (said in the log), and a checkpoint already at
+    -train_steps (after -epochs has set it) is refused, as is a truncated or foreign
+    file. Any run: the checkpoints another run left under -save_model are refused
+    unless -overwrite_model (foreign_checkpoints)."""
+    checkpoint = None
+    if opt.train_from:
+        check_input_file(opt.train_from, "-train_from")
+        checkpoint = load_checkpoint(opt.train_from)
+        keep_model(opt, checkpoint)
+    foreign = foreign_checkpoints(opt, checkpoint)
+    if foreign and not opt.overwrite_model:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        resumed = " nor by the run -train_from continues" if opt.train_from else ""
+        raise OptionError(f"-save_model {opt.save_model}: {foreign[0]}{more} was not "
+                          f"written by this run{resumed}; choose another -save_model, move "
+                          "it away, or give -overwrite_model to replace it")
+
+
+def keep_model(opt, checkpoint):
+    """check_resume's checks of the -train_from ``checkpoint``; sets the quantization
+    options to the checkpoint's."""
+    path = opt.train_from
+    defaults = train_parser()
+
+    def keep(key, trained, what, remedy):
+        asked = getattr(opt, key)
+        if asked != defaults.get_default(key) and asked != trained:
+            raise OptionError(f"-train_from {path} has -{key} {trained}, and this run sets "
+                              f"-{key} {asked}: a resumed model keeps its {what}; drop "
+                              f"-{key}, or {remedy}")
+
+    for key in MODEL_SHAPE:
+        trained = getattr(checkpoint["opt"], key, None)
+        if trained is not None:
+            keep(key, trained, "shape", "train from scratch")
+    policy = (QuantPolicy.from_dict(checkpoint[QUANT_KEY]["policy"])
+              if QUANT_KEY in checkpoint else None)
+    kept = policy_options(policy) if policy is not None else {}
+    for key, trained in kept.items():
+        keep(key, trained, "quantization",
+             "train from a full-precision checkpoint or from scratch")
+    if not opt.update_vocab:
+        check_same_vocabs(checkpoint["vocab"], configured_vocabs(opt),
+                          this=f"-train_from {path}", other="the config's",
+                          remedy="a resumed model keeps its vocabulary: name the vocab "
+                          "files it was trained with, or train from scratch")
+    optim = checkpoint.get("optim")
+    step = optim.get("training_step", 1) - 1 if isinstance(optim, dict) else 0
+    if opt.reset_optim != "all" and step >= opt.train_steps:
+        raise OptionError(f"-train_from {path} is at step {step} and training "
+                          f"stops at step {opt.train_steps}: nothing is left to train; "
+                          "raise -train_steps (or -epochs)")
+    if policy is not None:
+        vars(opt).update(kept)
+        logger.info(f"Resuming {path}: it keeps its quantization, {policy.bits} bits, "
+                    f"bucket {policy.bucket_size}, {policy.method}")
+
+
+def configured_vocabs(opt):
+    """The vocabularies the data config names, built as OpenNMT-py builds a new run's
+    (on a copy of the options: its checks parse -data in place, and log, again when
+    training starts)."""
+    probe = copy.deepcopy(opt)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        ArgumentParser.validate_prepare_opts(probe)
+        specials = get_specials(probe, get_transforms_cls(probe._all_transform))
+        return vocabs_to_dict(build_vocab(probe, specials))
+    finally:
+        logger.setLevel(level)
+
+
+STEP_NAME = re.compile(r"_step_\d+\.pt")
+
+
+def foreign_checkpoints(opt, checkpoint):
+    """The checkpoints under -save_model that this run did not write: all of them for a
+    new run; for a resumed run (``checkpoint``: its -train_from), the step checkpoints
+    unless -train_from is one of them, and a _best.pt of another run (same_run)."""
+    prefix = opt.save_model
+    steps = sorted(path for path in glob.glob(f"{glob.escape(prefix)}_step_*.pt")
+                   if STEP_NAME.fullmatch(path[len(prefix):]))
+    best = f"{prefix}_best.pt"
+    resumed = [path for path in [*steps, best] if opt.train_from and os.path.isfile(path)
+               and same_file(path, opt.train_from)]
+    foreign = [] if resumed else steps
+    if os.path.isfile(best) and best not in resumed and not (
+            checkpoint and same_run(load_checkpoint(best), checkpoint)):
+        foreign.append(best)
+    return foreign
+
+
+def same_run(best, checkpoint):
+    """Whether ``best`` was written by the run that wrote ``checkpoint``: the same run id;
+    for two checkpoints written before runs had ids, the same model shape (a resumed
+    older run keeps its _best.pt; another architecture's never counts as its best)."""
+    if RUN_KEY in best or RUN_KEY in checkpoint:
+        return best.get(RUN_KEY) == checkpoint.get(RUN_KEY)
+    return all(getattr(best["opt"], key, None) == getattr(checkpoint["opt"], key, None)
+               for key in MODEL_SHAPE)
