@@ -99,38 +99,54 @@ def data_iterator(opt, vocabs, device_id):
                                       task=CorpusTask.TRAIN, device_id=device_id)
 
 
-def run(opt, policy):
-    device_id = opt.gpu_ranks[0] if opt.gpu_ranks else -1
-    device = "cpu" if device_id < 0 else f"cuda:{device_id}"
-    torch.manual_seed(opt.seed)
-    checkpoint = load_checkpoint(opt.model)
-    vocabs = dict_to_vocabs(checkpoint["vocab"])
-    model, _, _ = build_model_from_checkpoint(checkpoint, device)
-    teacher = LiveTeacher.from_checkpoint(opt.teacher_model, vocabs, device)
-    weights = named_weights(checkpoint)
-    selected = policy.select({k: tuple(v.shape) for k, v in weights.items()})
-    sizes = {name: weights[name].numel() for name in selected}
-    padding = vocabs["tgt"][DefaultTokens.PAD]
-    # Weights are frozen: no dropout noise in the point gradients. Training mode stays
-    # on because cuDNN's RNN backward refuses eval mode.
-    model.update_dropout(0.0, 0.0)
-    model.train()
-    for param in model.parameters():
-        param.requires_grad_(True)
-    batches = (batch for batch, _ in data_iterator(opt, vocabs, device_id))
+class FrozenStudent:
+    """The model whose points are learned: its checkpoint, vocabularies and weights, its
+    teacher, and the tensors the policy quantizes, on ``device``."""
 
+    def __init__(self, opt, policy):
+        device_id = opt.gpu_ranks[0] if opt.gpu_ranks else -1
+        self.device_id = device_id
+        self.device = "cpu" if device_id < 0 else f"cuda:{device_id}"
+        self.checkpoint = load_checkpoint(opt.model)
+        self.vocabs = dict_to_vocabs(self.checkpoint["vocab"])
+        self.model, _, _ = build_model_from_checkpoint(self.checkpoint, self.device)
+        self.teacher = LiveTeacher.from_checkpoint(opt.teacher_model, self.vocabs, self.device)
+        self.weights = named_weights(self.checkpoint)
+        self.selected = policy.select({k: tuple(v.shape) for k, v in self.weights.items()})
+        self.sizes = {name: self.weights[name].numel() for name in self.selected}
+        self.padding = self.vocabs["tgt"][DefaultTokens.PAD]
+        # Weights are frozen: no dropout noise in the point gradients. Training mode
+        # stays on because cuDNN's RNN backward refuses eval mode.
+        self.model.update_dropout(0.0, 0.0)
+        self.model.train()
+        for param in self.model.parameters():
+            param.requires_grad_(True)
+
+    def batches(self, opt):
+        return (batch for batch, _ in data_iterator(opt, self.vocabs, self.device_id))
+
+
+def plan_points(student, policy, batches, opt):
+    """(points and bits per tensor, the gradient norms that redistributed them)."""
     norms = {}
     if opt.redistribute != "none":
-        probe = PointLearner(model, policy, {n: 2 ** b for n, b in selected.items()}, selected)
-        norms = gradient_norms(model, teacher, probe, [next(batches) for _ in
-                                                       range(opt.grad_norm_batches)], padding, opt)
+        probe = PointLearner(student.model, policy,
+                             {n: 2 ** b for n, b in student.selected.items()}, student.selected)
+        norms = gradient_norms(student.model, student.teacher, probe,
+                               [next(batches) for _ in range(opt.grad_norm_batches)],
+                               student.padding, opt)
         probe.restore()
-    alloc = allocation(policy, selected, sizes, norms, opt)
+    alloc = allocation(policy, student.selected, student.sizes, norms, opt)
     for name, (n_points, bits) in alloc.items():
-        logger.info(f"{name}: {sizes[name]} weights, {n_points} points ({bits} bits)"
+        logger.info(f"{name}: {student.sizes[name]} weights, {n_points} points ({bits} bits)"
                     + (f", gradient norm {norms[name]:.4g}" if norms else ""))
-    learner = PointLearner(model, policy, {n: a[0] for n, a in alloc.items()},
-                           {n: a[1] for n, a in alloc.items()})
+    return alloc, norms
+
+
+def learn_points(student, learner, batches, opt):
+    """Algorithm 2's loop with plateau halving; (best validation perplexity, the
+    points that gave it)."""
+    model = student.model
     points = list(learner.points.values())  # plain tensors; their .grad is set by hand
     optimizer = (torch.optim.Adam(points, lr=opt.learning_rate) if opt.optim == "adam"
                  else torch.optim.SGD(points, lr=opt.learning_rate))
@@ -139,7 +155,8 @@ def run(opt, policy):
 
     def validate():
         learner.assign()
-        ppl = reference_perplexity(model, vocabs, opt, valid["path_src"], valid["path_tgt"], device)
+        ppl = reference_perplexity(model, student.vocabs, opt, valid["path_src"],
+                                   valid["path_tgt"], student.device)
         model.train()
         return ppl
 
@@ -149,8 +166,8 @@ def run(opt, policy):
     for step in range(1, opt.train_steps + 1):
         learner.assign()
         model.zero_grad(set_to_none=True)
-        loss = distill_step(model, teacher, next(batches), padding, opt.distill_weight,
-                            opt.distill_temperature)
+        loss = distill_step(model, student.teacher, next(batches), student.padding,
+                            opt.distill_weight, opt.distill_temperature)
         for name, grad in learner.point_gradients().items():
             learner.points[name].grad = grad
         optimizer.step()
@@ -167,15 +184,33 @@ def run(opt, policy):
                 best_ppl, best_points = ppl, {n: p.clone() for n, p in learner.points.items()}
             logger.info(f"step {step}: validation perplexity {ppl:.3f} (best {best_ppl:.3f}), "
                         f"lr {opt.learning_rate * plateau.scale:g}")
+    return best_ppl, best_points
 
+
+def quantized_checkpoint(student, policy, best_points, alloc, norms, best_ppl, opt):
+    """The student's checkpoint with its weights quantized to the learned points, the
+    allocation and the validation record; its optimizer and shadow weights dropped."""
     weights, quantized = quantize_weights(
-        weights, policy, points={n: p.cpu() for n, p in best_points.items()},
+        student.weights, policy, points={n: p.cpu() for n, p in best_points.items()},
         bits={n: a[1] for n, a in alloc.items()})
-    out = {k: v for k, v in checkpoint.items() if k not in ("optim", SHADOW_KEY, QUANT_KEY)}
+    out = {k: v for k, v in student.checkpoint.items()
+           if k not in ("optim", SHADOW_KEY, QUANT_KEY)}
     attach_quantization(out, weights, quantized, policy)
     out[VALID_KEY] = {"ppl": best_ppl, "step": opt.train_steps}
     out[DIFFQUANT_KEY] = {"allocation": {n: list(a) for n, a in alloc.items()},
                            "grad_norms": norms, "redistribute": opt.redistribute}
-    save_atomic(out, opt.output)
+    return out
+
+
+def run(opt, policy):
+    torch.manual_seed(opt.seed)
+    student = FrozenStudent(opt, policy)
+    batches = student.batches(opt)
+    alloc, norms = plan_points(student, policy, batches, opt)
+    learner = PointLearner(student.model, policy, {n: a[0] for n, a in alloc.items()},
+                           {n: a[1] for n, a in alloc.items()})
+    best_ppl, best_points = learn_points(student, learner, batches, opt)
+    save_atomic(quantized_checkpoint(student, policy, best_points, alloc, norms, best_ppl, opt),
+                opt.output)
     logger.info(f"wrote {opt.output}: validation perplexity {best_ppl:.3f}")
     return best_ppl
