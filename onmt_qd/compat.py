@@ -62,11 +62,18 @@ def _first_line(exc):
 
 
 def save_atomic(obj, path):
-    """torch.save to a temporary name, then rename: a crash never leaves half a file."""
+    """torch.save to a temporary name, then rename: a crash never leaves half a file.
+    It writes through a Python file, whose failed write (a full disk) is an OSError
+    with its errno; torch's zip writer replaces that by its own RuntimeError."""
     from onmt_qd.fileio import atomic_output
 
-    with atomic_output(path) as temporary:
-        torch.save(obj, temporary)
+    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as exc:
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from None
+            raise
 
 
 def quiet_onmt_warnings():
