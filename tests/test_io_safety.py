@@ -102,19 +102,29 @@ def test_eval_reads_standard_input_and_writes_json_to_standard_output(q4, data, 
         {k: from_file[k] for k in ("bleu", "chrf", "ppl", "sentences")}
 
 
-def test_a_pipe_is_written_in_place(teacher, tmp_path):
-    """A model written to a named pipe (or a shell's >(gzip > m.gz)) reaches its reader."""
-    os.mkfifo(tmp_path / "pipe")
+def read_pipe(path, module, *args):
+    """(exit status, stdout, the bytes a reader got) of ``module`` writing to pipe ``path``."""
     received = []
-    reader = threading.Thread(target=lambda: received.append((tmp_path / "pipe").read_bytes()))
+    reader = threading.Thread(target=lambda: received.append(path.read_bytes()))
     reader.start()
-    assert command("quantize", "-model", teacher, "-bits", 2, "-output", tmp_path / "pipe")[0] == 0
+    code, out, _ = command(module, *args, "-output", path)
     reader.join()
-    assert stat.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode)
+    return code, out, received[0]
+
+
+def test_a_pipe_is_written_in_place(q4, teacher, tmp_path):
+    """A model written to a named pipe (or a shell's >(gzip > m.gz)) reaches its reader."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    code, _, received = read_pipe(pipe, "quantize", "-model", teacher, "-bits", 2)
+    assert code == 0
     allow_onmt_checkpoints()
-    model = torch.load(io.BytesIO(received[0]), weights_only=True)
+    model = torch.load(io.BytesIO(received), weights_only=True)
     assert model["qd_quant"]["policy"]["bits"] == 2
-    assert os.listdir(tmp_path) == ["pipe"]
+    code, out, received = read_pipe(pipe, "compress", "-model", q4["pt"])
+    assert code == 0 and received.startswith(b"ONMTQDZ\0")
+    assert f"wrote {pipe}: {len(received):,} bytes" in out
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode) and os.listdir(tmp_path) == ["pipe"]
 
 
 @contextlib.contextmanager
