@@ -105,10 +105,11 @@ def test_eval_reads_standard_input_and_writes_json_to_standard_output(q4, data, 
 def read_pipe(path, module, *args):
     """(exit status, stdout, the bytes a reader got) of ``module`` writing to pipe ``path``."""
     received = []
-    reader = threading.Thread(target=lambda: received.append(path.read_bytes()))
+    reader = threading.Thread(target=lambda: received.append(path.read_bytes()), daemon=True)
     reader.start()
     code, out, _ = command(module, *args, "-output", path)
-    reader.join()
+    reader.join(timeout=60)  # a writer that replaced the pipe leaves the reader waiting
+    assert received, f"nothing reached the reader of {path}"
     return code, out, received[0]
 
 
