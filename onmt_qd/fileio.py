@@ -1,16 +1,54 @@
 """Files in and out, so that bad input loses nothing: outputs are written under a
 temporary name and renamed (a crash leaves the old file or the new one, never half of
 one), a later run of the same command removes what a killed run left, and every output
-is checked against the command's inputs before any work starts.
+is checked against the command's inputs before any work starts. An output that is a
+symbolic link is written through (its target is replaced, the link stays); standard
+output ("-", /dev/stdout), a pipe or a device is written in place, never renamed onto.
 
 Pure standard library: every floor may import it."""
 import contextlib
+import errno
 import glob
 import os
 import re
 import shutil
+import stat
+import sys
 
 TEMPORARY = re.compile(r"\.onmt_qd-(\d+)\.tmp$")
+STDOUT = ("-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
+STDIN = "-"
+# what a user can do about a failed write, by errno
+WRITE_ADVICE = {errno.ENOSPC: "free space or choose another path",
+                errno.EDQUOT: "free space (disk quota) or choose another path",
+                errno.EACCES: "check the folder's permissions or choose another path",
+                errno.EPERM: "check the folder's permissions or choose another path",
+                errno.EROFS: "the file system is read-only: choose another path"}
+
+
+class OutputError(OSError):
+    """A write that failed, named by the file the user asked for (not its temporary)."""
+
+    def __str__(self):
+        advice = WRITE_ADVICE.get(self.errno, "choose another path")
+        return f"cannot write {self.filename}: {self.strerror} (errno {self.errno}); {advice}"
+
+
+def is_stdout(path):
+    return path in STDOUT
+
+
+def is_stream(path):
+    """Standard output, or a path naming a pipe, terminal, socket or device (/dev/null,
+    a FIFO, a shell's >(...)): written in place, since renaming onto it would replace
+    the device or the link to it."""
+    if is_stdout(path):
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def temporary_name(path):
@@ -69,19 +107,55 @@ def _fsync_directory(path):
 
 @contextlib.contextmanager
 def atomic_output(path):
-    """Yield a temporary path next to ``path``; on success it is flushed to disk and
-    renamed onto ``path``, on any failure removed. Stale temporaries of ``path`` left
-    by killed runs are removed first."""
-    remove_stale_temporaries(path)
-    temporary = temporary_name(path)
+    """Yield a temporary path next to ``path`` (next to its target, for a symbolic
+    link); on success it is flushed to disk and renamed onto that, on any failure
+    removed. Stale temporaries left by killed runs are removed first. A stream
+    (is_stream) is yielded as is, to be written in place. A failed write is an
+    OutputError naming ``path``."""
+    if is_stream(path):
+        stream = "/dev/stdout" if is_stdout(path) else path
+        with named_write_errors(path, stream):
+            yield stream
+        return
+    target = os.path.realpath(path)  # through a link: the link stays a link
+    remove_stale_temporaries(target)
+    temporary = temporary_name(target)
     try:
-        yield temporary
-        _fsync_file(temporary)
-        os.replace(temporary, path)
+        with named_write_errors(path, temporary, target):
+            yield temporary
+            _fsync_file(temporary)
+            os.replace(temporary, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
-    _fsync_directory(os.path.dirname(os.path.abspath(path)))
+    _fsync_directory(os.path.dirname(target))
+
+
+@contextlib.contextmanager
+def named_write_errors(path, *written):
+    """An OSError of writing (one that names no file, or one of ``written``) becomes
+    an OutputError naming ``path``; reading another file may fail as it does."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, OutputError) or exc.errno is None or \
+                exc.filename not in (None, path, *written):
+            raise
+        raise OutputError(exc.errno, exc.strerror, path) from exc
+
+
+@contextlib.contextmanager
+def open_output(path):
+    """A UTF-8 text file open for ``path``, written atomically (atomic_output); for
+    standard output, Python's own stream, so that what the command prints stays in
+    order with it."""
+    if is_stdout(path):
+        with named_write_errors(path):
+            yield sys.stdout
+            sys.stdout.flush()
+        return
+    with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
+        yield handle
 
 
 def same_file(a, b):
@@ -95,8 +169,11 @@ def same_file(a, b):
         return False
 
 
-def check_input_file(path, option):
-    """A one-line error unless ``path`` is a readable file."""
+def check_input_file(path, option, stdin=False):
+    """A one-line error unless ``path`` is a readable file (or, for a text input that
+    may be read from standard input, "-")."""
+    if stdin and path == STDIN:
+        return
     if os.path.isdir(path):
         raise ValueError(f"{option} {path} is a directory, not a file")
     if not os.path.exists(path):
@@ -108,11 +185,17 @@ def check_input_file(path, option):
 def check_outputs(outputs, inputs=None):
     """Before any work: every output must go into an existing folder, must not be a
     directory, and must be neither one of the ``inputs`` nor another output. Both are
-    {option: path} or [(option, path)]; None paths are options not given."""
-    given = [(option, path) for option, path in dict(outputs).items() if path]
+    {option: path} or [(option, path)]; None paths are options not given. Streams
+    (standard input and output, devices, pipes) are written in place: not checked."""
+    to_stdout = [option for option, path in dict(outputs).items() if path and is_stdout(path)]
+    if len(to_stdout) > 1:
+        raise ValueError(f"{' and '.join(to_stdout)} both name standard output, which "
+                         "takes one output: write the other to a file")
+    given = [(option, path) for option, path in dict(outputs).items()
+             if path and not is_stream(path)]
     sources = [(option, path) for option, path in _pairs(inputs or ()) if path]
     for i, (option, path) in enumerate(given):
-        folder = os.path.dirname(os.path.abspath(path))
+        folder = os.path.dirname(os.path.realpath(path))
         if not os.path.isdir(folder):
             raise ValueError(f"{option} {path}: folder {folder} does not exist; create it "
                              "first (mkdir -p) or choose another path")
@@ -123,6 +206,21 @@ def check_outputs(outputs, inputs=None):
                 raise ValueError(f"{option} {path} is the same file as {other_option} "
                                  f"{other}: writing it would destroy that file; choose "
                                  "another output path")
+
+
+def check_one_stdin(inputs):
+    """At most one of the inputs ({option: path}) reads standard input."""
+    readers = [option for option, path in _pairs(inputs) if path == STDIN]
+    if len(readers) > 1:
+        raise ValueError(f"{' and '.join(readers)} both name standard input, which holds "
+                         "one file: give the other as a file")
+
+
+def check_not_stdout(option, path, what):
+    """For binary outputs of commands that print their report on standard output."""
+    if path and is_stdout(path):
+        raise ValueError(f"{option} {path}: {what} cannot go to standard output, where this "
+                         "command prints its report; give a file name")
 
 
 def _pairs(mapping):
@@ -150,10 +248,14 @@ def created_folder(path):
 
 def read_text_lines(path, option="-src"):
     """The lines of a UTF-8 text file split on "\\n" only (as ``wc -l`` and OpenNMT-py
-    count them), without their line ends; invalid UTF-8 names the file and line."""
-    check_input_file(path, option)
-    with open(path, "rb") as handle:
-        data = handle.read()
+    count them), without their line ends; invalid UTF-8 names the file and line.
+    "-" reads standard input."""
+    check_input_file(path, option, stdin=True)
+    if path == STDIN:
+        data = sys.stdin.buffer.read()
+    else:
+        with open(path, "rb") as handle:
+            data = handle.read()
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()

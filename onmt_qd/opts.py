@@ -289,7 +289,8 @@ def parse(parser, args=None):
     check_config_keys(parser, args)
     for arg in args:
         option = arg.split("=", 1)[0]
-        if arg.startswith("-") and not _is_number(arg) and option not in parser._option_string_actions:
+        if arg.startswith("-") and arg != "-" and not _is_number(arg) \
+                and option not in parser._option_string_actions:  # "-": standard input
             raise _unknown_option_error(parser, option)
     opt, unknown = parser.parse_known_args(args)
     if unknown:

@@ -6,10 +6,15 @@ import contextlib
 import os
 import tempfile
 
-from onmt_qd.codec import is_compressed_file, read_compressed, write_compressed
+import torch
+from onmt.inputters.inputter import dict_to_vocabs
+from onmt.model_builder import build_base_model
+
+from onmt_qd.codec import (CompressedFileError, is_compressed_file, read_compressed,
+                           write_compressed)
 from onmt_qd.compat import load_checkpoint, save_atomic
 from onmt_qd.fileio import check_input_file
-from onmt_qd.models import named_weights
+from onmt_qd.models import model_opts_of, named_weights
 from onmt_qd.quant import QuantPolicy
 from onmt_qd.quant_checkpoint import attach_quantization, quantization_of
 
@@ -47,13 +52,41 @@ def compress_checkpoint(checkpoint, output, coder="huffman", pooling="auto", sou
 
 
 def checkpoint_from_compressed(path):
-    """The quantized checkpoint a compressed file was made from (weights bit for bit)."""
+    """The quantized checkpoint a compressed file was made from (weights bit for bit).
+    Its checksum only proves the file is as written: a header edited (and checksummed
+    again) apart from its tensors is named here, not by OpenNMT-py's loader later."""
     meta, quantized, plain = read_compressed(path)
-    weights = {name: quantized[name].dequantize() if name in quantized else plain[name]
-               for name in meta["order"]}
-    checkpoint = {"opt": argparse.Namespace(**_from_json(meta["opt"])),
-                  "vocab": _from_json(meta["vocab"])}
-    return attach_quantization(checkpoint, weights, quantized, QuantPolicy.from_dict(meta["policy"]))
+    try:
+        if sorted(meta["order"]) != sorted([*quantized, *plain]):
+            raise ValueError("its tensor order does not list the tensors it holds")
+        weights = {name: quantized[name].dequantize() if name in quantized else plain[name]
+                   for name in meta["order"]}
+        checkpoint = {"opt": argparse.Namespace(**_from_json(meta["opt"])),
+                      "vocab": _from_json(meta["vocab"])}
+        checkpoint = attach_quantization(checkpoint, weights, quantized,
+                                         QuantPolicy.from_dict(meta["policy"]))
+        check_model_shapes(checkpoint)
+    except Exception as exc:  # any field the edit made unusable
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        if not isinstance(exc, ValueError):
+            detail = f"{type(exc).__name__} {detail}".strip()
+        raise CompressedFileError(f"{path} is damaged or inconsistent: its header does not "
+                                  f"describe its tensors ({detail}); compress the model "
+                                  "again from its checkpoint") from exc
+    return checkpoint
+
+
+def check_model_shapes(checkpoint):
+    """The model the checkpoint's options and vocabulary describe has exactly its
+    tensors, shape for shape (built on the meta device: no memory, no weights)."""
+    with torch.device("meta"):
+        model = build_base_model(model_opts_of(checkpoint), dict_to_vocabs(checkpoint["vocab"]))
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    held = {name: tuple(t.shape) for name, t in named_weights(checkpoint).items()}
+    for name in sorted(set(expected) | set(held)):
+        if expected.get(name) != held.get(name):
+            raise ValueError(f"its model options give '{name}' shape {expected.get(name)}, "
+                             f"the file holds {held.get(name)}")
 
 
 def load_any(path):

@@ -353,7 +353,7 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     def crash(fd):
         raise OSError("disk unplugged")
 
-    monkeypatch.setattr(fileformat.os, "fsync", crash)
+    monkeypatch.setattr(os, "fsync", crash)
     path = tmp_path / "model.qdz"
     with pytest.raises(OSError, match="unplugged"):
         write_compressed(path, META, quantized_model(), plain_model())

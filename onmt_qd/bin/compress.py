@@ -38,7 +38,7 @@ def summary(report):
 def main():
     def run():
         from onmt_qd.codec import format_size_report
-        from onmt_qd.fileio import atomic_output, check_input_file, check_outputs
+        from onmt_qd.fileio import check_input_file, check_not_stdout, check_outputs, open_output
         from onmt_qd.qdz import compress_checkpoint, load_any
 
         args = parser().parse_args()
@@ -46,6 +46,7 @@ def main():
             raise ValueError("give -output OUT.qdz (or -report_only)")
         check_input_file(args.model, "-model")
         output = None if args.report_only else args.output
+        check_not_stdout("-output", output, "a compressed model")
         check_outputs({"-output": output, "-report_json": args.report_json},
                       {"-model": args.model})
         checkpoint = load_any(args.model)
@@ -56,7 +57,7 @@ def main():
         if args.report_json:
             data = report.to_dict()
             data.update(summary(data))
-            with atomic_output(args.report_json) as temporary, open(temporary, "w") as handle:
+            with open_output(args.report_json) as handle:
                 json.dump(data, handle, indent=1)
         if not args.report_only:
             print(f"wrote {args.output}: {report.bytes_on_disk:,} bytes")

@@ -1,9 +1,11 @@
 """onmt_qd_eval -model M -src S -tgt T [-json OUT.json]: BLEU and chrF (sacrebleu,
 detokenized, with signatures), reference perplexity, parameter count and size on
-disk of a checkpoint or compressed file."""
+disk of a checkpoint or compressed file. -src - (or -tgt -) reads standard input;
+-json - or -output - writes standard output."""
 import argparse
 import json
 import os
+import tempfile
 import time
 
 from onmt_qd.bin.common import run_command
@@ -25,14 +27,15 @@ def parser():
 def check_args(model, src, tgt, beam_size, batch_size, gpu, outputs):
     """Every check that can fail, before a model is loaded."""
     from onmt_qd.bin.translate import check_decoding
-    from onmt_qd.fileio import check_input_file, check_outputs
+    from onmt_qd.fileio import check_input_file, check_one_stdin, check_outputs
     from onmt_qd.opts import check_devices
 
     check_devices([gpu], "-gpu")
     check_decoding(beam_size, batch_size)
     inputs = {"-model": model, "-src": src, "-tgt": tgt}
     for option, path in inputs.items():
-        check_input_file(path, option)
+        check_input_file(path, option, stdin=option != "-model")
+    check_one_stdin(inputs)
     check_outputs(outputs, inputs)
 
 
@@ -40,10 +43,10 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None):
     """Scores of ``model`` on ``src``/``tgt``; ``translate_seconds`` times the
     translation of the corpus alone, after one untimed batch of it has warmed the
     device up (model loading is ``load_seconds``, the warm-up ``warmup_seconds``)."""
-    from onmt_qd.bin.translate import (inference_engine, non_blank, translate_aligned,
-                                       warm_up, write_translations)
+    from onmt_qd.bin.translate import (_write_lines, inference_engine, non_blank,
+                                       translate_aligned, warm_up, write_translations)
     from onmt_qd.evaluate.metrics import bleu_chrf, reference_perplexity
-    from onmt_qd.fileio import read_text_lines
+    from onmt_qd.fileio import STDIN, read_text_lines
     from onmt_qd.models import build_model_from_checkpoint
     from onmt_qd.opts import parse, translate_parser
     from onmt_qd.qdz import as_checkpoint_file
@@ -55,7 +58,11 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None):
                          f"{len(references)}: they must be parallel")
     if not non_blank(sources):
         raise ValueError(f"-src {src} has no sentence to translate: nothing to evaluate")
-    with as_checkpoint_file(model) as checkpoint_path:
+    with as_checkpoint_file(model) as checkpoint_path, tempfile.TemporaryDirectory() as tmp:
+        if src == STDIN:  # read once; the perplexity reads files
+            src = _write_lines(os.path.join(tmp, "src"), sources)
+        if tgt == STDIN:
+            tgt = _write_lines(os.path.join(tmp, "tgt"), references)
         opt = parse(translate_parser(), ["-model", checkpoint_path, "-src", src, "-output",
                                          os.devnull, "-beam_size", str(beam_size),
                                          "-batch_size", str(batch_size), "-gpu", str(gpu),
@@ -87,9 +94,9 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None):
 
 
 def write_json(result, path):
-    from onmt_qd.fileio import atomic_output
+    from onmt_qd.fileio import open_output
 
-    with atomic_output(path) as temporary, open(temporary, "w") as handle:
+    with open_output(path) as handle:
         json.dump(result, handle, indent=1)
 
 

@@ -29,10 +29,18 @@ def requantization_note(checkpoint, path):
     return f"{path} is already quantized ({bits} bits): quantizing again from {source}"
 
 
+def check_model_output(path):
+    """The output is an OpenNMT-py checkpoint: not under the compressed file's name."""
+    if path.lower().endswith(".qdz"):
+        raise ValueError(f"-output {path}: onmt_qd_quantize writes an OpenNMT-py checkpoint "
+                         "(.pt), not a compressed .qdz; write OUT.pt, then onmt_qd_compress "
+                         f"-model OUT.pt -output {path}")
+
+
 def main():
     def run():
         from onmt_qd.compat import save_atomic
-        from onmt_qd.fileio import check_input_file, check_outputs
+        from onmt_qd.fileio import check_input_file, check_not_stdout, check_outputs
         from onmt_qd.qdz import load_any
         from onmt_qd.quant_checkpoint import quantize_checkpoint
 
@@ -42,6 +50,8 @@ def main():
             raise ValueError("-bits is required (1 to 8)" if opt.quant_bits is None else
                              f"-bits must be 1 to 8, got {opt.quant_bits}")
         check_input_file(opt.model, "-model")
+        check_model_output(opt.output)
+        check_not_stdout("-output", opt.output, "a model")
         check_outputs({"-output": opt.output}, {"-model": opt.model})
         checkpoint = load_any(opt.model)
         note = requantization_note(checkpoint, opt.model)

@@ -2,7 +2,8 @@
 file. Without -transforms, the model's own inference transforms (SentencePiece)
 are used, so output is detokenized text. Every source line gives -n_best output
 lines, in order; a blank source line gives empty ones (onmt_translate drops blank
-lines, so its output no longer lines up with the source)."""
+lines, so its output no longer lines up with the source). -src - reads standard
+input; -output - (or /dev/stdout) writes standard output."""
 import contextlib
 import copy
 import os
@@ -37,12 +38,25 @@ def translation_opts(opt):
         yield opt
 
 
+# Studies of beam width (Koehn and Knowles 2017) stop at 1000; past a few dozen, wider
+# beams lower BLEU. A larger value is a typo, and beam search allocates per hypothesis.
+MAX_BEAM_SIZE = 1000
+# Hypotheses in flight (beam x sentences per batch): each holds decoder state and a
+# vocabulary-sized row of scores per step; 100,000 rows of a 32k vocabulary are ~13 GB.
+MAX_HYPOTHESES = 100_000
+
+
 def check_decoding(beam_size, batch_size, n_best=1, max_length=None):
-    """Decoding options that OpenNMT-py's beam search would fail on with a traceback."""
+    """Decoding options that OpenNMT-py's beam search would fail on with a traceback,
+    or that a typo makes large enough to exhaust memory."""
     for option, value in (("-beam_size", beam_size), ("-batch_size", batch_size),
                           ("-n_best", n_best), ("-max_length", max_length)):
         if value is not None and value < 1:
             raise ValueError(f"{option} must be at least 1, got {value}")
+    if beam_size > MAX_BEAM_SIZE:
+        raise ValueError(f"-beam_size {beam_size} is more than {MAX_BEAM_SIZE}: beam search "
+                         "keeps that many hypotheses per sentence and would exhaust memory "
+                         "(wider beams than a few dozen do not translate better)")
     if n_best > beam_size:
         raise ValueError(f"-n_best {n_best} is more than -beam_size {beam_size}: the search "
                          "keeps beam_size hypotheses; raise -beam_size or lower -n_best")
@@ -51,13 +65,30 @@ def check_decoding(beam_size, batch_size, n_best=1, max_length=None):
 def check_files(opt, outputs):
     """Inputs readable, outputs (option -> path) writable and none of the inputs,
     before any model is loaded."""
-    from onmt_qd.fileio import check_input_file, check_outputs
+    from onmt_qd.fileio import check_input_file, check_one_stdin, check_outputs
 
     inputs = [("-src", opt.src), ("-tgt", opt.tgt)] + [("-model", m) for m in opt.models]
     for option, path in inputs:
         if path:
-            check_input_file(path, option)
+            check_input_file(path, option, stdin=option != "-model")
+    check_one_stdin(inputs)
     check_outputs(outputs, inputs)
+
+
+def check_inference(opt, sentences):
+    """Refuse, before anything is allocated, the -precision int8 that OpenNMT-py accepts
+    and ignores, and a search whose hypotheses in flight (beam x sentences per batch,
+    a batch being at most the corpus) would exhaust memory. With -batch_type tokens,
+    sentences per batch are known only once tokenized: -beam_size alone is bounded."""
+    if opt.precision == "int8":
+        raise ValueError("-precision int8: int8 inference is not implemented for this model "
+                         "type yet (OpenNMT-py would run fp32 anyway); use -precision fp32, "
+                         "or fp16 on a GPU")
+    hypotheses = opt.beam_size * min(opt.batch_size, sentences)
+    if opt.batch_type == "sents" and hypotheses > MAX_HYPOTHESES:
+        raise ValueError(f"-beam_size {opt.beam_size} x -batch_size {opt.batch_size} is "
+                         f"{hypotheses:,} hypotheses at once here, more than "
+                         f"{MAX_HYPOTHESES:,} (memory): lower -beam_size or -batch_size")
 
 
 def non_blank(lines):
@@ -66,7 +97,9 @@ def non_blank(lines):
 
 
 def _write_lines(path, lines):
-    with open(path, "w", encoding="utf-8") as handle:
+    from onmt_qd.fileio import named_write_errors
+
+    with named_write_errors(path), open(path, "w", encoding="utf-8") as handle:
         handle.writelines(f"{line}\n" for line in lines)
     return path
 
@@ -83,8 +116,9 @@ def inference_engine(opt, lines):
     from onmt_qd.compat import use_contiguous_rnn_decoders
     from onmt_qd.fileio import read_text_lines
 
-    use_contiguous_rnn_decoders()  # beam search on cuDNN needs a contiguous state
     keep = non_blank(lines)
+    check_inference(opt, len(keep))
+    use_contiguous_rnn_decoders()  # beam search on cuDNN needs a contiguous state
     with tempfile.TemporaryDirectory(prefix="onmt_qd_translate_") as tmp, \
             translation_opts(opt):
         engine_opt = copy.copy(opt)
@@ -141,10 +175,10 @@ def warm_up(engine, lines, count):
 
 def write_translations(path, scores, predictions, with_score=False):
     """onmt_translate's output format (n_best lines per source line, optionally
-    "prediction<TAB>score"), written atomically."""
-    from onmt_qd.fileio import atomic_output
+    "prediction<TAB>score"), written atomically (or to standard output)."""
+    from onmt_qd.fileio import open_output
 
-    with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as out:
+    with open_output(path) as out:
         for line_scores, line_predictions in zip(scores, predictions):
             for score, prediction in zip(line_scores, line_predictions):
                 out.write(f"{prediction}\t{score}\n" if with_score else f"{prediction}\n")

@@ -17,7 +17,6 @@ or hostile file gives a one-line CompressedFileError rather than a decoder trace
 import hashlib
 import json
 import math
-import os
 import struct
 
 import numpy as np
@@ -159,8 +158,9 @@ def write_compressed(path, meta, quantized, plain, coder="huffman", pooling="aut
                              separators=(",", ":")).encode("utf-8")
     prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_json), payload.size)
     write_atomic(path, [prefix, header_json, *payload.chunks])
+    size = FRAMING_BYTES + len(header_json) + payload.size  # what was written, even to a pipe
     return build_size_report(quantized, encoded, coder, plain, len(header_json),
-                             FRAMING_BYTES, os.path.getsize(path))
+                             FRAMING_BYTES, size)
 
 
 def write_atomic(path, chunks):
