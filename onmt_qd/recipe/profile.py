@@ -126,6 +126,17 @@ def load_recipe(name, profile):
     return recipe, settings
 
 
+def student_options(options, bits):
+    """A student's onmt_qd_train options for one of its models: the quantization
+    options (bucket size, method, rounding) apply to its quantized students, which get
+    ``bits``; its full-precision students train without them."""
+    from onmt_qd.opts import QUANT_OPTIONS
+
+    if bits:
+        return {**options, "quant_bits": bits}
+    return {k: v for k, v in options.items() if k not in QUANT_OPTIONS}
+
+
 def check_training(recipe, profile, path):
     """Each model's options (a quantized student's with each of its widths) pass the
     checks onmt_qd_train runs before it reads any data: types, choices, ranges and
@@ -142,8 +153,10 @@ def check_training(recipe, profile, path):
         for model, bits in [("teacher", None), ("student", None),
                             *(("student", b) for b in widths)]:
             options = {**recipe["train"], **profile.train, **getattr(profile, model)}
+            if model == "student":
+                options = student_options(options, bits)
             with open(config, "w") as handle:
-                yaml.safe_dump({**options, **({"quant_bits": bits} if bits else {})}, handle)
+                yaml.safe_dump(options, handle)
             try:  # the data and vocabulary are the data stage's: stand-ins
                 opt = parse(parser, ["-config", config, "-data", "{}", "-src_vocab", config])
                 if profile.gpu:

@@ -53,8 +53,6 @@ class Runner:
         if jobs < 1:
             raise RecipeError(f"-jobs must be at least 1, got {jobs}")
         self.work, self.jobs, self.stages = os.path.abspath(work), jobs, []
-        self.active = {}  # running stage name -> (console prefix, stage, start time)
-        self.last_progress = {}  # stage name -> the progress line it last showed
         for sub in ("stages", "logs"):
             os.makedirs(self.path(sub), exist_ok=True)
 
@@ -131,6 +129,8 @@ class Runner:
 
     def run_stages(self, todo):
         self.start = time.time()
+        self.active = {}  # running stage name -> (console prefix, stage, start time)
+        self.last_progress = {}  # stage name -> the progress line it last showed
         waiting = {s.name for s in todo}
         pending = list(enumerate(todo, 1))
         running = {}

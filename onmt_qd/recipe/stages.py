@@ -18,7 +18,7 @@ from onmt_qd.recipe import progress
 from onmt_qd.recipe.data import (TEST_KEYS, data_config, merge_translations, prepare_data,
                                  split_lines, test_sets)
 from onmt_qd.recipe.identity import DEFAULT_FAMILY, TEACHER, ModelId
-from onmt_qd.recipe.profile import load_recipe
+from onmt_qd.recipe.profile import load_recipe, student_options
 from onmt_qd.recipe.runner import RecipeError, Runner, Stage
 
 # what differentiable quantization takes from the training options: how batches are
@@ -221,7 +221,7 @@ class Pipeline(Runner):
         def run():
             config = self.training_data(distilled=teacher)
             config.update(self.train_options())
-            config.update(model)
+            config.update(model if model_id == TEACHER else student_options(model, bits))
             config["keep_checkpoint"] = 1 if bits else -1
             if resumes:
                 config.update(train_from=self.epoch_checkpoint(
@@ -231,8 +231,6 @@ class Pipeline(Runner):
                 config.update(teacher_cache=self.teacher_cache_path(), topk=p.teacher_topk)
             elif teacher and self.word_level:
                 config["teacher_model"] = self.model_path("teacher")
-            if bits:
-                config["quant_bits"] = bits
             if self.gpu:
                 config.update(world_size=1, gpu_ranks=[0])
             self.command(name, self.py("train", "-config", self.write_config(name, config)))
