@@ -16,16 +16,16 @@ TEST_KEYS = ("test", "test_sets")  # in data_config.yaml for evaluation, not for
 
 def prepare_data(runner, recipe, profile, data_dir, mirror):
     """Write data/ and data_config.yaml under ``runner``'s work folder; the vocabulary
-    is built by the stage "data"'s command."""
-    name = recipe["dataset"]
+    is built by the stage "data"'s command, or taken from the recipe's teacher_model."""
+    dataset = recipe["dataset"]
     data = runner.path("data")
     raw = runner.path("data_raw") if profile.subset else data_dir
     if not os.path.exists(os.path.join(raw, "MANIFEST.json")):
-        datasets.get(name, raw, mirror)
-    files = datasets.split_files(name, raw)
-    test_sets = datasets.test_sets(name, raw)
+        dataset.get(raw, mirror)
+    files = dataset.split_files(raw)
+    test_sets = dataset.test_sets(raw)
     if not test_sets:
-        raise RecipeError(f"dataset {name} has no test split with references")
+        raise RecipeError(f"dataset {dataset.name} has no test split with references")
     if profile.subset:
         files = subset({k: files[k] for k in ("train", "valid")}, profile.subset, data)
         test_sets = {n: subset({"test": paths}, profile.subset, data)["test"]
@@ -35,18 +35,34 @@ def prepare_data(runner, recipe, profile, data_dir, mirror):
               "tgt_vocab": os.path.join(data, "vocab.tgt"), "share_vocab": True,
               "data": {"train": {"path_src": files["train"][0], "path_tgt": files["train"][1]},
                        "valid": {"path_src": files["valid"][0], "path_tgt": files["valid"][1]}}}
+    spm_model = recipe.get("sentencepiece_model")
     if recipe.get("sentencepiece"):
         size = profile.spm_vocab_size
         spm_model = datasets.train_sentencepiece(list(files["train"]),
                                                  os.path.join(data, f"spm{size}"), size)
+    if spm_model:
         for corpus in config["data"].values():
             corpus["transforms"] = ["sentencepiece", "filtertoolong"]
         config.update(src_subword_model=spm_model, tgt_subword_model=spm_model,
                       src_seq_length=200, tgt_seq_length=200)
-    else:
-        config.update(src_vocab_size=recipe.get("vocab_size", 50000),
-                      tgt_vocab_size=recipe.get("vocab_size", 50000))
     os.makedirs(data, exist_ok=True)
+    if "teacher_model" in recipe:
+        config.update(teacher_vocabulary(recipe["teacher_model"], config))
+    else:
+        if not spm_model:
+            config.update(src_vocab_size=recipe.get("vocab_size", 50000),
+                          tgt_vocab_size=recipe.get("vocab_size", 50000))
+        build_vocabulary(runner, config)
+    # a list, not a mapping: YAML writes a mapping's keys sorted, and the report cuts the
+    # pooled translations back into sets in exactly the order they were pooled
+    config["test_sets"] = [{"name": n, "src": src, "tgt": tgt} for n, (src, tgt) in test_sets.items()]
+    config["test"] = pooled_test_set(ordered_test_sets(config["test_sets"]), data)
+    with open(runner.path("data_config.yaml"), "w") as handle:
+        yaml.safe_dump(config, handle)
+
+
+def build_vocabulary(runner, config):
+    """OpenNMT-py's onmt_build_vocab over the training data, as ``config`` says."""
     build_config = runner.path("configs", "build_vocab.yaml")
     with open(build_config, "w") as handle:
         yaml.safe_dump(config, handle)
@@ -55,12 +71,41 @@ def prepare_data(runner, recipe, profile, data_dir, mirror):
     for vocab in {config["src_vocab"], config["tgt_vocab"]}:  # one file when shared
         if os.path.exists(vocab):
             drop_unreadable_tokens(vocab)
-    # a list, not a mapping: YAML writes a mapping's keys sorted, and the report cuts the
-    # pooled translations back into sets in exactly the order they were pooled
-    config["test_sets"] = [{"name": n, "src": src, "tgt": tgt} for n, (src, tgt) in test_sets.items()]
-    config["test"] = pooled_test_set(ordered_test_sets(config["test_sets"]), data)
-    with open(runner.path("data_config.yaml"), "w") as handle:
+
+
+def teacher_vocabulary(teacher_model, config):
+    """A given teacher's vocabularies as vocab files beside ``config``'s, and the data
+    options that make OpenNMT-py rebuild exactly them for the students (distillation
+    compares the teacher's and the student's outputs token by token). A vocabulary the
+    files cannot reproduce (custom special tokens) is refused in one line."""
+    from onmt_qd.compat import load_checkpoint
+    from onmt_qd.distill import check_same_vocabs
+    from onmt_qd.opts import parse, train_parser
+    from onmt_qd.train.checks import configured_vocabs
+
+    vocab = load_checkpoint(teacher_model)["vocab"]
+    shared = vocab["src"] == vocab["tgt"]
+    options = {"share_vocab": shared, "tgt_vocab": config["src_vocab"] if shared else
+               config["tgt_vocab"], "src_vocab_size": len(vocab["src"]),
+               "tgt_vocab_size": len(vocab["tgt"]), "vocab_size_multiple": 1,
+               "src_words_min_frequency": 0, "tgt_words_min_frequency": 0}
+    config = {**config, **options}
+    for side in ("src", "tgt"):
+        with atomic_output(config[f"{side}_vocab"]) as temporary, \
+                open(temporary, "w", encoding="utf-8") as handle:
+            handle.writelines(f"{token}\t1\n" for token in vocab[side])
+    probe = os.path.join(os.path.dirname(config["src_vocab"]), "teacher_vocab_probe.yaml")
+    with open(probe, "w") as handle:
         yaml.safe_dump(config, handle)
+    try:
+        check_same_vocabs(vocab, configured_vocabs(parse(train_parser(), ["-config", probe])),
+                          "data stage", remedy="the teacher's vocabulary uses special tokens "
+                          "the recipe cannot reproduce; train the teacher with the defaults")
+    except ValueError as exc:
+        raise RecipeError(f"teacher_model {teacher_model}: {exc}") from None
+    finally:
+        os.remove(probe)
+    return options
 
 
 def data_config(work):
@@ -91,14 +136,15 @@ def ordered_test_sets(entries):
 
 
 def test_sets(work, dataset):
-    """Test set name -> {src, tgt}, in the order of the pooled test corpus."""
+    """Test set name -> {src, tgt} of ``dataset`` (a Dataset), in the order of the
+    pooled test corpus."""
     config = data_config(work)
     if "test_sets" not in config:  # prepared before per-set evaluation: one set
-        return {datasets.dataset(dataset).test_name: config["test"]}
+        return {dataset.test_name: config["test"]}
     if isinstance(config["test_sets"], dict):
         # written by onmt_qd before the list: YAML sorted the names, the pooled corpus
         # follows the dataset's order (its main test set first)
-        order = [datasets.dataset(dataset).test_name, *datasets.dataset(dataset).more_test_sets]
+        order = [dataset.test_name, *dataset.more_test_sets]
         return {n: config["test_sets"][n] for n in order if n in config["test_sets"]}
     return ordered_test_sets(config["test_sets"])
 

@@ -1,19 +1,24 @@
-"""A recipe (recipes/NAME/recipe.yaml) and its profiles, checked before anything trains:
-a typo in the students' options would otherwise surface only after the teacher has
-trained."""
+"""A recipe (recipes/NAME/recipe.yaml, or a user's own recipe file) and its profiles,
+checked before anything trains: a typo in the students' options would otherwise surface
+only after the teacher has trained."""
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field, fields
 
 import yaml
 
+from onmt_qd.recipe.identity import DEFAULT_FAMILY
 from onmt_qd.recipe.runner import RecipeError
 
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "recipes")
-RECIPE_KEYS = {"dataset", "sentencepiece", "vocab_size", "train", "profiles"}
+RECIPE_KEYS = {"dataset", "sentencepiece", "vocab_size", "train", "profiles", "teacher_model",
+               "sentencepiece_model"}
+LOCAL_DATASET_KEYS = {"folder", "src", "tgt"}
 DISTILL_DATA = ("gold", "teacher")
-MODELS = ("teacher", "student")
+# a student family's name: part of its models' file and stage names (identity.py)
+FAMILY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 SPLITS = ("train", "valid", "test")
 # the profile's whole-number keys and their smallest value (teacher_topk 0: the live
 # teacher instead of the cache; quantized_epochs 0: quantized students from scratch)
@@ -24,11 +29,14 @@ WHOLE_NUMBERS = {"teacher_topk": 0, "quantized_epochs": 0, "jobs": 1,
 @dataclass(frozen=True)
 class Profile:
     """One profile of a recipe: every key it may set, with its default. ``train``,
-    ``teacher`` and ``student`` are onmt_qd_train options (``train`` over the recipe's)."""
+    ``teacher``, ``student`` and each of ``students`` are onmt_qd_train options (``train``
+    over the recipe's, a model's over both). ``student`` and ``students`` name the
+    student families: each gets every student of the profile, all from one teacher."""
 
     name: str
-    teacher: dict
-    student: dict
+    teacher: dict | None = None  # None: the recipe names its teacher_model
+    student: dict | None = None  # the default student family's options
+    students: dict = field(default_factory=dict)  # further families: name -> options
     subset: dict | None = None  # split -> its first N lines; None: the whole dataset
     spm_vocab_size: int = 8000
     gpu: bool = False
@@ -49,10 +57,22 @@ class Profile:
     jobs: int = 1  # stages (and models or parts within one) side by side
     translate_batch_size: int = 64
 
+    def families(self):
+        """(family, onmt_qd_train options) of each student family, ``student`` first."""
+        default = [(DEFAULT_FAMILY, self.student)] if self.student is not None else []
+        return default + list(self.students.items())
+
+    def trained_models(self):
+        """(where in the profile, options) of every model the recipe trains."""
+        teacher = [("teacher", self.teacher)] if self.teacher is not None else []
+        return teacher + [("student" if family == DEFAULT_FAMILY else f"students.{family}",
+                           options) for family, options in self.families()]
+
     @classmethod
-    def from_dict(cls, name, settings, path):
+    def from_dict(cls, name, settings, path, given_teacher=False):
         """The profile ``name`` of the recipe at ``path``; every key is checked, each
-        problem fails in one line."""
+        problem fails in one line. ``given_teacher``: the recipe names a trained
+        teacher, so the profile trains none."""
         from onmt_qd.opts import check_keys, did_you_mean, train_parser
         from onmt_qd.quant import validate_bits
 
@@ -61,9 +81,27 @@ class Profile:
         for key in settings:
             if key not in known:
                 raise RecipeError(f"unknown key '{key}' in {where}{did_you_mean(key, known)}")
-        for model in MODELS:
-            if not isinstance(settings.get(model), dict):
-                raise RecipeError(f"{where} needs {model}: its onmt_qd_train options")
+        if given_teacher and "teacher" in settings:
+            raise RecipeError(f"{where} sets teacher options, but the recipe names its "
+                              "teacher_model: remove one of them")
+        if not given_teacher and not isinstance(settings.get("teacher"), dict):
+            raise RecipeError(f"{where} needs teacher: its onmt_qd_train options (or the "
+                              "recipe a teacher_model)")
+        students = settings.get("students", {})
+        if not isinstance(students, dict) or not all(
+                isinstance(v, dict) for v in students.values()):
+            raise RecipeError(f"students in {where} must map a family name to its "
+                              f"onmt_qd_train options, got {students!r}")
+        for family in students:
+            if not FAMILY_NAME.fullmatch(str(family)) or family == DEFAULT_FAMILY:
+                raise RecipeError(f"student family '{family}' in {where}: a name is letters, "
+                                  "digits, _ and - (starting with a letter), not "
+                                  f"'{DEFAULT_FAMILY}' (that family is the student key)")
+        if "student" in settings and not isinstance(settings["student"], dict):
+            raise RecipeError(f"student in {where} must be its onmt_qd_train options")
+        if "student" not in settings and not students:
+            raise RecipeError(f"{where} needs student (its onmt_qd_train options) or "
+                              "students (family name -> options)")
         bits = {key: value for key, value in settings.items() if key.endswith("_bits")}
         for key, value in bits.items():
             if not isinstance(value, list):
@@ -94,29 +132,51 @@ class Profile:
                               f"got {noise!r}")
         parser = train_parser()
         check_keys(parser, profile.train, f"train options of {where}")
-        for model in MODELS:
-            check_keys(parser, getattr(profile, model), f"{model} options of {where}")
+        for model, options in profile.trained_models():
+            check_keys(parser, options, f"{model} options of {where}")
         return profile
 
 
-def load_recipe(name, profile):
-    """(the recipe's settings, its Profile ``profile``), checked."""
-    from onmt_qd.opts import check_keys, did_you_mean, train_parser
-
+def recipe_path(name):
+    """The file of recipe ``name``: a built-in recipe's name, or a path to a user's
+    recipe file (anything with a slash or ending in .yaml)."""
+    if os.sep in name or name.endswith((".yaml", ".yml")):
+        if not os.path.isfile(name):
+            raise RecipeError(f"recipe file {name} does not exist")
+        return os.path.abspath(name)
     path = os.path.join(RECIPES_DIR, name, "recipe.yaml")
     if not os.path.isfile(path):
         known = sorted(os.listdir(RECIPES_DIR))
-        raise RecipeError(f"unknown recipe '{name}'; known: {', '.join(known)}")
+        raise RecipeError(f"unknown recipe '{name}'; known: {', '.join(known)}, or the path "
+                          "of a recipe file")
+    return path
+
+
+def load_recipe(name, profile):
+    """(the recipe's settings, its Profile ``profile``), checked; ``name`` is a
+    built-in recipe or a recipe file (``recipe_path``). A recipe file's relative paths
+    are relative to its folder."""
+    from onmt_qd.opts import check_keys, did_you_mean, train_parser
+
+    path = recipe_path(name)
     with open(path) as handle:
-        recipe = yaml.safe_load(handle)
+        try:
+            recipe = yaml.safe_load(handle)
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"{path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("profiles"), dict):
+        raise RecipeError(f"{path} needs profiles: a mapping of profile names to settings")
     if profile not in recipe["profiles"]:
         raise RecipeError(f"recipe {name} has no profile '{profile}'; "
                           f"known: {', '.join(recipe['profiles'])}")
     for key in recipe:
         if key not in RECIPE_KEYS:
             raise RecipeError(f"unknown key '{key}' in {path}{did_you_mean(key, RECIPE_KEYS)}")
+    recipe.setdefault("train", {})
     check_keys(train_parser(), recipe["train"], f"train options of {path}")
-    settings = Profile.from_dict(profile, recipe["profiles"][profile], path)
+    recipe = resolve_files(recipe, path)
+    settings = Profile.from_dict(profile, recipe["profiles"][profile], path,
+                                 given_teacher="teacher_model" in recipe)
     vocabulary = settings.spm_vocab_size if recipe.get("sentencepiece") else \
         recipe.get("vocab_size")
     if vocabulary and settings.teacher_topk > vocabulary:
@@ -124,6 +184,60 @@ def load_recipe(name, profile):
                           f"vocabulary size ({vocabulary}), got {settings.teacher_topk}")
     check_training(recipe, settings, path)
     return recipe, settings
+
+
+def resolve_files(recipe, path):
+    """The recipe with its dataset as a Dataset (a registered name, or a user's folder
+    of parallel files) and its teacher_model and sentencepiece_model as absolute paths,
+    each checked: a missing file fails here, before any stage."""
+    from onmt_qd import datasets
+
+    here = os.path.dirname(path)
+    recipe = dict(recipe)
+    given = recipe.get("dataset")
+    try:
+        if isinstance(given, str):
+            recipe["dataset"] = datasets.dataset(given)
+        elif isinstance(given, dict) and set(given) == LOCAL_DATASET_KEYS:
+            recipe["dataset"] = datasets.LocalFolderDataset.from_folder(
+                os.path.join(here, str(given["folder"])), str(given["src"]), str(given["tgt"]))
+        else:
+            raise RecipeError(f"dataset in {path} must be a dataset's name or "
+                              "{folder, src, tgt}: a folder of parallel files and the "
+                              f"languages' file suffixes, got {given!r}")
+    except datasets.DatasetError as exc:
+        raise RecipeError(f"dataset in {path}: {exc}") from None
+    for key in ("teacher_model", "sentencepiece_model"):
+        if key in recipe:
+            recipe[key] = os.path.abspath(os.path.join(here, str(recipe[key])))
+            if not os.path.isfile(recipe[key]):
+                raise RecipeError(f"{key} in {path}: {recipe[key]} does not exist")
+    if "teacher_model" in recipe:
+        check_given_teacher(recipe, path)
+    elif "sentencepiece_model" in recipe:
+        raise RecipeError(f"sentencepiece_model in {path} is for a given teacher_model; without "
+                          "one, set sentencepiece: true and the data stage trains one")
+    return recipe
+
+
+def check_given_teacher(recipe, path):
+    """A trained teacher fixes the vocabulary and the subword model: the data stage
+    takes both from it instead of building new ones (recipe/data.py)."""
+    from onmt_qd.compat import load_checkpoint
+
+    if recipe.get("sentencepiece"):
+        raise RecipeError(f"{path} names a teacher_model and sentencepiece: true; the teacher's "
+                          "vocabulary fixes its subwords: name its sentencepiece_model "
+                          "instead (or none for pre-tokenized data)")
+    try:
+        checkpoint = load_checkpoint(recipe["teacher_model"])
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one line
+        raise RecipeError(f"teacher_model in {path}: {recipe['teacher_model']} is not an "
+                          f"OpenNMT-py checkpoint ({str(exc).splitlines()[0]})") from None
+    missing = [k for k in ("model", "vocab", "opt") if k not in checkpoint]
+    if missing:
+        raise RecipeError(f"teacher_model in {path}: {recipe['teacher_model']} has no "
+                          f"{missing[0]}: it is not an OpenNMT-py model checkpoint")
 
 
 def student_options(options, bits):
@@ -142,31 +256,38 @@ def check_training(recipe, profile, path):
     checks onmt_qd_train runs before it reads any data: types, choices, ranges and
     combinations fail when the recipe is loaded, not when their stage starts after the
     teacher has trained. The options are written and read as the stages do."""
-    from onmt_qd.opts import parse, train_parser
-    from onmt_qd.train.checks import check_opts
+    from onmt_qd.opts import train_parser
 
     parser = train_parser()
     where = f"profile {profile.name} of {path}"
     widths = sorted({*profile.qd_bits, *profile.normal_loss_bits})
     with tempfile.TemporaryDirectory() as folder:
         config = os.path.join(folder, "options.yaml")
-        for model, bits in [("teacher", None), ("student", None),
-                            *(("student", b) for b in widths)]:
-            options = {**recipe["train"], **profile.train, **getattr(profile, model)}
-            if model == "student":
-                options = student_options(options, bits)
-            with open(config, "w") as handle:
-                yaml.safe_dump(options, handle)
-            try:  # the data and vocabulary are the data stage's: stand-ins
-                opt = parse(parser, ["-config", config, "-data", "{}", "-src_vocab", config])
-                if profile.gpu:
-                    opt.world_size, opt.gpu_ranks = 1, [0]
-                check_opts(opt)
-            except (ValueError, AssertionError) as exc:
-                quantized = f" (quantized to {bits} bits)" if bits else ""
-                raise RecipeError(f"{model} options of {where}{quantized}: {exc}") from None
-            if model == "student" and not bits and \
-                    profile.quantized_epochs >= max(opt.epochs, 1):
-                raise RecipeError(f"quantized_epochs in {where} must be smaller than the "
-                                  f"student's epochs ({opt.epochs}): the quantized students "
-                                  "resume that many epochs before its end")
+        for model, model_options in profile.trained_models():
+            for bits in [None, *(widths if model != "teacher" else ())]:
+                check_model(recipe, profile, model, model_options, bits, where, parser, config)
+
+
+def check_model(recipe, profile, model, model_options, bits, where, parser, config):
+    """One model's options, written to ``config`` and read as its stage does."""
+    from onmt_qd.opts import parse
+    from onmt_qd.train.checks import check_opts
+
+    options = {**recipe["train"], **profile.train, **model_options}
+    if model != "teacher":
+        options = student_options(options, bits)
+    with open(config, "w") as handle:
+        yaml.safe_dump(options, handle)
+    try:  # the data and vocabulary are the data stage's: stand-ins
+        opt = parse(parser, ["-config", config, "-data", "{}", "-src_vocab", config])
+        if profile.gpu:
+            opt.world_size, opt.gpu_ranks = 1, [0]
+        check_opts(opt)
+    except (ValueError, AssertionError) as exc:
+        quantized = f" (quantized to {bits} bits)" if bits else ""
+        raise RecipeError(f"{model} options of {where}{quantized}: {exc}") from None
+    if model != "teacher" and not bits and \
+            profile.quantized_epochs >= max(opt.epochs, 1):
+        raise RecipeError(f"quantized_epochs in {where} must be smaller than the "
+                          f"student's epochs ({opt.epochs}): the quantized students "
+                          "resume that many epochs before its end")

@@ -14,10 +14,11 @@ import yaml
 
 from onmt_qd import datasets
 from onmt_qd.distill.cache import VERSION as CACHE_VERSION
+from onmt_qd.fileio import atomic_output
 from onmt_qd.recipe import progress
 from onmt_qd.recipe.data import (TEST_KEYS, data_config, merge_translations, prepare_data,
                                  split_lines, test_sets)
-from onmt_qd.recipe.identity import DEFAULT_FAMILY, TEACHER, ModelId
+from onmt_qd.recipe.identity import TEACHER, ModelId
 from onmt_qd.recipe.profile import load_recipe, student_options
 from onmt_qd.recipe.runner import RecipeError, Runner, Stage
 
@@ -60,8 +61,7 @@ class Pipeline(Runner):
     def build_stages(self):
         p = self.profile
         stages = [Stage("data", self.prepare_data, [self.path("data_config.yaml")],
-                        settings_digest(self.data_settings())),
-                  self.train_stage(TEACHER, p.teacher)]
+                        settings_digest(self.data_settings())), self.teacher_stage()]
         if p.distill_data == "teacher":
             stages.append(Stage("teacher_translations", self.translate_training_source,
                                 [self.teacher_translations_path(),
@@ -111,7 +111,20 @@ class Pipeline(Runner):
 
     def student_families(self):
         """(family, onmt_qd_train options) of each student family the profile names."""
-        return [(DEFAULT_FAMILY, self.profile.student)]
+        return self.profile.families()
+
+    def teacher_stage(self):
+        """The teacher's training, or, when the recipe names a trained teacher, its
+        copy into the work folder (checked by every stage that loads it)."""
+        given = self.recipe.get("teacher_model")
+        if given is None:
+            return self.train_stage(TEACHER, self.profile.teacher)
+
+        def copy():
+            with atomic_output(self.model_path(TEACHER.name)) as temporary:
+                shutil.copyfile(given, temporary)
+        return Stage(TEACHER.name, copy, [self.model_path(TEACHER.name)],
+                     lambda: f"given={given} sha256={datasets.sha256(given)}", needs=["data"])
 
     def quantized_stages(self, stages, family, options):
         """Append the family's quantized students' stages; returns their identities."""
@@ -145,12 +158,14 @@ class Pipeline(Runner):
         return made
 
     def word_level_distillation(self):
-        """Whether distilled students use the teacher's outputs (distill_weight > 0)."""
+        """Whether distilled students use the teacher's outputs (distill_weight > 0 in
+        any family)."""
         from onmt_qd.opts import train_parser
 
-        weight = self.profile.student.get("distill_weight",
-                                          train_parser().get_default("distill_weight"))
-        return weight > 0
+        default = self.train_options().get("distill_weight",
+                                           train_parser().get_default("distill_weight"))
+        return any(options.get("distill_weight", default) > 0
+                   for _, options in self.student_families())
 
     def uses_cache(self):
         """Word-level distilled students learn from the teacher's cached top-k outputs
@@ -161,8 +176,7 @@ class Pipeline(Runner):
         return self.path("models", "teacher_cache")
 
     def teacher_translations_path(self):
-        tgt = datasets.dataset(self.recipe["dataset"]).tgt
-        return self.path("data", f"train.teacher.{tgt}")
+        return self.path("data", f"train.teacher.{self.recipe['dataset'].tgt}")
 
     def prepare_data(self):
         prepare_data(self, self.recipe, self.profile, self.data_dir, self.mirror)
@@ -186,9 +200,14 @@ class Pipeline(Runner):
     def data_settings(self):
         """What the data stage's output depends on besides the dataset's files."""
         p, sentencepiece = self.profile, bool(self.recipe.get("sentencepiece"))
-        return {"dataset": self.recipe["dataset"], "subset": p.subset,
+        dataset = self.recipe["dataset"]
+        given = {key: self.recipe[key] for key in ("teacher_model", "sentencepiece_model")
+                 if key in self.recipe}
+        if isinstance(dataset, datasets.LocalFolderDataset):
+            given["folder"] = dataset.folder
+        return {"dataset": dataset.name, "subset": p.subset,
                 "vocabulary": p.spm_vocab_size if sentencepiece else
-                self.recipe.get("vocab_size", 50000), "sentencepiece": sentencepiece}
+                self.recipe.get("vocab_size", 50000), "sentencepiece": sentencepiece, **given}
 
     def training_data(self, distilled=False):
         """The data options a training stage gets; distilled students train on the
