@@ -52,8 +52,8 @@ def check_files(opt, outputs):
 
 def check_inference(opt, sentences):
     """Refuse, before the model is loaded, what this engine would not do as asked: the
-    -precision int8 that OpenNMT-py accepts and ignores, several models (an ensemble)
-    or processes, OpenNMT-py's bitsandbytes -quant_type, and a search whose hypotheses
+    -precision int8 that OpenNMT-py accepts and ignores, several processes,
+    OpenNMT-py's bitsandbytes -quant_type, and a search whose hypotheses
     in flight (beam x sentences per batch, a batch being at most the corpus) would
     exhaust memory. With -batch_type tokens, sentences per batch are known only once
     tokenized: -beam_size alone is bounded."""
@@ -61,9 +61,6 @@ def check_inference(opt, sentences):
         raise ValueError("-precision int8: int8 inference is not implemented for this model "
                          "type yet (OpenNMT-py would run fp32 anyway); use -precision fp32, "
                          "or fp16 on a GPU")
-    if len(opt.models) > 1:
-        raise ValueError(f"-model names {len(opt.models)} models: this translates with one "
-                         "model (OpenNMT-py's onmt_translate runs ensembles of checkpoints)")
     if opt.world_size > 1:
         raise ValueError(f"-world_size {opt.world_size}: this translates in one process; "
                          "leave -world_size out")
@@ -104,6 +101,22 @@ def load_model(path, opt):
     if opt.precision == "fp16":
         loaded.model.to(torch.float16)
     return loaded
+
+
+def load_models(paths, opt):
+    """-model's model, or its models averaged by OpenNMT-py's EnsembleModel as
+    onmt_translate averages them (vocabularies must match)."""
+    loaded = [load_model(path, opt) for path in paths]
+    if len(loaded) == 1:
+        return loaded[0]
+    from onmt.decoders.ensemble import EnsembleModel
+
+    for path, other in zip(paths[1:], loaded[1:]):
+        if other.vocabs["src"].tokens_to_ids != loaded[0].vocabs["src"].tokens_to_ids:
+            raise ValueError(f"-model {path} has another vocabulary than {paths[0]}: the "
+                             "models of an ensemble must share theirs")
+    ensemble = EnsembleModel([one.model for one in loaded], opt.avg_raw_probs).eval()
+    return loaded[0]._replace(model=ensemble)
 
 
 def default_transforms(opt, model_opt):
@@ -270,7 +283,7 @@ def translate(opt):
     check_files(opt, {"-output": opt.output})
     lines = read_text_lines(opt.src, "-src")
     check_inference(opt, len(non_blank(lines)))
-    loaded = load_model(opt.models[0], opt)
+    loaded = load_models(opt.models, opt)
     progress = Progress("onmt_qd_translate", len(non_blank(lines)))
     with inference_engine(opt, lines, loaded) as engine:
         scores, predictions = translate_aligned(engine, lines, progress)
