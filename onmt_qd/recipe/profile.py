@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 
 import yaml
 
+from onmt_qd.distill.rules import DEFAULT_TOPK
 from onmt_qd.recipe.identity import DEFAULT_FAMILY
 from onmt_qd.recipe.runner import RecipeError
 
@@ -49,7 +50,8 @@ class Profile:
     normal_loss_bits: tuple = ()
     diffquant_bits: tuple = ()
     diffquant_steps: int = 300
-    teacher_topk: int = 8  # 0: distilled students ask a live teacher instead of the cache
+    # 0: distilled students ask a live teacher instead of the cache
+    teacher_topk: int = DEFAULT_TOPK
     distill_data: str = "gold"  # or teacher: students learn from its translations
     # the spread of one student's BLEU across two quick runs (docs/results.md: 26.71 vs
     # 27.77 on test_2016_flickr); a claim holds only by more than this
@@ -108,10 +110,10 @@ class Profile:
                 raise RecipeError(f"{key} in {where} must be a list of bit widths, "
                                   f"got {value!r}")
             for width in value:
-                try:
-                    validate_bits(width)
+                try:  # the rule of onmt_qd_quantize -bits and onmt_qd_train -quant_bits
+                    validate_bits(width, f"{key} in {where}")
                 except ValueError as exc:
-                    raise RecipeError(f"{key} in {where}: {exc}") from None
+                    raise RecipeError(str(exc)) from None
         profile = cls(name, **{**settings, **{key: tuple(v) for key, v in bits.items()}})
         if profile.distill_data not in DISTILL_DATA:
             raise RecipeError(f"distill_data in {where} must be one of "
@@ -156,6 +158,7 @@ def load_recipe(name, profile):
     """(the recipe's settings, its Profile ``profile``), checked; ``name`` is a
     built-in recipe or a recipe file (``recipe_path``). A recipe file's relative paths
     are relative to its folder."""
+    from onmt_qd.distill.rules import check_topk
     from onmt_qd.opts import check_keys, did_you_mean, train_parser
 
     path = recipe_path(name)
@@ -179,9 +182,12 @@ def load_recipe(name, profile):
                                  given_teacher="teacher_model" in recipe)
     vocabulary = settings.spm_vocab_size if recipe.get("sentencepiece") else \
         recipe.get("vocab_size")
-    if vocabulary and settings.teacher_topk > vocabulary:
-        raise RecipeError(f"teacher_topk in profile {profile} of {path} must be at most the "
-                          f"vocabulary size ({vocabulary}), got {settings.teacher_topk}")
+    if vocabulary and settings.teacher_topk:
+        try:  # the rule of onmt_qd_teacher_cache -topk
+            check_topk(settings.teacher_topk, f"teacher_topk in profile {profile} of {path}",
+                       vocabulary)
+        except ValueError as exc:
+            raise RecipeError(str(exc)) from None
     check_training(recipe, settings, path)
     return recipe, settings
 
