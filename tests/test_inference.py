@@ -10,7 +10,7 @@ import onmt.model_builder
 import onmt_qd.models
 import onmt_qd.qdz
 from conftest import run_cli
-from onmt_qd.inference import progress
+from onmt_qd import progress
 from onmt_qd.inference.engine import (inference_engine, load_model, translate,
                                       translate_aligned)
 from onmt_qd.inference.evaluate import evaluate

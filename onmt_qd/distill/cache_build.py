@@ -3,7 +3,6 @@ as onmt_qd_train reads them (same transforms and vocabulary) and write its top-K
 distribution per target position (format: onmt_qd.distill.cache)."""
 import os
 import shutil
-import time
 
 import numpy as np
 import torch
@@ -22,6 +21,7 @@ from onmt_qd.distill.cache import (FORMAT, VERSION, CacheWriter, NotACacheError,
 from onmt_qd.distill.teacher import load_teacher, teacher_forced_logits
 from onmt_qd.fileio import remove_stale_temporaries, temporary_name
 from onmt_qd.distill.rules import DEFAULT_TOPK, check_teacher_model, check_topk
+from onmt_qd.progress import Progress
 
 
 def one_pass_batches(opt, transforms_cls, vocabs, device):
@@ -47,21 +47,6 @@ def topk_rows(logits, topk):
     values, ids = logp.topk(topk, dim=-1)
     rest = logp.scatter_(1, ids, -float("inf")).logsumexp(-1)
     return ids, values, rest
-
-
-class Progress:
-    """Sentences done / total and rate, every 10% or 30 seconds."""
-
-    def __init__(self, total):
-        self.total, self.start, self.last_time, self.last_tenth = total, time.time(), 0.0, 0
-
-    def update(self, done, final=False):
-        now = time.time() - self.start
-        tenth = done * 10 // max(self.total, 1)
-        if final or tenth > self.last_tenth or now - self.last_time >= 30:
-            self.last_time, self.last_tenth = now, tenth
-            logger.info(f"teacher cache: {done:,} / {self.total:,} sentences "
-                        f"({done / max(self.total, 1):.0%}), {done / max(now, 1e-9):.0f} sentences/s")
 
 
 def header_of(opt, vocabs, topk):
@@ -117,7 +102,8 @@ def build_teacher_cache(opt):
     device = torch.device(f"cuda:{opt.gpu_ranks[0]}" if opt.gpu_ranks else "cpu")
     teacher = load_teacher(opt.teacher_model, vocabs, device, other="-config's")
     corpus_lines = {name: c["lines"] for name, c in header["fingerprint"]["corpora"].items()}
-    progress = Progress(sum(corpus_lines.values()))
+    progress = Progress("onmt_qd_teacher_cache", sum(corpus_lines.values()),
+                        "sentences through the teacher")
     tmp = temporary_name(opt.output)
     try:
         writer = CacheWriter(tmp, corpus_lines, topk, len(vocabs["tgt"]))
@@ -133,9 +119,8 @@ def build_teacher_cache(opt):
             writer.add(batch["cid"], np.asarray(batch["cid_line_number"], dtype=np.int64),
                        checksums.cpu().numpy(), lengths.cpu().numpy(),
                        {k: v.cpu().numpy() for k, v in rows.items()})
-            progress.update(writer.sentences)
+            progress.advance(len(lengths))
         writer.finish(header)
-        progress.update(writer.sentences, final=True)
         os.replace(tmp, opt.output)
     finally:
         if os.path.exists(tmp):

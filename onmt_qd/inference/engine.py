@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from onmt.inference_engine import InferenceEngine, InferenceEnginePY
 
-from onmt_qd.inference.progress import Progress
+from onmt_qd.progress import Progress
 
 
 # Studies of beam width (Koehn and Knowles 2017) stop at 1000; past a few dozen, wider

@@ -10,7 +10,7 @@ import time
 from onmt_qd.inference.engine import (check_decoding, check_inference, inference_engine,
                                       load_model, non_blank, translate_aligned, warm_up,
                                       write_lines, write_translations)
-from onmt_qd.inference.progress import Progress
+from onmt_qd.progress import Progress
 
 
 def check_args(model, src, tgt, beam_size, batch_size, gpu, outputs):
