@@ -7,6 +7,7 @@ silently)."""
 import argparse
 import difflib
 
+import torch
 import yaml
 from onmt.opts import train_opts, translate_opts
 from onmt.utils.parse import ArgumentParser
@@ -14,7 +15,6 @@ from onmt.utils.parse import ArgumentParser
 from onmt_qd.distill.rules import DEFAULT_TOPK
 from onmt_qd.quant import MAX_BITS, QUANTIZERS, QuantPolicy, validate_bits
 from onmt_qd.quant.policy import ROUNDINGS
-from onmt_qd.train.precision import AUTOCAST_DTYPES
 
 
 class OptionError(ValueError):
@@ -57,6 +57,10 @@ def schedule_opts(parser):
     group.add("-start_decay_at_epoch", "--start_decay_at_epoch", type=int, default=0,
               help="With -lr_halving plateau: also halve at every validation from "
               "this epoch on (the 2017 code's start_decay_at); 0 = off.")
+
+
+# -autocast's values and the dtype each means (train/precision.py applies it)
+AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16}
 
 
 def precision_opts(parser):
@@ -427,8 +431,6 @@ def parse(parser, args=None):
 def check_devices(indices, option):
     """Every GPU index that ``option`` names (-1: the CPU) is a CUDA device torch sees;
     otherwise torch fails deep inside model building with a traceback."""
-    import torch
-
     wanted = [int(i) for i in indices if int(i) >= 0]
     if not wanted:
         return
