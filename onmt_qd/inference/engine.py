@@ -4,6 +4,7 @@ the decoding options first, run OpenNMT-py's own inference engine and translator
 line, in source order, blank for blank."""
 import contextlib
 import copy
+import io
 import os
 import tempfile
 from typing import NamedTuple
@@ -147,10 +148,9 @@ class ModelEngine(InferenceEnginePY):
         self.device_id = opt.gpu
         self.vocabs = loaded.vocabs
         self.transforms_cls = get_transforms_cls(opt._all_transform)
-        self.out_file = open(os.devnull, "w", encoding="utf-8")  # the caller writes
         self.translator = Translator.from_opt(
             loaded.model, loaded.vocabs, opt, loaded.model_opt,
-            global_scorer=GNMTGlobalScorer.from_opt(opt), out_file=self.out_file,
+            global_scorer=GNMTGlobalScorer.from_opt(opt), out_file=_Discard(),
             report_align=opt.report_align, report_score=True, logger=self.logger)
 
     def infer_file_counted(self, progress=None):
@@ -163,8 +163,13 @@ class ModelEngine(InferenceEnginePY):
         return self._translate(batches if progress is None else
                                _CountedBatches(batches, progress))
 
-    def terminate(self):
-        self.out_file.close()
+
+class _Discard(io.TextIOBase):
+    """The translator's out_file: it writes every prediction there, and the caller
+    writes the re-aligned output itself. No file is opened, so none is left open."""
+
+    def write(self, text):
+        return len(text)
 
 
 class _CountedBatches:
