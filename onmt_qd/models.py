@@ -5,10 +5,7 @@ from onmt.inputters.inputter import dict_to_vocabs
 from onmt.model_builder import build_base_model
 from onmt.utils.parse import ArgumentParser
 
-from onmt_qd.compat import load_checkpoint, use_contiguous_rnn_decoders
-
-# Every model built here may decode with beam search on cuDNN (see compat).
-use_contiguous_rnn_decoders()
+from onmt_qd.compat import keep_decoder_state_contiguous, load_checkpoint
 
 
 def model_opts_of(checkpoint):
@@ -34,6 +31,7 @@ def build_model_from_checkpoint(checkpoint, device="cpu", overrides=None):
     state = {"model": {k: v.clone() for k, v in checkpoint["model"].items()},
              "generator": {k: v.clone() for k, v in (checkpoint["generator"] or {}).items()}}
     model.load_state_dict(state, device=torch.device(device), strict=True)
+    keep_decoder_state_contiguous(model)  # it may decode with beam search on cuDNN
     model.to(device)
     model.eval()
     return model, vocabs, model_opt
