@@ -1,6 +1,7 @@
 """onmt_qd_teacher_cache: run the teacher once, teacher-forced, over the training corpora
 as onmt_qd_train reads them (same transforms and vocabulary) and write its top-K
 distribution per target position (format: onmt_qd.distill.cache)."""
+import copy
 import os
 import shutil
 
@@ -27,16 +28,16 @@ from onmt_qd.progress import Progress
 def one_pass_batches(opt, transforms_cls, vocabs, device):
     """Every example of every training corpus once, in length-sorted batches, through
     OpenNMT-py's own reader, transforms and numericalization (tagged with corpus and
-    line like training batches); unlike a training iterator it neither repeats corpora
-    nor drops duplicate sources."""
-    corpora = get_corpora(opt, CorpusTask.TRAIN)
-    info = {name: dict(opt.data[name], weight=1) for name in corpora}
-    iterator = DynamicDatasetIter(
-        corpora, info, make_transforms(opt, transforms_cls, vocabs), vocabs, CorpusTask.VALID,
-        opt.batch_type, opt.batch_size, 1, bucket_size=opt.bucket_size, device=device,
-        skip_empty_level=opt.skip_empty_level)
-    iterator.num_workers = 0
-    iterator._init_datasets(0)  # what build_dynamic_dataset_iter does without workers
+    line like training batches). The training corpora are read as a validation set is:
+    a training iterator would repeat them forever, shuffle, and drop duplicate sources."""
+    one_pass = copy.copy(opt)
+    one_pass.valid_batch_size = opt.batch_size  # what from_opt batches a VALID task by
+    one_pass.data = {name: dict(corpus, weight=1) for name, corpus in opt.data.items()}
+    iterator = DynamicDatasetIter.from_opt(
+        get_corpora(opt, CorpusTask.TRAIN), make_transforms(opt, transforms_cls, vocabs),
+        vocabs, one_pass, CorpusTask.VALID, copy=False, device=device)
+    iterator.num_workers = 0  # build_dynamic_dataset_iter's branch without workers
+    iterator._init_datasets(0)
     for batch, _ in iterator:
         yield batch
 
