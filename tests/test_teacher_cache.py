@@ -228,17 +228,16 @@ def test_killed_build_leaves_nothing_a_later_run_accepts_and_the_next_build_remo
         data, teacher, tmp_path):
     output = tmp_path / "cache"
     # killed once its progress line shows it writing (reported after every batch here)
-    build = subprocess.Popen(
-        [sys.executable, "-c", "import sys, onmt_qd.progress as p; p.REPORT_SECONDS = 0; "
-         "from onmt_qd.bin.teacher_cache import main; sys.exit(main())",
-         "-config", data["config"], "-teacher_model", teacher, "-output", str(output),
-         "-batch_size", "1"],
-        stderr=subprocess.PIPE, text=True)
-    for line in build.stderr:
-        if PROGRESS.match(line):
-            build.send_signal(signal.SIGKILL)
-            break
-    build.wait()
+    with subprocess.Popen(
+            [sys.executable, "-c", "import sys, onmt_qd.progress as p; p.REPORT_SECONDS = 0; "
+             "from onmt_qd.bin.teacher_cache import main; sys.exit(main())",
+             "-config", data["config"], "-teacher_model", teacher, "-output", str(output),
+             "-batch_size", "1"],
+            stderr=subprocess.PIPE, text=True) as build:
+        for line in build.stderr:
+            if PROGRESS.match(line):
+                build.send_signal(signal.SIGKILL)
+                break
     assert build.returncode == -signal.SIGKILL
     assert not output.exists()
     partial = tmp_path / f"cache.onmt_qd-{build.pid}.tmp"
