@@ -1,7 +1,9 @@
 """The inference library (onmt_qd/inference): onmt_qd_eval reads and builds its model
 once; a long translation says where it is on standard error, never on standard
 output, and counting it changes no output."""
+import gc
 import re
+import warnings
 
 import pytest
 import torch
@@ -59,6 +61,16 @@ def test_eval_reads_and_builds_the_model_once(kind, teacher, packed, data, monke
     assert (len(loads), len(decodes)) == ((1, 0) if kind == "checkpoint" else (0, 1))
     assert (len(builds), len(onmt_builds)) == (1, 0)
     assert result["sentences"] == 20 and result["ppl"] > 1 and result["n_params"] > 0
+
+
+def test_evaluations_leave_no_file_open(teacher, data):
+    """Each engine's output sink and log opened no file that the next one drops unclosed."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for _ in range(2):
+            evaluate(teacher, data["test.de"], data["test.en"], beam_size=1, batch_size=20)
+        gc.collect()
+    assert not [w.message for w in caught if issubclass(w.category, ResourceWarning)]
 
 
 def test_counting_progress_changes_no_output(teacher, with_blanks):

@@ -54,8 +54,7 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
             tgt = write_lines(os.path.join(tmp, "tgt"), references)
         opt = parse(translate_parser(), ["-model", model, "-src", src, "-output", os.devnull,
                                          "-beam_size", str(beam_size), "-batch_size",
-                                         str(batch_size), "-gpu", str(gpu),
-                                         "-log_file", os.devnull])
+                                         str(batch_size), "-gpu", str(gpu)])
         check_inference(opt, sentences)
         start = time.perf_counter()
         loaded = load_model(model, opt)
