@@ -37,6 +37,46 @@ def build_model_from_checkpoint(checkpoint, device="cpu"):
     return model, vocabs, model_opt
 
 
+def meta_model(checkpoint):
+    """The model a checkpoint's options and vocabulary describe, on torch's meta device:
+    its names and shapes, without memory or weights."""
+    with torch.device("meta"):
+        return build_base_model(model_opts_of(checkpoint), dict_to_vocabs(checkpoint["vocab"]))
+
+
+def parameter_shapes(model):
+    """name -> shape of a model's parameters under every name its state dict gives them
+    (a tied embedding under both), generator as 'generator.*': the tensors a
+    quantization policy chooses from. Buffers (a Transformer's positional encoding
+    ``pe``) are not weights: they are never quantized (docs/method.md §3)."""
+    return {name: tuple(t.shape) for name, t in model.state_dict(keep_vars=True).items()
+            if isinstance(t, torch.nn.Parameter)}
+
+
+def built_buffers(checkpoint, names=None):
+    """name -> value of the persistent buffers that building the checkpoint's model
+    computes (a Transformer's sinusoidal positional encoding ``pe``), or of ``names``."""
+    with torch.random.fork_rng(devices=[]):  # building draws initial weights
+        model = build_base_model(model_opts_of(checkpoint), dict_to_vocabs(checkpoint["vocab"]))
+    parameters = parameter_shapes(model)
+    buffers = {name: t for name, t in model.state_dict().items() if name not in parameters}
+    if names is not None:
+        missing = sorted(set(names) - set(buffers))
+        if missing:
+            raise ValueError(f"its model has no buffer '{missing[0]}' to build")
+        buffers = {name: buffers[name] for name in names}
+    return buffers
+
+
+def rebuilt_buffers(checkpoint):
+    """The buffers of ``checkpoint`` that building its model gives again bit for bit: a
+    compressed file leaves them out and its reader builds them. A buffer whose value
+    the checkpoint changed is not one of them (it is stored)."""
+    weights = named_weights(checkpoint)
+    return {name: buffer for name, buffer in built_buffers(checkpoint).items()
+            if name in weights and torch.equal(buffer, weights[name])}
+
+
 def named_weights(checkpoint):
     """Every tensor of a checkpoint under its parameter name (generator as 'generator.*')."""
     weights = dict(checkpoint["model"])

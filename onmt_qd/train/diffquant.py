@@ -112,7 +112,9 @@ class FrozenStudent:
         self.model, _, _ = build_model_from_checkpoint(self.checkpoint, self.device)
         self.teacher = LiveTeacher.from_checkpoint(opt.teacher_model, self.vocabs, self.device)
         self.weights = named_weights(self.checkpoint)
-        self.selected = policy.select({k: tuple(v.shape) for k, v in self.weights.items()})
+        # parameters, not buffers (a Transformer's ``pe``): what the policy chooses from
+        self.selected = policy.select({name: tuple(p.shape)
+                                       for name, p in self.model.named_parameters()})
         self.sizes = {name: self.weights[name].numel() for name in self.selected}
         self.padding = self.vocabs["tgt"][DefaultTokens.PAD]
         # Weights are frozen: no dropout noise in the point gradients. Training mode
@@ -191,8 +193,8 @@ def quantized_checkpoint(student, policy, best_points, alloc, norms, best_ppl, o
     """The student's checkpoint with its weights quantized to the learned points, the
     allocation and the validation record; its optimizer and shadow weights dropped."""
     weights, quantized = quantize_weights(
-        student.weights, policy, points={n: p.cpu() for n, p in best_points.items()},
-        bits={n: a[1] for n, a in alloc.items()})
+        student.weights, policy, {n: a[1] for n, a in alloc.items()},
+        points={n: p.cpu() for n, p in best_points.items()})
     out = {k: v for k, v in student.checkpoint.items()
            if k not in ("optim", SHADOW_KEY, QUANT_KEY)}
     attach_quantization(out, weights, quantized, policy)
