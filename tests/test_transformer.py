@@ -1,0 +1,192 @@
+"""Transformer teachers and students through every command (issue 21), and LSTM and
+Transformer in either role. The shared teacher is written by stock ``onmt_train`` (no
+onmt_qd keys), so every test that uses it also checks that a user's own checkpoint
+is accepted. Models are tiny (2 layers, hidden 32, 2 heads) and train a few steps."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import run_cli
+from onmt_qd.codec.sizereport import tensor_group
+from onmt_qd.compat import load_checkpoint
+from onmt_qd.models import meta_model
+from onmt_qd.quant_checkpoint import QUANT_KEY, SHADOW_KEY, levels_per_bucket, quantization_of
+from test_bad_input import refused
+
+TRANSFORMER = ["-encoder_type", "transformer", "-decoder_type", "transformer", "-layers", 2,
+               "-hidden_size", 32, "-word_vec_size", 32, "-heads", 2, "-transformer_ff", 64,
+               "-position_encoding", "-optim", "adam", "-learning_rate", 0.002]
+DECODING = ["-beam_size", 2, "-max_length", 20]
+
+
+def steps(n):
+    return ["-train_steps", n, "-valid_steps", n, "-save_checkpoint_steps", n]
+
+
+@pytest.fixture(scope="module")
+def stock_teacher(data, tmp_path_factory):
+    """A Transformer trained by stock OpenNMT-py's onmt_train: a user's own model."""
+    save = tmp_path_factory.mktemp("stock") / "model"
+    subprocess.run([sys.executable, "-m", "onmt.bin.train", "-config", data["config"],
+                    "-save_model", save, *map(str, TRANSFORMER + steps(20))],
+                   check=True, capture_output=True)
+    checkpoint = load_checkpoint(f"{save}_step_20.pt")
+    assert not [key for key in checkpoint if key.startswith("qd_")]
+    return f"{save}_step_20.pt"
+
+
+@pytest.fixture(scope="module")
+def quantized_student(stock_teacher, data, tmp_path_factory):
+    """A 4-bit Transformer student distilled from the stock teacher's cache."""
+    root = tmp_path_factory.mktemp("student")
+    run_cli("teacher_cache", "-config", data["config"], "-teacher_model", stock_teacher,
+            "-output", root / "cache")
+    run_cli("train", "-config", data["config"], "-save_model", root / "model", *TRANSFORMER,
+            *steps(8), "-teacher_cache", root / "cache", "-quant_bits", 4)
+    return root / "model_step_8.pt"
+
+
+def parameter_names(checkpoint):
+    return {name for name, _ in meta_model(checkpoint).named_parameters()}
+
+
+def test_transformer_student_quantized_distillation_to_qdz_translation_and_eval(
+        quantized_student, data, tmp_path):
+    checkpoint = load_checkpoint(quantized_student)
+    policy, quantized = quantization_of(checkpoint)
+    # the stated policy: every matrix (attention, feed-forward, embeddings, generator)
+    # at 4 bits, bucket 256; layer norms, biases and the positional encoding buffer fp
+    matrices = {name for name in parameter_names(checkpoint)
+                if checkpoint["model"].get(name, checkpoint["generator"].get(
+                    name.removeprefix("generator."))).dim() >= 2}
+    assert set(quantized) == matrices
+    assert not any("layer_norm" in name or name.endswith("pe.pe") for name in quantized)
+    assert "encoder.embeddings.make_embedding.pe.pe" in checkpoint["model"]
+    for name, qt in quantized.items():
+        assert qt.bits == 4 and qt.bucket_size == 256 and levels_per_bucket(qt) <= 16, name
+        assert torch.equal(qt.dequantize(), checkpoint["model"].get(
+            name, checkpoint["generator"].get(name.removeprefix("generator.")))), name
+
+    qdz = tmp_path / "student.qdz"
+    run_cli("compress", "-model", quantized_student, "-output", qdz,
+            "-report_json", tmp_path / "size.json")
+    with open(tmp_path / "size.json") as handle:
+        report = json.load(handle)
+    assert report["bytes_on_disk"] == os.path.getsize(qdz)
+    groups = report["groups"]
+    assert {g for g in groups if groups[g]["quantized_params"]} == {
+        "generator", "embeddings", "attention", "feed-forward"}
+    assert groups["layer norms"]["quantized_params"] == 0 < groups["layer norms"]["plain_bytes"]
+    # the positional encoding is built by the reader, not stored: only parameters count
+    stored = {row["name"] for row in report["quantized"] + report["plain"]}
+    assert not any(name.endswith("pe.pe") for name in stored)
+    assert report["n_params"] == sum(p.numel() for p in meta_model(checkpoint).parameters())
+
+    results = {}
+    for model in (quantized_student, qdz):
+        name = os.path.basename(model)
+        run_cli("eval", "-model", model, "-src", data["test.de"], "-tgt", data["test.en"],
+                "-json", tmp_path / f"{name}.json", "-output", tmp_path / f"{name}.txt",
+                "-beam_size", 2)
+        with open(tmp_path / f"{name}.json") as handle:
+            results[model] = json.load(handle)
+        results[model]["hyp"] = (tmp_path / f"{name}.txt").read_text()
+    pt, compressed = results[quantized_student], results[qdz]
+    assert pt["hyp"] == compressed["hyp"] and len(pt["hyp"].splitlines()) == 20
+    assert pt["bleu"] == compressed["bleu"] and pt["n_params"] == compressed["n_params"]
+    assert compressed["n_params"] == report["n_params"]
+    assert compressed["size_bytes"] == os.path.getsize(qdz)
+
+
+def test_stock_transformer_pm_and_differentiable_quantization_compress_and_translate(
+        stock_teacher, data, tmp_path):
+    run_cli("quantize", "-model", stock_teacher, "-bits", 2, "-output", tmp_path / "pm.pt")
+    run_cli("diffquant", "-config", data["config"], "-model", stock_teacher,
+            "-teacher_model", stock_teacher, "-bits", 2, "-output", tmp_path / "dq.pt",
+            "-train_steps", 2, "-valid_steps", 2, "-grad_norm_batches", 1)
+    names = None
+    for variant in ("pm", "dq"):
+        checkpoint = load_checkpoint(tmp_path / f"{variant}.pt")
+        policy, quantized = quantization_of(checkpoint)
+        assert names is None or set(quantized) == names  # one policy, one selection
+        names = set(quantized)
+        assert not any(name.endswith("pe.pe") or "layer_norm" in name for name in quantized)
+        # differentiable quantization redistributes a 2-bit budget among the tensors
+        assert all(levels_per_bucket(qt) <= 2 ** qt.bits for qt in quantized.values())
+        assert variant == "dq" or {qt.bits for qt in quantized.values()} == {2}
+        run_cli("compress", "-model", tmp_path / f"{variant}.pt", "-output",
+                tmp_path / f"{variant}.qdz")
+    out = tmp_path / "pm.txt"
+    run_cli("translate", "-model", tmp_path / "pm.qdz", "-src", data["test.de"], "-output",
+            out, *DECODING)
+    assert len(out.read_text().splitlines()) == 20
+
+
+def trained_weights(data, save, *args):
+    run_cli("train", "-config", data["config"], "-save_model", save, *steps(4), *args)
+    checkpoint = load_checkpoint(f"{save}_step_4.pt")
+    return {**checkpoint["model"], **checkpoint["generator"]}
+
+
+def differ(a, b):
+    assert a.keys() == b.keys()
+    return any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lstm_teacher_distills_into_transformer_student(teacher, data, tmp_path):
+    plain = trained_weights(data, tmp_path / "plain", *TRANSFORMER)
+    muted = trained_weights(data, tmp_path / "muted", *TRANSFORMER, "-teacher_model", teacher,
+                            "-distill_weight", 0)
+    distilled = trained_weights(data, tmp_path / "distilled", *TRANSFORMER,
+                                "-teacher_model", teacher)
+    # the teacher changes the student through the loss alone: at weight 0 nothing
+    assert not differ(plain, muted) and differ(muted, distilled)
+
+
+def test_transformer_teacher_distills_into_lstm_student(stock_teacher, data, tmp_path):
+    plain = trained_weights(data, tmp_path / "plain")
+    distilled = trained_weights(data, tmp_path / "distilled", "-teacher_model", stock_teacher)
+    assert differ(plain, distilled)
+
+
+def test_resumed_transformer_keeps_quantization_and_shape(quantized_student, data, tmp_path):
+    save = tmp_path / "resumed"
+    run_cli("train", "-config", data["config"], "-save_model", save, *TRANSFORMER,
+            "-train_steps", 10, "-valid_steps", 10, "-save_checkpoint_steps", 10,
+            "-train_from", quantized_student)
+    before, after = load_checkpoint(quantized_student), load_checkpoint(f"{save}_step_10.pt")
+    assert after[QUANT_KEY]["policy"] == before[QUANT_KEY]["policy"]
+    assert after[SHADOW_KEY].keys() == before[SHADOW_KEY].keys()
+    _, quantized = quantization_of(after)
+    assert all(levels_per_bucket(qt) <= 16 for qt in quantized.values())
+    # without -position_encoding, which OpenNMT-py refuses beside relative positions
+    common = ["-config", data["config"], "-save_model", tmp_path / "refused",
+              *[a for a in TRANSFORMER if a != "-position_encoding"], *steps(10),
+              "-train_from", quantized_student]
+    for option, value, trained in (("heads", 4, 2), ("transformer_ff", 128, 64),
+                                   ("max_relative_positions", 8, 0)):
+        refused("train", *common, f"-{option}", value,
+                message=f"has -{option} {trained}, and this run sets -{option} {value}: "
+                "a resumed model keeps its shape")
+
+
+def test_size_report_groups_name_both_families():
+    assert {name: tensor_group(name) for name in (
+        "encoder.rnn.weight_ih_l0", "decoder.rnn.layers.0.weight_hh", "decoder.attn.linear_in.weight",
+        "encoder.embeddings.make_embedding.emb_luts.0.weight", "generator.weight",
+        "encoder.transformer.0.self_attn.linear_keys.weight",
+        "decoder.transformer_layers.1.feed_forward.w_1.weight",
+        "decoder.transformer_layers.1.feed_forward.layer_norm.weight",
+        "encoder.layer_norm.bias", "encoder.bridge.0.weight")} == {
+        "encoder.rnn.weight_ih_l0": "recurrent", "decoder.rnn.layers.0.weight_hh": "recurrent",
+        "decoder.attn.linear_in.weight": "attention",
+        "encoder.embeddings.make_embedding.emb_luts.0.weight": "embeddings",
+        "generator.weight": "generator",
+        "encoder.transformer.0.self_attn.linear_keys.weight": "attention",
+        "decoder.transformer_layers.1.feed_forward.w_1.weight": "feed-forward",
+        "decoder.transformer_layers.1.feed_forward.layer_norm.weight": "layer norms",
+        "encoder.layer_norm.bias": "layer norms", "encoder.bridge.0.weight": "recurrent"}
