@@ -53,6 +53,14 @@ def parameter_shapes(model):
             if isinstance(t, torch.nn.Parameter)}
 
 
+def tied_names(model):
+    """alias -> name of the parameters a model holds under two names (a tied embedding:
+    ``named_parameters`` gives it once, the state dict under each name)."""
+    first = {id(p): name for name, p in model.named_parameters()}
+    return {name: first[id(t)] for name, t in model.state_dict(keep_vars=True).items()
+            if isinstance(t, torch.nn.Parameter) and first[id(t)] != name}
+
+
 def built_buffers(checkpoint, names=None):
     """name -> value of the persistent buffers that building the checkpoint's model
     computes (a Transformer's sinusoidal positional encoding ``pe``), or of ``names``."""

@@ -13,13 +13,14 @@ import torch
 from conftest import run_cli
 from onmt_qd.codec.sizereport import tensor_group
 from onmt_qd.compat import load_checkpoint
-from onmt_qd.models import meta_model
+from onmt_qd.models import meta_model, named_weights
 from onmt_qd.quant_checkpoint import QUANT_KEY, SHADOW_KEY, levels_per_bucket, quantization_of
 from test_bad_input import refused
 
 TRANSFORMER = ["-encoder_type", "transformer", "-decoder_type", "transformer", "-layers", 2,
                "-hidden_size", 32, "-word_vec_size", 32, "-heads", 2, "-transformer_ff", 64,
                "-position_encoding", "-optim", "adam", "-learning_rate", 0.002]
+EMBEDDINGS = "{}.embeddings.make_embedding.emb_luts.0.weight"
 DECODING = ["-beam_size", 2, "-max_length", 20]
 
 
@@ -29,10 +30,12 @@ def steps(n):
 
 @pytest.fixture(scope="module")
 def stock_teacher(data, tmp_path_factory):
-    """A Transformer trained by stock OpenNMT-py's onmt_train: a user's own model."""
+    """A Transformer trained by stock OpenNMT-py's onmt_train: a user's own model, with
+    its embeddings and output layer tied as OpenNMT-py's Transformer recipes do."""
     save = tmp_path_factory.mktemp("stock") / "model"
     subprocess.run([sys.executable, "-m", "onmt.bin.train", "-config", data["config"],
-                    "-save_model", save, *map(str, TRANSFORMER + steps(20))],
+                    "-save_model", save, *map(str, TRANSFORMER + steps(20)),
+                    "-share_embeddings", "-share_decoder_embeddings"],
                    check=True, capture_output=True)
     checkpoint = load_checkpoint(f"{save}_step_20.pt")
     assert not [key for key in checkpoint if key.startswith("qd_")]
@@ -115,6 +118,11 @@ def test_stock_transformer_pm_and_differentiable_quantization_compress_and_trans
         assert names is None or set(quantized) == names  # one policy, one selection
         names = set(quantized)
         assert not any(name.endswith("pe.pe") or "layer_norm" in name for name in quantized)
+        # a tied tensor is quantized under each of its names, to the same values
+        weights = named_weights(checkpoint)
+        for name in (EMBEDDINGS.format("decoder"), "generator.weight"):
+            assert {name, EMBEDDINGS.format("encoder")} <= set(quantized)
+            assert torch.equal(weights[name], weights[EMBEDDINGS.format("encoder")])
         # differentiable quantization redistributes a 2-bit budget among the tensors
         assert all(levels_per_bucket(qt) <= 2 ** qt.bits for qt in quantized.values())
         assert variant == "dq" or {qt.bits for qt in quantized.values()} == {2}
