@@ -1,31 +1,41 @@
 """Transformer teachers and students through every command (issue 21), and LSTM and
 Transformer in either role. The shared teacher is written by stock ``onmt_train`` (no
 onmt_qd keys), so every test that uses it also checks that a user's own checkpoint
-is accepted. Models are tiny (2 layers, hidden 32, 2 heads) and train a few steps."""
+is accepted. Models are tiny (2 layers, hidden 32, 2 heads) and train a handful of
+steps without validation; commands run in this process through their main() (a
+subprocess would spend ~3 s importing OpenNMT-py for each)."""
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
+from onmt.bin import train as onmt_train
 
-from conftest import run_cli
 from onmt_qd.codec.sizereport import tensor_group
 from onmt_qd.compat import load_checkpoint
 from onmt_qd.models import meta_model, named_weights
 from onmt_qd.quant_checkpoint import QUANT_KEY, SHADOW_KEY, levels_per_bucket, quantization_of
-from test_bad_input import refused
+from test_bad_input import command, refused
 
 TRANSFORMER = ["-encoder_type", "transformer", "-decoder_type", "transformer", "-layers", 2,
                "-hidden_size", 32, "-word_vec_size", 32, "-heads", 2, "-transformer_ff", 64,
                "-position_encoding", "-optim", "adam", "-learning_rate", 0.002]
 EMBEDDINGS = "{}.embeddings.make_embedding.emb_luts.0.weight"
 DECODING = ["-beam_size", 2, "-max_length", 20]
+STEPS = 2
 
 
 def steps(n):
-    return ["-train_steps", n, "-valid_steps", n, "-save_checkpoint_steps", n]
+    """``n`` steps of 8 sentences, no validation."""
+    return ["-train_steps", n, "-valid_steps", 1000, "-save_checkpoint_steps", n,
+            "-batch_size", 8]
+
+
+def run(module, *args):
+    """onmt_qd_MODULE with ``args``, run in this process; it must succeed."""
+    code, _, err = command(module, *args)
+    assert code == 0, f"onmt_qd_{module} failed:\n{err[-3000:]}"
 
 
 @pytest.fixture(scope="module")
@@ -33,24 +43,28 @@ def stock_teacher(data, tmp_path_factory):
     """A Transformer trained by stock OpenNMT-py's onmt_train: a user's own model, with
     its embeddings and output layer tied as OpenNMT-py's Transformer recipes do."""
     save = tmp_path_factory.mktemp("stock") / "model"
-    subprocess.run([sys.executable, "-m", "onmt.bin.train", "-config", data["config"],
-                    "-save_model", save, *map(str, TRANSFORMER + steps(20)),
-                    "-share_embeddings", "-share_decoder_embeddings"],
-                   check=True, capture_output=True)
-    checkpoint = load_checkpoint(f"{save}_step_20.pt")
-    assert not [key for key in checkpoint if key.startswith("qd_")]
-    return f"{save}_step_20.pt"
+    argv = sys.argv
+    sys.argv = ["onmt_train", *map(str, ["-config", data["config"], "-save_model", save,
+                                         *TRANSFORMER, *steps(STEPS), "-share_embeddings",
+                                         "-share_decoder_embeddings"])]
+    try:
+        onmt_train.main()
+    finally:
+        sys.argv = argv
+    path = f"{save}_step_{STEPS}.pt"
+    assert not [key for key in load_checkpoint(path) if key.startswith("qd_")]
+    return path
 
 
 @pytest.fixture(scope="module")
 def quantized_student(stock_teacher, data, tmp_path_factory):
     """A 4-bit Transformer student distilled from the stock teacher's cache."""
     root = tmp_path_factory.mktemp("student")
-    run_cli("teacher_cache", "-config", data["config"], "-teacher_model", stock_teacher,
-            "-output", root / "cache")
-    run_cli("train", "-config", data["config"], "-save_model", root / "model", *TRANSFORMER,
-            *steps(8), "-teacher_cache", root / "cache", "-quant_bits", 4)
-    return root / "model_step_8.pt"
+    run("teacher_cache", "-config", data["config"], "-teacher_model", stock_teacher,
+        "-output", root / "cache")
+    run("train", "-config", data["config"], "-save_model", root / "model", *TRANSFORMER,
+        *steps(STEPS), "-teacher_cache", root / "cache", "-quant_bits", 4)
+    return root / f"model_step_{STEPS}.pt"
 
 
 def parameter_names(checkpoint):
@@ -75,7 +89,7 @@ def test_transformer_student_quantized_distillation_to_qdz_translation_and_eval(
             name, checkpoint["generator"].get(name.removeprefix("generator.")))), name
 
     qdz = tmp_path / "student.qdz"
-    run_cli("compress", "-model", quantized_student, "-output", qdz,
+    run("compress", "-model", quantized_student, "-output", qdz,
             "-report_json", tmp_path / "size.json")
     with open(tmp_path / "size.json") as handle:
         report = json.load(handle)
@@ -92,7 +106,7 @@ def test_transformer_student_quantized_distillation_to_qdz_translation_and_eval(
     results = {}
     for model in (quantized_student, qdz):
         name = os.path.basename(model)
-        run_cli("eval", "-model", model, "-src", data["test.de"], "-tgt", data["test.en"],
+        run("eval", "-model", model, "-src", data["test.de"], "-tgt", data["test.en"],
                 "-json", tmp_path / f"{name}.json", "-output", tmp_path / f"{name}.txt",
                 "-beam_size", 2)
         with open(tmp_path / f"{name}.json") as handle:
@@ -107,10 +121,10 @@ def test_transformer_student_quantized_distillation_to_qdz_translation_and_eval(
 
 def test_stock_transformer_pm_and_differentiable_quantization_compress_and_translate(
         stock_teacher, data, tmp_path):
-    run_cli("quantize", "-model", stock_teacher, "-bits", 2, "-output", tmp_path / "pm.pt")
-    run_cli("diffquant", "-config", data["config"], "-model", stock_teacher,
+    run("quantize", "-model", stock_teacher, "-bits", 2, "-output", tmp_path / "pm.pt")
+    run("diffquant", "-config", data["config"], "-model", stock_teacher,
             "-teacher_model", stock_teacher, "-bits", 2, "-output", tmp_path / "dq.pt",
-            "-train_steps", 2, "-valid_steps", 2, "-grad_norm_batches", 1)
+            "-train_steps", 1, "-valid_steps", 1, "-grad_norm_batches", 1, "-batch_size", 8)
     names = None
     for variant in ("pm", "dq"):
         checkpoint = load_checkpoint(tmp_path / f"{variant}.pt")
@@ -126,17 +140,18 @@ def test_stock_transformer_pm_and_differentiable_quantization_compress_and_trans
         # differentiable quantization redistributes a 2-bit budget among the tensors
         assert all(levels_per_bucket(qt) <= 2 ** qt.bits for qt in quantized.values())
         assert variant == "dq" or {qt.bits for qt in quantized.values()} == {2}
-        run_cli("compress", "-model", tmp_path / f"{variant}.pt", "-output",
+        run("compress", "-model", tmp_path / f"{variant}.pt", "-output",
                 tmp_path / f"{variant}.qdz")
     out = tmp_path / "pm.txt"
-    run_cli("translate", "-model", tmp_path / "pm.qdz", "-src", data["test.de"], "-output",
+    run("translate", "-model", tmp_path / "pm.qdz", "-src", data["test.de"], "-output",
             out, *DECODING)
     assert len(out.read_text().splitlines()) == 20
 
 
 def trained_weights(data, save, *args):
-    run_cli("train", "-config", data["config"], "-save_model", save, *steps(4), *args)
-    checkpoint = load_checkpoint(f"{save}_step_4.pt")
+    """The weights after one training step (enough for a teacher to show)."""
+    run("train", "-config", data["config"], "-save_model", save, *steps(1), *args)
+    checkpoint = load_checkpoint(f"{save}_step_1.pt")
     return {**checkpoint["model"], **checkpoint["generator"]}
 
 
@@ -145,35 +160,33 @@ def differ(a, b):
     return any(not torch.equal(a[k], b[k]) for k in a)
 
 
-def test_lstm_teacher_distills_into_transformer_student(teacher, data, tmp_path):
-    plain = trained_weights(data, tmp_path / "plain", *TRANSFORMER)
-    muted = trained_weights(data, tmp_path / "muted", *TRANSFORMER, "-teacher_model", teacher,
-                            "-distill_weight", 0)
-    distilled = trained_weights(data, tmp_path / "distilled", *TRANSFORMER,
-                                "-teacher_model", teacher)
-    # the teacher changes the student through the loss alone: at weight 0 nothing
-    assert not differ(plain, muted) and differ(muted, distilled)
-
-
-def test_transformer_teacher_distills_into_lstm_student(stock_teacher, data, tmp_path):
-    plain = trained_weights(data, tmp_path / "plain")
-    distilled = trained_weights(data, tmp_path / "distilled", "-teacher_model", stock_teacher)
-    assert differ(plain, distilled)
+def test_mixed_pairs_distill(stock_teacher, data, tmp_path):
+    """Transformer teacher -> LSTM student, then that LSTM as the teacher of a
+    Transformer student: in each pair the teacher changes the student (against
+    distillation weight 0; that weight 0 trains as no teacher: test_train.py)."""
+    teacher = stock_teacher
+    for family, student in (("lstm", []), ("transformer", TRANSFORMER)):
+        muted = trained_weights(data, tmp_path / f"{family}_muted", *student,
+                                "-teacher_model", teacher, "-distill_weight", 0)
+        distilled = trained_weights(data, tmp_path / family, *student,
+                                    "-teacher_model", teacher)
+        assert differ(muted, distilled), family
+        teacher = tmp_path / f"{family}_step_1.pt"
 
 
 def test_resumed_transformer_keeps_quantization_and_shape(quantized_student, data, tmp_path):
     save = tmp_path / "resumed"
-    run_cli("train", "-config", data["config"], "-save_model", save, *TRANSFORMER,
-            "-train_steps", 10, "-valid_steps", 10, "-save_checkpoint_steps", 10,
-            "-train_from", quantized_student)
-    before, after = load_checkpoint(quantized_student), load_checkpoint(f"{save}_step_10.pt")
+    run("train", "-config", data["config"], "-save_model", save, *TRANSFORMER,
+        *steps(STEPS + 1), "-train_from", quantized_student)
+    before = load_checkpoint(quantized_student)
+    after = load_checkpoint(f"{save}_step_{STEPS + 1}.pt")
     assert after[QUANT_KEY]["policy"] == before[QUANT_KEY]["policy"]
     assert after[SHADOW_KEY].keys() == before[SHADOW_KEY].keys()
     _, quantized = quantization_of(after)
-    assert all(levels_per_bucket(qt) <= 16 for qt in quantized.values())
+    assert quantized and all(levels_per_bucket(qt) <= 16 for qt in quantized.values())
     # without -position_encoding, which OpenNMT-py refuses beside relative positions
     common = ["-config", data["config"], "-save_model", tmp_path / "refused",
-              *[a for a in TRANSFORMER if a != "-position_encoding"], *steps(10),
+              *[a for a in TRANSFORMER if a != "-position_encoding"], *steps(STEPS + 1),
               "-train_from", quantized_student]
     for option, value, trained in (("heads", 4, 2), ("transformer_ff", 128, 64),
                                    ("max_relative_positions", 8, 0)):
