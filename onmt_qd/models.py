@@ -20,7 +20,7 @@ def model_opts_of(checkpoint):
 
 
 def build_model_from_checkpoint(checkpoint, device="cpu", overrides=None):
-    """(model, vocabs, model_opt) in eval mode; ``checkpoint`` may be a path;
+    """(model, vocabs, model_opt) in eval mode, dropout off; ``checkpoint`` may be a path;
     ``overrides`` (option -> value) replace model options before the model is built."""
     if isinstance(checkpoint, str):
         checkpoint = load_checkpoint(checkpoint)
@@ -36,6 +36,12 @@ def build_model_from_checkpoint(checkpoint, device="cpu", overrides=None):
     model.load_state_dict(state, device=torch.device(device), strict=True)
     model.to(device)
     model.eval()
+    # eval mode alone leaves attention dropout on: scaled dot product attention (on a
+    # GPU) applies -attention_dropout whatever the mode, so set it to 0 as OpenNMT-py's
+    # load_test_model does
+    for module in model.modules():
+        if hasattr(module, "dropout_p"):
+            module.dropout_p = 0.0
     return model, vocabs, model_opt
 
 

@@ -11,9 +11,11 @@ import sys
 import pytest
 import torch
 from onmt.bin import train as onmt_train
+from onmt.inputters.inputter import dict_to_vocabs
 
 from onmt_qd.codec.sizereport import tensor_group
 from onmt_qd.compat import load_checkpoint
+from onmt_qd.distill import load_teacher
 from onmt_qd.models import meta_model, named_weights
 from onmt_qd.quant_checkpoint import QUANT_KEY, SHADOW_KEY, levels_per_bucket, quantization_of
 from test_bad_input import command, refused
@@ -193,6 +195,15 @@ def test_resumed_transformer_keeps_quantization_and_shape(quantized_student, dat
         refused("train", *common, f"-{option}", value,
                 message=f"has -{option} {trained}, and this run sets -{option} {value}: "
                 "a resumed model keeps its shape")
+
+
+def test_live_transformer_teacher_runs_without_dropout(stock_teacher, data):
+    """Eval mode is not enough: on a GPU, OpenNMT-py's fused attention applies
+    -attention_dropout (0.1 by default) in eval mode too."""
+    vocabs = dict_to_vocabs(load_checkpoint(stock_teacher)["vocab"])
+    teacher = load_teacher(stock_teacher, vocabs, "cpu")
+    rates = [m.dropout_p for m in teacher.modules() if hasattr(m, "dropout_p")]
+    assert rates and not any(rates) and not teacher.training
 
 
 def test_size_report_groups_name_both_families():
