@@ -92,7 +92,7 @@ def test_transformer_student_quantized_distillation_to_qdz_translation_and_eval(
 
     qdz = tmp_path / "student.qdz"
     run("compress", "-model", quantized_student, "-output", qdz,
-            "-report_json", tmp_path / "size.json")
+        "-report_json", tmp_path / "size.json")
     with open(tmp_path / "size.json") as handle:
         report = json.load(handle)
     assert report["bytes_on_disk"] == os.path.getsize(qdz)
@@ -109,8 +109,8 @@ def test_transformer_student_quantized_distillation_to_qdz_translation_and_eval(
     for model in (quantized_student, qdz):
         name = os.path.basename(model)
         run("eval", "-model", model, "-src", data["test.de"], "-tgt", data["test.en"],
-                "-json", tmp_path / f"{name}.json", "-output", tmp_path / f"{name}.txt",
-                "-beam_size", 2)
+            "-json", tmp_path / f"{name}.json", "-output", tmp_path / f"{name}.txt",
+            "-beam_size", 2)
         with open(tmp_path / f"{name}.json") as handle:
             results[model] = json.load(handle)
         results[model]["hyp"] = (tmp_path / f"{name}.txt").read_text()
@@ -125,8 +125,8 @@ def test_stock_transformer_pm_and_differentiable_quantization_compress_and_trans
         stock_teacher, data, tmp_path):
     run("quantize", "-model", stock_teacher, "-bits", 2, "-output", tmp_path / "pm.pt")
     run("diffquant", "-config", data["config"], "-model", stock_teacher,
-            "-teacher_model", stock_teacher, "-bits", 2, "-output", tmp_path / "dq.pt",
-            "-train_steps", 1, "-valid_steps", 1, "-grad_norm_batches", 1, "-batch_size", 8)
+        "-teacher_model", stock_teacher, "-bits", 2, "-output", tmp_path / "dq.pt",
+        "-train_steps", 1, "-valid_steps", 1, "-grad_norm_batches", 1, "-batch_size", 8)
     names = None
     for variant in ("pm", "dq"):
         checkpoint = load_checkpoint(tmp_path / f"{variant}.pt")
@@ -143,10 +143,10 @@ def test_stock_transformer_pm_and_differentiable_quantization_compress_and_trans
         assert all(levels_per_bucket(qt) <= 2 ** qt.bits for qt in quantized.values())
         assert variant == "dq" or {qt.bits for qt in quantized.values()} == {2}
         run("compress", "-model", tmp_path / f"{variant}.pt", "-output",
-                tmp_path / f"{variant}.qdz")
+            tmp_path / f"{variant}.qdz")
     out = tmp_path / "pm.txt"
     run("translate", "-model", tmp_path / "pm.qdz", "-src", data["test.de"], "-output",
-            out, *DECODING)
+        out, *DECODING)
     assert len(out.read_text().splitlines()) == 20
 
 
