@@ -86,8 +86,8 @@ class LoadedModel(NamedTuple):
 def load_model(path, opt):
     """``path`` (a checkpoint or a .qdz) read once and built on -gpu's device as
     OpenNMT-py's load_test_model builds a model to translate with: the translation's
-    -self_attn_type, -precision fp16 as a cast, attention dropout off (scaled dot
-    product attention applies it in eval mode too)."""
+    -self_attn_type, -precision fp16 as a cast, attention dropout off
+    (build_model_from_checkpoint)."""
     import torch
 
     from onmt_qd.models import build_model_from_checkpoint
@@ -96,9 +96,6 @@ def load_model(path, opt):
     device = "cpu" if opt.gpu < 0 else f"cuda:{opt.gpu}"
     loaded = LoadedModel(*build_model_from_checkpoint(
         load_any(path), device, overrides={"self_attn_type": opt.self_attn_type}))
-    for module in loaded.model.modules():
-        if hasattr(module, "dropout_p"):
-            module.dropout_p = 0.0
     if opt.precision == "fp16":
         loaded.model.to(torch.float16)
     return loaded
