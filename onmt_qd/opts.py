@@ -316,3 +316,22 @@ def check_devices(indices, option):
     if max(wanted) >= available:
         raise OptionError(f"{option} {max(wanted)}: torch sees {available} CUDA device(s), "
                           f"numbered 0 to {available - 1}")
+
+
+def export_parser():
+    """onmt_qd_export: a CTranslate2 model directory from a Transformer model."""
+    from onmt_qd.deploy.ct2 import QUANTIZATIONS
+
+    parser = ArgumentParser(description="onmt_qd_export: write a CTranslate2 model directory "
+                            "(with the model's SentencePiece models and a manifest) for an "
+                            "OpenNMT-py Transformer checkpoint or onmt_qd compressed model; "
+                            "onmt_qd_translate and onmt_qd_eval take the directory as -model")
+    group = parser.add_argument_group("Export (onmt_qd)")
+    group.add("-model", "--model", required=True,
+              help="Transformer checkpoint (.pt, quantized or not) or compressed model (.qdz).")
+    group.add("-output", "--output", required=True,
+              help="The directory to write (new, or an earlier export, which is replaced).")
+    group.add("-quantization", "--quantization", choices=QUANTIZATIONS, default="int8",
+              help="CTranslate2's weight type: int8 (one scale per output row; the fastest "
+              "on the CPU), int8_float32, int16, float16 (GPU) or float32.")
+    return parser
