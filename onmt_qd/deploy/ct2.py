@@ -42,9 +42,32 @@ def directory_size(path):
                for root, _, names in os.walk(path) for name in names)
 
 
-def is_model_directory(path):
-    """True for a directory given as -model (only an export directory can be)."""
-    return os.path.isdir(path)
+# onmt_qd_translate options that CTranslate2's search does not take: refused unless
+# left at their defaults (the directory's quantization replaces -precision).
+UNSUPPORTED_OPTIONS = ("tgt", "transforms", "precision", "batch_type", "min_length", "ratio",
+                       "length_penalty", "alpha", "beta", "coverage_penalty",
+                       "block_ngram_repeat", "ignore_when_blocking", "replace_unk",
+                       "random_sampling_topk", "random_sampling_topp", "stepwise_penalty",
+                       "phrase_table", "attn_debug", "align_debug", "dump_beam",
+                       "verbose", "self_attn_type")
+
+
+def check_translate_options(opt, parser):
+    """An export directory translates alone, with the options CTranslate2 applies."""
+    if len(opt.models) > 1:
+        raise ValueError("-model: an onmt_qd_export directory translates alone, not in an "
+                         "ensemble; give one -model")
+    for name in UNSUPPORTED_OPTIONS:
+        if getattr(opt, name, None) != parser.get_default(name):
+            raise ValueError(f"-{name} does not apply to a CTranslate2 directory "
+                             f"({opt.models[0]}): leave it out, or translate the checkpoint")
+
+
+def translate_options(opt, lines):
+    """onmt_qd_translate's (scores, predictions) for ``lines`` with -model DIR."""
+    model = DeployedModel(opt.models[0], "cpu" if opt.gpu < 0 else "cuda", max(opt.gpu, 0))
+    return model.translate(lines, opt.beam_size, opt.batch_size, opt.n_best, opt.max_length,
+                           opt.max_length_ratio)
 
 
 def check_transformer(opt, path):

@@ -4,10 +4,15 @@ OpenNMT-py 3.5.1 accepts -precision int8 and means to do this, but compares the 
 string with ``torch.int8`` (onmt/model_builder.py, load_test_model), so it never does."""
 import warnings
 
-# torch's dynamic quantization kernels are CPU only; OpenNMT-py refuses int8 on a GPU too
-INT8_GPU_REFUSAL = ("-precision int8 runs on the CPU only (torch dynamic quantization has no "
-                    "GPU kernels): leave out -gpu, or use -precision fp16 on the GPU; for a "
-                    "Transformer, onmt_qd_export -quantization int8 gives CTranslate2's GPU int8")
+
+
+def check_int8(precision, gpu):
+    """torch's dynamic quantization has CPU kernels only (OpenNMT-py refuses it on a
+    GPU too, after loading the model)."""
+    if precision == "int8" and gpu >= 0:
+        raise ValueError("-precision int8 runs on the CPU only (torch dynamic quantization "
+                         "has no GPU kernels): leave out -gpu, or use -precision fp16 on the "
+                         "GPU; a Transformer exported by onmt_qd_export runs int8 on a GPU")
 
 
 def quantize_dynamic_int8(model):
@@ -21,3 +26,9 @@ def quantize_dynamic_int8(model):
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
         return quantize_dynamic(model, layers, dtype=torch.qint8, inplace=True)
+
+
+def apply_precision(model, precision):
+    """What OpenNMT-py's -precision int8 means to do to a loaded model (CPU only)."""
+    if precision == "int8":
+        quantize_dynamic_int8(model)
