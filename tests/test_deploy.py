@@ -131,3 +131,61 @@ def test_a_killed_export_leaves_no_directory_that_loads(transformer, tmp_path):
     os.remove(output / MANIFEST)
     with pytest.raises(ValueError, match="not a complete onmt_qd_export directory"):
         translate_lines(output, ["ein Hund"])
+
+
+def test_translate_and_eval_take_the_directory(transformer, exported, data, tmp_path):
+    source = lines_of(data["test.de"])[:5]
+    source.insert(1, "")
+    src = tmp_path / "src.de"
+    src.write_text("".join(f"{line}\n" for line in source), encoding="utf-8")
+    out = tmp_path / "out.txt"
+    assert command("translate", "-model", exported["int8"], "-src", src, "-output", out,
+                   "-n_best", 2, "-beam_size", 2)[0] == 0
+    translations = lines_of(out)
+    assert len(translations) == 2 * len(source) and translations[2:4] == ["", ""]
+    refused("translate", "-model", exported["int8"], "-src", src, "-output", out,
+            "-precision", "int8", message="-precision does not apply to a CTranslate2 directory")
+    for model, name in ((exported["int8"], "dir.json"), (transformer["qdz"], "qdz.json")):
+        assert command("eval", "-model", model, "-src", data["test.de"], "-tgt",
+                       data["test.en"], "-json", tmp_path / name, "-beam_size", 2)[0] == 0
+    deployed, ours = (json.loads((tmp_path / n).read_text()) for n in ("dir.json", "qdz.json"))
+    assert deployed.keys() == ours.keys()
+    assert deployed["n_params"] == ours["n_params"]
+    assert deployed["size_bytes"] > os.path.getsize(os.path.join(exported["int8"], "model.bin"))
+    assert deployed["ppl"] == pytest.approx(ours["ppl"], rel=0.05)  # int8 vs 4-bit dequantized
+
+
+def test_a_directory_that_is_no_export_is_refused_in_one_line(data, tmp_path):
+    refused("translate", "-model", tmp_path, "-src", data["test.de"], "-output",
+            tmp_path / "out.txt", message="not a complete onmt_qd_export directory")
+
+
+def test_lstm_translates_at_precision_int8_on_the_cpu(teacher, data, tmp_path):
+    outputs = {}
+    for precision in ("fp32", "int8"):
+        outputs[precision] = tmp_path / f"{precision}.txt"
+        assert command("translate", "-model", teacher, "-src", data["test.de"], "-output",
+                       outputs[precision], "-precision", precision, "-beam_size", 2)[0] == 0
+    fp32, int8 = lines_of(outputs["fp32"]), lines_of(outputs["int8"])
+    assert len(int8) == len(lines_of(data["test.de"]))
+    assert sum(a == b for a, b in zip(fp32, int8)) >= 0.5 * len(fp32)
+
+
+def test_int8_model_has_int8_layers(teacher):
+    from onmt_qd.deploy.int8 import quantize_dynamic_int8
+    from onmt_qd.models import build_model_from_checkpoint
+
+    net = quantize_dynamic_int8(build_model_from_checkpoint(teacher)[0])
+    kinds = {type(m).__name__ for m in net.modules()}
+    assert {"DynamicQuantizedLSTM", "DynamicQuantizedLinear"} <= kinds
+    assert not {"LSTM", "LSTMCell", "Linear"} & kinds
+
+
+def test_int8_on_a_gpu_is_refused_in_one_line(teacher, data, tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    refused("translate", "-model", teacher, "-src", data["test.de"], "-output",
+            tmp_path / "out.txt", "-precision", "int8", "-gpu", 0,
+            message="-precision int8 runs on the CPU only")

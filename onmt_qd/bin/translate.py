@@ -69,21 +69,24 @@ def check_files(opt, outputs):
 
     inputs = [("-src", opt.src), ("-tgt", opt.tgt)] + [("-model", m) for m in opt.models]
     for option, path in inputs:
-        if path:
+        if option == "-model" and os.path.isdir(path):
+            from onmt_qd.deploy.ct2 import read_manifest
+
+            read_manifest(path)  # a CTranslate2 directory written by onmt_qd_export
+        elif path:
             check_input_file(path, option, stdin=option != "-model")
     check_one_stdin(inputs)
     check_outputs(outputs, inputs)
 
 
 def check_inference(opt, sentences):
-    """Refuse, before anything is allocated, the -precision int8 that OpenNMT-py accepts
-    and ignores, and a search whose hypotheses in flight (beam x sentences per batch,
-    a batch being at most the corpus) would exhaust memory. With -batch_type tokens,
-    sentences per batch are known only once tokenized: -beam_size alone is bounded."""
-    if opt.precision == "int8":
-        raise ValueError("-precision int8: int8 inference is not implemented for this model "
-                         "type yet (OpenNMT-py would run fp32 anyway); use -precision fp32, "
-                         "or fp16 on a GPU")
+    """Refuse, before anything is allocated, -precision int8 on a GPU, and a search whose
+    hypotheses in flight (beam x sentences per batch, a batch being at most the corpus)
+    would exhaust memory. With -batch_type tokens, sentences per batch are known only
+    once tokenized: -beam_size alone is bounded."""
+    from onmt_qd.deploy.int8 import check_int8
+
+    check_int8(opt.precision, opt.gpu)
     hypotheses = opt.beam_size * min(opt.batch_size, sentences)
     if opt.batch_type == "sents" and hypotheses > MAX_HYPOTHESES:
         raise ValueError(f"-beam_size {opt.beam_size} x -batch_size {opt.batch_size} is "
@@ -114,6 +117,7 @@ def inference_engine(opt, lines):
     from onmt.utils.parse import ArgumentParser
 
     from onmt_qd.compat import use_contiguous_rnn_decoders
+    from onmt_qd.deploy.int8 import apply_precision
     from onmt_qd.fileio import read_text_lines
 
     keep = non_blank(lines)
@@ -137,6 +141,7 @@ def inference_engine(opt, lines):
         ArgumentParser.validate_translate_opts_dynamic(engine_opt)
         set_random_seed(engine_opt.seed, use_gpu(engine_opt))
         engine = InferenceEnginePY(engine_opt)
+        apply_precision(engine.translator.model, opt.precision)  # OpenNMT-py does not
         try:
             yield engine
         finally:
@@ -190,8 +195,13 @@ def translate(opt):
     check_decoding(opt.beam_size, opt.batch_size, opt.n_best, opt.max_length)
     check_files(opt, {"-output": opt.output})
     lines = read_text_lines(opt.src, "-src")
-    with inference_engine(opt, lines) as engine:
-        scores, predictions = translate_aligned(engine, lines)
+    if os.path.isdir(opt.models[0]):  # an onmt_qd_export directory: CTranslate2
+        from onmt_qd.deploy.ct2 import translate_options
+
+        scores, predictions = translate_options(opt, lines, translate_parser())
+    else:
+        with inference_engine(opt, lines) as engine:
+            scores, predictions = translate_aligned(engine, lines)
     write_translations(opt.output, scores, predictions, opt.with_score)
 
 

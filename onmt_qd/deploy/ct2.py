@@ -63,8 +63,9 @@ def check_translate_options(opt, parser):
                              f"({opt.models[0]}): leave it out, or translate the checkpoint")
 
 
-def translate_options(opt, lines):
+def translate_options(opt, lines, parser):
     """onmt_qd_translate's (scores, predictions) for ``lines`` with -model DIR."""
+    check_translate_options(opt, parser)
     model = DeployedModel(opt.models[0], "cpu" if opt.gpu < 0 else "cuda", max(opt.gpu, 0))
     return model.translate(lines, opt.beam_size, opt.batch_size, opt.n_best, opt.max_length,
                            opt.max_length_ratio)
