@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 
-from onmt_qd.bin.eval import evaluate
+from onmt_qd.inference.evaluate import evaluate
 from onmt_qd.deploy.ct2 import DeployedModel, directory_size, export
 from onmt_qd.evaluate.metrics import bleu_chrf
 from onmt_qd.fileio import open_output, read_text_lines

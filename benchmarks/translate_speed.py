@@ -25,10 +25,9 @@ import time
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from onmt_qd.bin.translate import inference_engine, translate_aligned
 from onmt_qd.fileio import atomic_output, read_text_lines
+from onmt_qd.inference.engine import inference_engine, load_model, translate_aligned
 from onmt_qd.opts import parse, translate_parser
-from onmt_qd.qdz import as_checkpoint_file
 
 
 class OpCounter(TorchDispatchMode):
@@ -54,17 +53,21 @@ def timed(gpu, function, *args):
     return time.perf_counter() - start
 
 
-def measure(checkpoint, src, lines, batch_size, beam_size, gpu, count_ops, subword_model):
-    """One row: the timed translation of ``lines`` at ``batch_size``."""
+def translation_opts(model, src, batch_size, beam_size, gpu, subword_model):
     subwords = (["-transforms", "sentencepiece", "-src_subword_model", subword_model,
                  "-tgt_subword_model", subword_model] if subword_model else [])
-    opt = parse(translate_parser(), ["-model", checkpoint, "-src", src, "-output", os.devnull,
-                                     "-beam_size", str(beam_size), "-batch_size",
-                                     str(batch_size), "-gpu", "0" if gpu else "-1",
-                                     "-log_file", os.devnull, *subwords])
-    with inference_engine(opt, lines) as engine:
+    return parse(translate_parser(), ["-model", model, "-src", src, "-output", os.devnull,
+                                      "-beam_size", str(beam_size), "-batch_size",
+                                      str(batch_size), "-gpu", "0" if gpu else "-1",
+                                      "-log_file", os.devnull, *subwords])
+
+
+def measure(loaded, opt, lines, count_ops):
+    """One row: the timed translation of ``lines`` at -batch_size with ``loaded``."""
+    gpu, batch_size = opt.gpu >= 0, opt.batch_size
+    with inference_engine(opt, lines, loaded) as engine:
         steps = [0]
-        engine.translator.model.generator.register_forward_hook(
+        hook = engine.translator.model.generator.register_forward_hook(
             lambda *_: steps.__setitem__(0, steps[0] + 1))
         first_seconds = timed(gpu, translate_aligned, engine, lines)  # kernels load, cuDNN
         steps[0] = 0
@@ -81,6 +84,7 @@ def measure(checkpoint, src, lines, batch_size, beam_size, gpu, count_ops, subwo
             row.update(ops_per_step=round(total / steps[0], 1),
                        ops_per_sentence=round(total / len(lines), 1),
                        top_ops=dict(counter.ops.most_common(8)))
+    hook.remove()  # the model serves the next batch size
     return row
 
 
@@ -103,22 +107,24 @@ def main():
     print(f"{args.model}: {len(lines)} sentences, beam {args.beam_size}, {device}, "
           f"torch {torch.__version__}", flush=True)
     rows = []
-    with as_checkpoint_file(args.model) as checkpoint:
-        for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-            row = measure(checkpoint, args.src, lines, batch_size, args.beam_size, args.gpu,
-                          args.count_ops, args.subword_model)
-            row["speedup"] = round(row["sentences_per_second"]
-                                   / (rows or [row])[0]["sentences_per_second"], 2)
-            rows.append(row)
-            ops = (f"  {row['ops_per_step']} ops/step, {row['ops_per_sentence']} ops/sentence"
-                   if args.count_ops else "")
-            print(f"batch {batch_size:5d}: {row['sentences_per_second']:8.1f} sentences/s "
-                  f"({row['speedup']:.2f}x), {row['steps']} steps, "
-                  f"{row['ms_per_step']:.2f} ms/step (first run {row['first_run_seconds']:.2f} s){ops}", flush=True)
-            if args.json:
-                with atomic_output(args.json) as temporary, open(temporary, "w") as handle:
-                    json.dump({"model": args.model, "device": device, "rows": rows}, handle,
-                              indent=1)
+    loaded = None
+    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+        opt = translation_opts(args.model, args.src, batch_size, args.beam_size, args.gpu,
+                               args.subword_model)
+        loaded = loaded or load_model(args.model, opt)  # read and built once
+        row = measure(loaded, opt, lines, args.count_ops)
+        row["speedup"] = round(row["sentences_per_second"]
+                               / (rows or [row])[0]["sentences_per_second"], 2)
+        rows.append(row)
+        ops = (f"  {row['ops_per_step']} ops/step, {row['ops_per_sentence']} ops/sentence"
+               if args.count_ops else "")
+        print(f"batch {batch_size:5d}: {row['sentences_per_second']:8.1f} sentences/s "
+              f"({row['speedup']:.2f}x), {row['steps']} steps, "
+              f"{row['ms_per_step']:.2f} ms/step (first run {row['first_run_seconds']:.2f} s){ops}", flush=True)
+        if args.json:
+            with atomic_output(args.json) as temporary, open(temporary, "w") as handle:
+                json.dump({"model": args.model, "device": device, "rows": rows}, handle,
+                          indent=1)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,13 @@ def model_opts_of(checkpoint):
     return model_opt
 
 
-def build_model_from_checkpoint(checkpoint, device="cpu"):
-    """(model, vocabs, model_opt) in eval mode; ``checkpoint`` may be a path."""
+def build_model_from_checkpoint(checkpoint, device="cpu", overrides=None):
+    """(model, vocabs, model_opt) in eval mode; ``checkpoint`` may be a path;
+    ``overrides`` (option -> value) replace model options before the model is built."""
     if isinstance(checkpoint, str):
         checkpoint = load_checkpoint(checkpoint)
     model_opt = model_opts_of(checkpoint)
+    vars(model_opt).update(overrides or {})
     vocabs = dict_to_vocabs(checkpoint["vocab"])
     model = build_base_model(model_opt, vocabs)
     # OpenNMT-py's loader consumes the dictionaries it is given and makes the generator

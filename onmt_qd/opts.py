@@ -4,14 +4,15 @@ Parsers are OpenNMT-py's own (``onmt.utils.parse.ArgumentParser``) plus our grou
 so ``-config file.yaml`` and every stock option keep working. Unlike ``onmt_train``,
 our parsers reject unknown options and unknown YAML keys (typos must not pass
 silently)."""
+import argparse
 import difflib
-import os
 
 import yaml
 from onmt.opts import train_opts, translate_opts
 from onmt.utils.parse import ArgumentParser
 
-from onmt_qd.quant import QUANTIZERS, QuantPolicy
+from onmt_qd.distill.rules import DEFAULT_TOPK
+from onmt_qd.quant import MAX_BITS, QUANTIZERS, QuantPolicy, validate_bits
 from onmt_qd.quant.policy import ROUNDINGS
 from onmt_qd.train.precision import AUTOCAST_DTYPES
 
@@ -33,7 +34,8 @@ def distill_opts(parser):
               help="Folder written by onmt_qd_teacher_cache: distill from the teacher's "
               "cached top-K distribution instead of running -teacher_model (T must be 1).")
     group.add("-topk", "--topk", type=int, default=None,
-              help="onmt_qd_teacher_cache: tokens kept per position (default 8). "
+              help="onmt_qd_teacher_cache: tokens kept per position (default "
+              f"{DEFAULT_TOPK}). "
               "onmt_qd_train: the K the -teacher_cache must hold (default: any).")
 
 
@@ -85,7 +87,8 @@ def policy_opts(parser, prefix):
         group.add(f"-{prefix}{name}", f"--{prefix}{name}", dest=f"quant_{name}", **kw)
 
     add("bits", type=int, default=0 if prefix else None,
-        help="Bits per quantized weight (1-8)." + (" 0 = no quantization." if prefix else ""))
+        help=f"Bits per quantized weight (1-{MAX_BITS})." +
+        (" 0 = no quantization." if prefix else ""))
     add("bucket_size", type=int, default=256, help="Bucket size k for min-max scaling.")
     # the registry itself, not a copy: a method registered later is accepted too
     add("method", choices=QUANTIZERS, default="uniform",
@@ -104,10 +107,19 @@ def policy_opts(parser, prefix):
         help="Mixed precision: PATTERN=BITS pairs, e.g. generator=8.")
 
 
-def policy_from_opts(opt):
-    """The QuantPolicy the options describe, or None when quantization is off."""
-    if not opt.quant_bits:
+def policy_from_opts(opt, prefix="quant_"):
+    """The QuantPolicy the options of ``policy_opts(parser, prefix)`` describe, checked
+    here once: None when training without -quant_bits (0); the stand-alone commands
+    (prefix "") require -bits."""
+    option = f"-{prefix}bits"
+    if prefix and not opt.quant_bits:
         return None
+    if opt.quant_bits is None:
+        raise OptionError(f"{option} is required (an integer from 1 to {MAX_BITS})")
+    try:
+        validate_bits(opt.quant_bits, option)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
     overrides = {}
     for item in opt.quant_bits_override:
         pattern, sep, bits = item.rpartition("=")
@@ -138,40 +150,6 @@ def policy_options(policy):
 
 
 QUANT_OPTIONS = tuple(policy_options(QuantPolicy()))  # quant_bits first
-
-
-# Above this the T^2-scaled KL loses its float32 precision: measured on random logits
-# (8000 words, std 0.3 to 5) against float64, the loss is within 0.05% up to T = 100,
-# 3% off at T = 300 and of the wrong sign at T = 10^4; T^2 overflows float32 above 1.8e19.
-MAX_TEMPERATURE = 100.0
-
-
-def validate_distill_opts(opt):
-    if not 0.0 <= opt.distill_weight <= 1.0:
-        raise OptionError(f"-distill_weight must be in [0, 1], got {opt.distill_weight}")
-    if not 0 < opt.distill_temperature <= MAX_TEMPERATURE:  # also refuses nan
-        raise OptionError(f"-distill_temperature must be > 0 and at most {MAX_TEMPERATURE:g}, "
-                          f"got {opt.distill_temperature} (above {MAX_TEMPERATURE:g} the "
-                          "float32 distillation loss loses its precision)")
-    if opt.teacher_model and not os.path.isfile(opt.teacher_model):
-        raise OptionError(f"teacher checkpoint {opt.teacher_model} does not exist: "
-                          "train the teacher first or fix -teacher_model")
-    if opt.teacher_model:
-        from onmt_qd.compat import refuse_compressed
-
-        refuse_compressed(opt.teacher_model)
-    if opt.teacher_model and opt.teacher_cache:
-        raise OptionError("set either -teacher_model (live teacher) or -teacher_cache "
-                          "(its cached outputs), not both")
-    if opt.teacher_cache and os.path.isfile(opt.teacher_cache):
-        raise OptionError(f"teacher cache {opt.teacher_cache} is a file; a teacher cache is "
-                          "the folder onmt_qd_teacher_cache -output writes (a teacher "
-                          "checkpoint goes to -teacher_model)")
-    if opt.teacher_cache and not os.path.isdir(opt.teacher_cache):
-        raise OptionError(f"teacher cache {opt.teacher_cache} does not exist: build it with "
-                          "onmt_qd_teacher_cache or fix -teacher_cache")
-    if opt.topk is not None and opt.topk < 1:
-        raise OptionError(f"-topk must be >= 1, got {opt.topk}")
 
 
 def teacher_cache_parser():
@@ -210,6 +188,136 @@ def translate_parser():
     parser = ArgumentParser(description="onmt_qd_translate: onmt_translate that also "
                             "reads onmt_qd compressed model files")
     translate_opts(parser)
+    return parser
+
+
+def quantize_parser():
+    parser = ArgumentParser(description="onmt_qd_quantize -model IN.pt -bits B -bucket_size K "
+                            "[-method uniform|quantile] [policy switches] -output OUT.pt: "
+                            "post-training (\"PM\") quantization of any OpenNMT-py "
+                            "checkpoint. OUT.pt loads in stock OpenNMT-py translation.")
+    parser.add("-model", "--model", required=True, help="checkpoint to quantize")
+    parser.add("-output", "--output", required=True, help="quantized checkpoint to write")
+    parser.add("-seed", "--seed", type=int, default=0,
+               help="seed of -rounding stochastic (the same seed gives the same weights)")
+    policy_opts(parser, "")
+    return parser
+
+
+def diffquant_parser():
+    # -bucket_size is the quantization bucket here, as in onmt_qd_quantize; the data
+    # loader's bucket (OpenNMT-py's -bucket_size) is set from -data_bucket_size.
+    parser = ArgumentParser(description="onmt_qd_diffquant -config DATA.yaml -model FP.pt "
+                            "-teacher_model T.pt -bits B -bucket_size K -output OUT.pt: learn "
+                            "the quantization points of a trained model (differentiable "
+                            "quantization) against a teacher; OUT.pt loads in stock "
+                            "translation and compresses with onmt_qd_compress.",
+                            conflict_handler="resolve")
+    train_opts(parser)
+    distill_opts(parser)
+    policy_opts(parser, "")
+    group = parser.add_argument_group("Differentiable quantization")
+    group.add("-model", "--model", required=True, help="trained full-precision checkpoint")
+    group.add("-output", "--output", required=True, help="quantized checkpoint to write")
+    group.add("-init", "--init", choices=QUANTIZERS, default="quantile",
+              help="initial points of every tensor (a quantization method's points)")
+    group.add("-redistribute", "--redistribute", choices=["none", "points", "bits"],
+              default="bits", help="bits across tensors by gradient norm: 'points' is the "
+              "2017 rule (conserve the number of points), 'bits' a budget in total bits "
+              "weighted by tensor size (-avg_bits, default -bits)")
+    group.add("-avg_bits", "--avg_bits", type=float, default=None,
+              help="average bits per quantized weight for -redistribute bits")
+    group.add("-grad_norm_batches", "--grad_norm_batches", type=int, default=10,
+              help="batches over which gradient norms are averaged")
+    group.add("-data_bucket_size", "--data_bucket_size", type=int, default=10000,
+              help="examples the data loader sorts at a time")
+    parser.set_defaults(train_steps=300, valid_steps=100, optim="adam", learning_rate=1e-3,
+                        report_every=50, num_workers=0, save_model="unused")
+    return parser
+
+
+def compress_parser():
+    from onmt_qd.codec.entropy import CODERS
+    from onmt_qd.codec.levelcoding import POOLINGS
+
+    parser = argparse.ArgumentParser(
+        prog="onmt_qd_compress", description="onmt_qd_compress -model IN.pt -output OUT.qdz "
+        "[-coder huffman|ans]: pack a quantized checkpoint into one compressed file and "
+        "print where its bytes go. -report_only prints the report without keeping a file.")
+    parser.add_argument("-model", required=True, help="quantized checkpoint (onmt_qd_train "
+                        "-quant_bits, onmt_qd_quantize or onmt_qd_diffquant), or a compressed "
+                        "file to pack again (e.g. with another -coder)")
+    parser.add_argument("-output", default=None, help="compressed file to write")
+    parser.add_argument("-coder", choices=CODERS, default="huffman")
+    parser.add_argument("-pooling", choices=POOLINGS, default="auto",
+                        help="one code table per tensor, one for all, or whichever is smaller")
+    parser.add_argument("-report_only", action="store_true")
+    parser.add_argument("-report_json", default=None, help="also write the report as JSON")
+    return parser
+
+
+def data_parser():
+    parser = argparse.ArgumentParser(
+        prog="onmt_qd_data", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="onmt_qd_data get NAME -dest D [-from MIRROR]\n"
+        "   onmt_qd_data spm NAME -dest D [-vocab_size 8000]: joint SentencePiece model.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    get = sub.add_parser("get", help="fetch a dataset")
+    get.add_argument("name")
+    get.add_argument("-dest", required=True)
+    get.add_argument("-from", dest="mirror", default=None,
+                     help="copy from this local folder instead of downloading")
+    spm = sub.add_parser("spm", help="train a joint SentencePiece model on a fetched dataset")
+    spm.add_argument("name")
+    spm.add_argument("-dest", required=True, help="folder the dataset was fetched into")
+    spm.add_argument("-vocab_size", type=int, default=8000)
+    spm.add_argument("-model_type", default="unigram", choices=["unigram", "bpe"])
+    return parser
+
+
+def recipe_parser():
+    parser = argparse.ArgumentParser(
+        prog="onmt_qd_recipe", description="onmt_qd_recipe NAME [-profile quick|gpu|paper|"
+        "mini] [-data_dir D] [-work_dir W] [-stages S ...] [-jobs N]: run a recipe's stages; "
+        "finished stages are skipped, unless their settings changed. One run at a time per "
+        "work folder; its commands stop with it.")
+    parser.add_argument("name", help="multi30k, integ200k or wmt13")
+    parser.add_argument("-profile", default="quick",
+                        help="quick (2 CPU cores, under 30 minutes), gpu (the paper's sizes, "
+                        "fast settings, one GPU), paper (the paper's settings, GPU), mini "
+                        "(tests)")
+    parser.add_argument("-data_dir", default=None,
+                        help="where the dataset is (fetched if absent)")
+    parser.add_argument("-work_dir", default=None, help="default: runs/NAME_PROFILE")
+    parser.add_argument("-from", dest="mirror", default=None, help="local dataset mirror")
+    parser.add_argument("-stages", nargs="*", default=None, help="run only these stages")
+    parser.add_argument("-gpu", action="store_true", help="train and evaluate on GPU 0")
+    parser.add_argument("-jobs", type=int, default=None,
+                        help="stages run side by side, up to this many (default: the "
+                        "profile's jobs, else 1); evaluation and compression run their "
+                        "models so too")
+    return parser
+
+
+def eval_parser():
+    parser = argparse.ArgumentParser(
+        prog="onmt_qd_eval", description="onmt_qd_eval -model M -src S -tgt T [-json "
+        "OUT.json]: BLEU and chrF (sacrebleu, detokenized, with signatures), reference "
+        "perplexity, parameter count and size on disk of a checkpoint, compressed file or "
+        "onmt_qd_export directory. "
+        "-src - (or -tgt -) reads standard input; -json - or -output - writes standard "
+        "output.")
+    parser.add_argument("-model", required=True)
+    parser.add_argument("-src", required=True)
+    parser.add_argument("-tgt", required=True, help="reference translations (raw text)")
+    parser.add_argument("-json", default=None, help="write the results here as JSON")
+    parser.add_argument("-output", default=None, help="keep the translations here")
+    parser.add_argument("-beam_size", type=int, default=5)
+    parser.add_argument("-batch_size", type=int, default=64)
+    parser.add_argument("-gpu", type=int, default=-1)
+    parser.add_argument("-precision", choices=["fp32", "int8"], default="fp32",
+                        help="int8: torch dynamic quantization of Linear and LSTM layers "
+                        "(CPU only; an onmt_qd_export directory has its own quantization)")
     return parser
 
 
@@ -269,8 +377,10 @@ def _is_number(text):
     return True
 
 
-def _unknown_option_error(parser, option):
-    known = [s.lstrip("-") for s in parser._option_string_actions]
+def _unknown_option_error(options, option):
+    if not option.startswith("-"):
+        return OptionError(f"unexpected argument '{option}'")
+    known = [s.lstrip("-") for s in options]
     hint = did_you_mean(option.lstrip("-"), known, prefix="-")
     return OptionError(f"unknown option '{option}'{hint}")
 
@@ -279,23 +389,41 @@ def _raise_option_error(message):
     raise OptionError(message)
 
 
+def _parsers(parser, args):
+    """``parser`` and, when it has subcommands (onmt_qd_data get|spm), the one ``args``
+    name: the parsers whose options ``args`` may use."""
+    parsers = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers += [action.choices[arg] for arg in args[:1] if arg in action.choices]
+    return parsers
+
+
 def parse(parser, args=None):
     """Parse strictly: unknown command-line options and YAML keys are errors
-    (checked before argparse, which would read '-hiden_size' as '-h iden_size')."""
+    (checked before argparse, which would read '-hiden_size' as '-h iden_size').
+    ``parser``: OpenNMT-py's (configargparse, with -config) or a plain argparse one."""
     import sys
 
     args = sys.argv[1:] if args is None else list(args)
-    parser.error = _raise_option_error  # one line, not the whole usage
-    check_config_keys(parser, args)
+    parsers = _parsers(parser, [arg for arg in args if not arg.startswith("-")])
+    options = {}
+    for each in parsers:
+        each.error = _raise_option_error  # one line, not the whole usage
+        options.update(each._option_string_actions)
+    if "-config" in options:
+        check_config_keys(parser, args)
     for arg in args:
         option = arg.split("=", 1)[0]
         if arg.startswith("-") and arg != "-" and not _is_number(arg) \
-                and option not in parser._option_string_actions:  # "-": standard input
-            raise _unknown_option_error(parser, option)
+                and option not in options:  # "-": standard input
+            raise _unknown_option_error(options, option)
     opt, unknown = parser.parse_known_args(args)
     if unknown:
-        raise _unknown_option_error(parser, unknown[0])
-    check_devices([getattr(opt, "gpu", -1)], "-gpu")
+        raise _unknown_option_error(options, unknown[0])
+    gpu = getattr(opt, "gpu", -1)
+    if not isinstance(gpu, bool):  # onmt_qd_recipe -gpu is a switch, not a device
+        check_devices([gpu], "-gpu")
     check_devices(getattr(opt, "gpu_ranks", None) or [], "-gpu_ranks")
     return opt
 

@@ -2,9 +2,6 @@
 docs/formats.md): what goes into the file (model options, vocabularies, policy,
 quantized and plain tensors) and the checkpoint that comes back out, bit for bit."""
 import argparse
-import contextlib
-import os
-import tempfile
 
 import torch
 from onmt.inputters.inputter import dict_to_vocabs
@@ -12,8 +9,7 @@ from onmt.model_builder import build_base_model
 
 from onmt_qd.codec import (CompressedFileError, is_compressed_file, read_compressed,
                            write_compressed)
-from onmt_qd.compat import load_checkpoint, save_atomic
-from onmt_qd.fileio import check_input_file
+from onmt_qd.compat import load_checkpoint
 from onmt_qd.models import model_opts_of, named_weights
 from onmt_qd.quant import QuantPolicy
 from onmt_qd.quant_checkpoint import attach_quantization, quantization_of
@@ -94,17 +90,3 @@ def load_any(path):
     if is_compressed_file(path):
         return checkpoint_from_compressed(path)
     return load_checkpoint(path)
-
-
-@contextlib.contextmanager
-def as_checkpoint_file(path):
-    """Yield a path OpenNMT-py can load: ``path`` itself for a checkpoint, a
-    temporary checkpoint decoded from it for a compressed file."""
-    if not is_compressed_file(path):
-        check_input_file(path, "-model")
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="onmt_qd_") as tmp:
-        decoded = os.path.join(tmp, "model.pt")
-        save_atomic(checkpoint_from_compressed(path), decoded)
-        yield decoded

@@ -19,6 +19,18 @@ class NotQuantizedError(ValueError):
     pass
 
 
+def check_checkpoint_output(path, command):
+    """-output of a command that writes a quantized checkpoint (onmt_qd_quantize,
+    onmt_qd_diffquant): a file, and not under the compressed file's name."""
+    from onmt_qd.fileio import check_not_stdout
+
+    if path.lower().endswith(".qdz"):
+        raise ValueError(f"-output {path}: {command} writes an OpenNMT-py checkpoint (.pt), "
+                         "not a compressed .qdz; write OUT.pt, then onmt_qd_compress -model "
+                         f"OUT.pt -output {path}")
+    check_not_stdout("-output", path, "a model")
+
+
 def tensor_entry(qt):
     return {"levels": qt.levels.cpu(), "alpha": qt.alpha.cpu(), "beta": qt.beta.cpu(),
             "points": qt.points.cpu(), "shape": list(qt.shape), "bucket_size": qt.bucket_size,

@@ -198,7 +198,7 @@ def test_5_bad_input_gives_one_line_not_a_traceback(data, teacher, tmp_path):
     refused("train", "-config", data["config"], "-quant_bits", "abc",
             message="invalid int value: 'abc'")
     refused("quantize", "-model", teacher, "-bits", 0, "-output", tmp_path / "q.pt",
-            message="-bits must be 1 to 8, got 0")
+            message="-bits must be an integer from 1 to 8, got 0")
     refused("quantize", "-model", teacher, "-bits", 4, "-exclude", ".*", "-output",
             tmp_path / "q.pt", message="the policy leaves no tensor")
     refused("translate", "-model", teacher, "-src", data["test.de"], "-output",

@@ -1,28 +1,10 @@
-"""onmt_qd_compress -model IN.pt -output OUT.qdz [-coder huffman|ans]: pack a quantized
-checkpoint into one compressed file and print where its bytes go.
--report_only prints the report without keeping a file."""
-import argparse
+"""onmt_qd_compress: pack a quantized checkpoint (options: opts.compress_parser)."""
 import json
 import os
 import tempfile
 
 from onmt_qd.bin.common import run_command
-from onmt_qd.codec.entropy import CODERS
-from onmt_qd.codec.levelcoding import POOLINGS
-
-
-def parser():
-    p = argparse.ArgumentParser(prog="onmt_qd_compress", description=__doc__)
-    p.add_argument("-model", required=True, help="quantized checkpoint (onmt_qd_train "
-                   "-quant_bits, onmt_qd_quantize or onmt_qd_diffquant), or a compressed "
-                   "file to pack again (e.g. with another -coder)")
-    p.add_argument("-output", default=None, help="compressed file to write")
-    p.add_argument("-coder", choices=CODERS, default="huffman")
-    p.add_argument("-pooling", choices=POOLINGS, default="auto",
-                   help="one code table per tensor, one for all, or whichever is smaller")
-    p.add_argument("-report_only", action="store_true")
-    p.add_argument("-report_json", default=None, help="also write the report as JSON")
-    return p
+from onmt_qd.opts import compress_parser, parse
 
 
 def summary(report):
@@ -41,7 +23,7 @@ def main():
         from onmt_qd.fileio import check_input_file, check_not_stdout, check_outputs, open_output
         from onmt_qd.qdz import compress_checkpoint, load_any
 
-        args = parser().parse_args()
+        args = parse(compress_parser())
         if not args.output and not args.report_only:
             raise ValueError("give -output OUT.qdz (or -report_only)")
         check_input_file(args.model, "-model")

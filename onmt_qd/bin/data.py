@@ -1,25 +1,7 @@
-"""onmt_qd_data get NAME -dest D [-from MIRROR]
-   onmt_qd_data spm NAME -dest D [-vocab_size 8000]: joint SentencePiece model."""
-import argparse
-
+"""onmt_qd_data: fetch a dataset, train its SentencePiece model (options:
+opts.data_parser)."""
 from onmt_qd.bin.common import run_command
-
-
-def parser():
-    p = argparse.ArgumentParser(prog="onmt_qd_data", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    get = sub.add_parser("get", help="fetch a dataset")
-    get.add_argument("name")
-    get.add_argument("-dest", required=True)
-    get.add_argument("-from", dest="mirror", default=None,
-                     help="copy from this local folder instead of downloading")
-    spm = sub.add_parser("spm", help="train a joint SentencePiece model on a fetched dataset")
-    spm.add_argument("name")
-    spm.add_argument("-dest", required=True, help="folder the dataset was fetched into")
-    spm.add_argument("-vocab_size", type=int, default=8000)
-    spm.add_argument("-model_type", default="unigram", choices=["unigram", "bpe"])
-    return p
+from onmt_qd.opts import data_parser, parse
 
 
 def main():
@@ -29,7 +11,7 @@ def main():
         from onmt_qd import datasets
         from onmt_qd.fileio import created_folder
 
-        args = parser().parse_args()
+        args = parse(data_parser())
         if args.command == "get":
             with created_folder(args.dest):  # a failed fetch leaves no empty folder
                 source = datasets.get(args.name, args.dest, args.mirror)

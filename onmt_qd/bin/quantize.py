@@ -1,20 +1,6 @@
-"""onmt_qd_quantize -model IN.pt -bits B -bucket_size K [-method uniform|quantile]
-[policy switches] -output OUT.pt: post-training ("PM") quantization of any
-OpenNMT-py checkpoint. OUT.pt loads in stock OpenNMT-py translation."""
-from onmt.utils.parse import ArgumentParser
-
+"""onmt_qd_quantize: post-training quantization (options: opts.quantize_parser)."""
 from onmt_qd.bin.common import run_command
-from onmt_qd.opts import parse, policy_from_opts, policy_opts
-
-
-def parser():
-    p = ArgumentParser(description=__doc__)
-    p.add("-model", "--model", required=True, help="checkpoint to quantize")
-    p.add("-output", "--output", required=True, help="quantized checkpoint to write")
-    p.add("-seed", "--seed", type=int, default=0,
-          help="seed of -rounding stochastic (the same seed gives the same weights)")
-    policy_opts(p, "")
-    return p
+from onmt_qd.opts import parse, policy_from_opts, quantize_parser
 
 
 def requantization_note(checkpoint, path):
@@ -29,29 +15,17 @@ def requantization_note(checkpoint, path):
     return f"{path} is already quantized ({bits} bits): quantizing again from {source}"
 
 
-def check_model_output(path):
-    """The output is an OpenNMT-py checkpoint: not under the compressed file's name."""
-    if path.lower().endswith(".qdz"):
-        raise ValueError(f"-output {path}: onmt_qd_quantize writes an OpenNMT-py checkpoint "
-                         "(.pt), not a compressed .qdz; write OUT.pt, then onmt_qd_compress "
-                         f"-model OUT.pt -output {path}")
-
-
 def main():
     def run():
         from onmt_qd.compat import save_atomic
-        from onmt_qd.fileio import check_input_file, check_not_stdout, check_outputs
+        from onmt_qd.fileio import check_input_file, check_outputs
         from onmt_qd.qdz import load_any
-        from onmt_qd.quant_checkpoint import quantize_checkpoint
+        from onmt_qd.quant_checkpoint import check_checkpoint_output, quantize_checkpoint
 
-        opt = parse(parser())
-        policy = policy_from_opts(opt)
-        if policy is None:
-            raise ValueError("-bits is required (1 to 8)" if opt.quant_bits is None else
-                             f"-bits must be 1 to 8, got {opt.quant_bits}")
+        opt = parse(quantize_parser())
+        policy = policy_from_opts(opt, prefix="")
         check_input_file(opt.model, "-model")
-        check_model_output(opt.output)
-        check_not_stdout("-output", opt.output, "a model")
+        check_checkpoint_output(opt.output, "onmt_qd_quantize")
         check_outputs({"-output": opt.output}, {"-model": opt.model})
         checkpoint = load_any(opt.model)
         note = requantization_note(checkpoint, opt.model)

@@ -6,7 +6,6 @@ model's SentencePiece model(s) in the directory, a manifest naming the source an
 SHA-256, and an all-or-nothing write (a temporary sibling directory renamed at the
 end: a directory without a manifest is refused). The converter is given a checkpoint we
 have just written from a weights-only load, holding only what it reads."""
-import contextlib
 import copy
 import hashlib
 import json
@@ -52,8 +51,11 @@ UNSUPPORTED_OPTIONS = ("tgt", "transforms", "precision", "batch_type", "min_leng
                        "verbose", "self_attn_type")
 
 
-def check_translate_options(opt, parser):
+def check_translate_options(opt):
     """An export directory translates alone, with the options CTranslate2 applies."""
+    from onmt_qd.opts import translate_parser
+
+    parser = translate_parser()
     if len(opt.models) > 1:
         raise ValueError("-model: an onmt_qd_export directory translates alone, not in an "
                          "ensemble; give one -model")
@@ -63,12 +65,9 @@ def check_translate_options(opt, parser):
                              f"({opt.models[0]}): leave it out, or translate the checkpoint")
 
 
-def translate_options(opt, lines, parser):
-    """onmt_qd_translate's (scores, predictions) for ``lines`` with -model DIR."""
-    check_translate_options(opt, parser)
-    model = DeployedModel(opt.models[0], "cpu" if opt.gpu < 0 else "cuda", max(opt.gpu, 0))
-    return model.translate(lines, opt.beam_size, opt.batch_size, opt.n_best, opt.max_length,
-                           opt.max_length_ratio)
+def deployed_model(opt):
+    """The DeployedModel of translation options ``opt`` (-model DIR, -gpu)."""
+    return DeployedModel(opt.models[0], "cpu" if opt.gpu < 0 else "cuda", max(opt.gpu, 0))
 
 
 def check_transformer(opt, path):
@@ -233,12 +232,14 @@ class DeployedModel:
         self.manifest = manifest
 
     def translate(self, lines, beam_size=5, batch_size=64, n_best=1, max_length=250,
-                  max_length_ratio=1.25):
+                  max_length_ratio=1.25, progress=None):
         """(scores, predictions): ``n_best`` of each per line, in order; a blank line
         gets empty predictions (score 0), as OpenNMT-py's path gives them. Lines are
         sorted by length into batches, all queued at once (each free translator takes
         the next); a batch stops at OpenNMT-py's length limit, min(max_length, longest
-        source x max_length_ratio + 5) tokens (max_length alone for a ratio of 0)."""
+        source x max_length_ratio + 5) tokens (max_length alone for a ratio of 0).
+        ``progress`` (onmt_qd.inference.progress.Progress) counts each batch as it
+        finishes."""
         keep = [i for i, line in enumerate(lines) if line.strip()]
         tokens = [self.source.encode(lines[i], out_type=str) for i in keep]
         order = sorted(range(len(tokens)), key=lambda j: len(tokens[j]))
@@ -255,6 +256,8 @@ class DeployedModel:
                 result = result.result()
                 scores[keep[j]] = [float(s) for s in result.scores]
                 predictions[keep[j]] = [self.target.decode(h) for h in result.hypotheses]
+            if progress is not None:
+                progress.advance(len(batch))
         return scores, predictions
 
     def perplexity(self, sources, references, batch_size=64):

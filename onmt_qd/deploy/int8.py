@@ -5,7 +5,6 @@ string with ``torch.int8`` (onmt/model_builder.py, load_test_model), so it never
 import warnings
 
 
-
 def check_int8(precision, gpu):
     """torch's dynamic quantization has CPU kernels only (OpenNMT-py refuses it on a
     GPU too, after loading the model)."""

@@ -21,9 +21,7 @@ from onmt_qd.distill.cache import (FORMAT, VERSION, CacheWriter, NotACacheError,
                                    first_difference, source_checksum)
 from onmt_qd.distill.teacher import load_teacher, teacher_forced_logits
 from onmt_qd.fileio import remove_stale_temporaries, temporary_name
-from onmt_qd.opts import OptionError
-
-DEFAULT_TOPK = 8
+from onmt_qd.distill.rules import DEFAULT_TOPK, check_teacher_model, check_topk
 
 
 def one_pass_batches(opt, transforms_cls, vocabs, device):
@@ -101,22 +99,16 @@ def verify_teacher_cache(path):
 def build_teacher_cache(opt):
     """Write the cache to opt.output (under a temporary name, renamed when complete);
     returns the number of rows written, 0 when an identical cache is already there."""
-    if not opt.teacher_model:
-        raise OptionError("-teacher_model is required: the checkpoint whose outputs to cache")
-    if not os.path.isfile(opt.teacher_model):
-        raise OptionError(f"-teacher_model {opt.teacher_model} is not a file: give the "
-                          "checkpoint whose outputs to cache")
+    check_teacher_model(opt.teacher_model, "the checkpoint whose outputs to cache")
     if not opt.output:
-        raise OptionError("-output is required: the cache folder to write")
+        raise ValueError("-output is required: the cache folder to write")
     opt.output = os.path.normpath(opt.output)  # "CACHE/": temporaries beside it, not inside
     topk = DEFAULT_TOPK if opt.topk is None else opt.topk
     ArgumentParser.validate_prepare_opts(opt)
     check_deterministic(opt)
     transforms_cls = get_transforms_cls(opt._all_transform)
     vocabs = build_vocab(opt, get_specials(opt, transforms_cls))
-    if not 1 <= topk <= len(vocabs["tgt"]):
-        raise OptionError(f"-topk must be between 1 and the vocabulary size "
-                          f"{len(vocabs['tgt'])}, got {topk}")
+    check_topk(topk, vocabulary=len(vocabs["tgt"]))
     header = header_of(opt, vocabs, topk)
     remove_stale_temporaries(opt.output)  # the folders of builds that were killed
     if os.path.exists(opt.output) and check_existing(opt.output, header):

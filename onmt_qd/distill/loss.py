@@ -3,6 +3,8 @@ import torch
 import torch.nn.functional as F
 from onmt.utils.loss import LossCompute
 
+from onmt_qd.distill.rules import check_whole_targets
+
 
 class WordKL(torch.autograd.Function):
     """Sum over the kept positions of KL(softmax(t/T) || softmax(s/T)).
@@ -133,8 +135,8 @@ class DistillLossCompute(LossCompute):
     def forward(self, batch, output, attns, trunc_start=0, trunc_size=None):
         if self.teacher is None:
             return super().forward(batch, output, attns, trunc_start, trunc_size)
-        if trunc_start != 0 or (trunc_size is not None and trunc_size < batch["tgt"].size(1)):
-            raise ValueError("distillation needs whole targets: set -truncated_decoder 0")
+        check_whole_targets(trunc_start != 0 or (trunc_size is not None
+                                                 and trunc_size < batch["tgt"].size(1)))
         distribution = self.teacher.distribution(batch)
         target = batch["tgt"][:, self.tgt_shift_index:, 0].contiguous().view(-1)
         student_logits = self.generator(self._bottle(output))

@@ -9,6 +9,7 @@ from onmt.inputters.inputter import vocabs_to_dict
 from onmt_qd.compat import load_checkpoint
 from onmt_qd.distill.cache import TeacherCache, corpus_line, data_fingerprint, source_checksum
 from onmt_qd.distill.loss import distillation_loss, topk_distillation_loss
+from onmt_qd.distill.rules import check_cached_loss
 from onmt_qd.models import build_model_from_checkpoint
 
 
@@ -75,12 +76,7 @@ class TopKDistribution:
         self.ids, self.logp, self.rest_logp = ids, logp, rest_logp
 
     def loss(self, student_logits, target, padding_idx, weight, temperature, criterion=None):
-        if temperature != 1.0:
-            raise ValueError("a cached teacher distills at temperature 1 (it stores T = 1 "
-                             "log-probabilities): set -distill_temperature 1")
-        if getattr(criterion, "label_smoothing", 0.0):
-            raise ValueError("the cached-teacher loss uses plain cross-entropy: unset "
-                             "-label_smoothing")
+        check_cached_loss(temperature, getattr(criterion, "label_smoothing", 0.0))
         return topk_distillation_loss(student_logits, self.ids, self.logp, self.rest_logp,
                                       target, padding_idx, weight)
 

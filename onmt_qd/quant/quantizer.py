@@ -17,10 +17,12 @@ MAX_BITS = 8  # levels are stored as uint8
 MAX_BUCKET_SIZE = 2 ** 20
 
 
-def validate_bits(bits):
+def validate_bits(bits, name="bits"):
+    """The one rule for a width in bits, wherever it comes from: ``name`` says where (an
+    option such as -bits, a profile key)."""
     if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) \
             or not 1 <= bits <= MAX_BITS:
-        raise ValueError(f"bits must be an integer from 1 to {MAX_BITS}, got {bits!r}")
+        raise ValueError(f"{name} must be an integer from 1 to {MAX_BITS}, got {bits!r}")
 
 
 def validate_bucket_size(bucket_size):

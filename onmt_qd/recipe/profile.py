@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 
 import yaml
 
+from onmt_qd.distill.rules import DEFAULT_TOPK
 from onmt_qd.recipe.runner import RecipeError
 
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -41,7 +42,8 @@ class Profile:
     normal_loss_bits: tuple = ()
     diffquant_bits: tuple = ()
     diffquant_steps: int = 300
-    teacher_topk: int = 8  # 0: distilled students ask a live teacher instead of the cache
+    # 0: distilled students ask a live teacher instead of the cache
+    teacher_topk: int = DEFAULT_TOPK
     distill_data: str = "gold"  # or teacher: students learn from its translations
     # the spread of one student's BLEU across two quick runs (docs/results.md: 26.71 vs
     # 27.77 on test_2016_flickr); a claim holds only by more than this
@@ -70,10 +72,10 @@ class Profile:
                 raise RecipeError(f"{key} in {where} must be a list of bit widths, "
                                   f"got {value!r}")
             for width in value:
-                try:
-                    validate_bits(width)
+                try:  # the rule of onmt_qd_quantize -bits and onmt_qd_train -quant_bits
+                    validate_bits(width, f"{key} in {where}")
                 except ValueError as exc:
-                    raise RecipeError(f"{key} in {where}: {exc}") from None
+                    raise RecipeError(str(exc)) from None
         profile = cls(name, **{**settings, **{key: tuple(v) for key, v in bits.items()}})
         if profile.distill_data not in DISTILL_DATA:
             raise RecipeError(f"distill_data in {where} must be one of "
@@ -101,6 +103,7 @@ class Profile:
 
 def load_recipe(name, profile):
     """(the recipe's settings, its Profile ``profile``), checked."""
+    from onmt_qd.distill.rules import check_topk
     from onmt_qd.opts import check_keys, did_you_mean, train_parser
 
     path = os.path.join(RECIPES_DIR, name, "recipe.yaml")
@@ -119,9 +122,12 @@ def load_recipe(name, profile):
     settings = Profile.from_dict(profile, recipe["profiles"][profile], path)
     vocabulary = settings.spm_vocab_size if recipe.get("sentencepiece") else \
         recipe.get("vocab_size")
-    if vocabulary and settings.teacher_topk > vocabulary:
-        raise RecipeError(f"teacher_topk in profile {profile} of {path} must be at most the "
-                          f"vocabulary size ({vocabulary}), got {settings.teacher_topk}")
+    if vocabulary and settings.teacher_topk:
+        try:  # the rule of onmt_qd_teacher_cache -topk
+            check_topk(settings.teacher_topk, f"teacher_topk in profile {profile} of {path}",
+                       vocabulary)
+        except ValueError as exc:
+            raise RecipeError(str(exc)) from None
     check_training(recipe, settings, path)
     return recipe, settings
 

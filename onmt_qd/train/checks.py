@@ -16,15 +16,15 @@ from onmt.utils.parse import ArgumentParser
 from onmt_qd.compat import load_checkpoint
 from onmt_qd.distill import check_same_vocabs
 from onmt_qd.fileio import check_input_file, same_file
-from onmt_qd.opts import (QUANT_OPTIONS, OptionError, policy_from_opts, policy_options,
-                          train_parser, validate_distill_opts)
-from onmt_qd.quant import QuantPolicy
-from onmt_qd.quant.quantizer import MAX_BITS
+from onmt_qd.distill.rules import check_distill_opts
+from onmt_qd.opts import QUANT_OPTIONS, OptionError, policy_from_opts, policy_options, train_parser
+from onmt_qd.quant import MAX_BITS, QuantPolicy
 from onmt_qd.quant_checkpoint import QUANT_KEY, RUN_KEY
 
 
 def check_opts(opt):
-    """Every option check that can fail, before any process starts or file is written."""
+    """Every option check that can fail, before any process starts or file is written;
+    returns the quantization policy the options describe (None: full precision)."""
     if opt.world_size > 1 and not opt.gpu_ranks:
         raise OptionError(f"-world_size {opt.world_size} without -gpu_ranks would start no "
                           "training process: distributed CPU training is not supported "
@@ -33,8 +33,8 @@ def check_opts(opt):
     ArgumentParser.validate_train_opts(opt)
     ArgumentParser.update_model_opts(opt)
     ArgumentParser.validate_model_opts(opt)
-    validate_distill_opts(opt)
-    policy_from_opts(opt)
+    check_distill_opts(opt)
+    policy = policy_from_opts(opt)
     defaults = train_parser()
     for dest in QUANT_OPTIONS[1:] if not opt.quant_bits else ():
         if getattr(opt, dest) != defaults.get_default(dest):
@@ -58,16 +58,7 @@ def check_opts(opt):
                           "safetensors saver drops the quantization state and validation "
                           "record; use -save_format pytorch (onmt_qd_compress makes the "
                           "compact file)")
-    if (opt.teacher_model or opt.teacher_cache) and opt.truncated_decoder:
-        raise OptionError("distillation needs whole targets: set -truncated_decoder 0")
-    if opt.topk is not None and not opt.teacher_cache:
-        raise OptionError("-topk applies to -teacher_cache: set both or neither")
-    if opt.teacher_cache and opt.distill_temperature != 1.0:
-        raise OptionError("a cached teacher distills at temperature 1 (it stores T = 1 "
-                          "log-probabilities): set -distill_temperature 1 or use -teacher_model")
-    if opt.teacher_cache and opt.label_smoothing:
-        raise OptionError("the cached-teacher loss uses plain cross-entropy: unset "
-                          "-label_smoothing or use -teacher_model")
+    return policy
 
 
 # options that shape the model: with -train_from, OpenNMT-py builds the checkpoint's
@@ -75,8 +66,10 @@ MODEL_SHAPE = ("layers", "hidden_size", "word_vec_size", "encoder_type", "decode
                "rnn_type", "global_attention", "input_feed")
 
 
-def check_resume(opt):
-    """What a run keeps and what it may replace, settled before anything is written.
+def check_resume(opt, policy):
+    """What a run keeps and what it may replace, settled before anything is written;
+    returns the quantization policy it trains with: ``policy`` (check_opts's), or the
+    resumed checkpoint's.
 
     With -train_from, the resumed model keeps its shape, its quantization and its
     vocabulary: an option set to something else is refused, an unset quantization option
@@ -88,7 +81,7 @@ def check_resume(opt):
     if opt.train_from:
         check_input_file(opt.train_from, "-train_from")
         checkpoint = load_checkpoint(opt.train_from)
-        keep_model(opt, checkpoint)
+        policy = keep_model(opt, checkpoint) or policy
     foreign = foreign_checkpoints(opt, checkpoint)
     if foreign and not opt.overwrite_model:
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
@@ -96,11 +89,12 @@ def check_resume(opt):
         raise OptionError(f"-save_model {opt.save_model}: {foreign[0]}{more} was not "
                           f"written by this run{resumed}; choose another -save_model, move "
                           "it away, or give -overwrite_model to replace it")
+    return policy
 
 
 def keep_model(opt, checkpoint):
     """check_resume's checks of the -train_from ``checkpoint``; sets the quantization
-    options to the checkpoint's."""
+    options to the checkpoint's and returns its policy (None: not quantized)."""
     path = opt.train_from
     defaults = train_parser()
 
@@ -136,6 +130,7 @@ def keep_model(opt, checkpoint):
         vars(opt).update(kept)
         logger.info(f"Resuming {path}: it keeps its quantization, {policy.bits} bits, "
                     f"bucket {policy.bucket_size}, {policy.method}")
+    return policy
 
 
 def configured_vocabs(opt):

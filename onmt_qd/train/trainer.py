@@ -1,6 +1,7 @@
 """onmt_qd_train: OpenNMT-py's training, assembled from its own pieces, plus the
 distillation loss, quantized training and the per-epoch learning-rate rule."""
 import copy
+import functools
 import math
 import os
 import uuid
@@ -16,7 +17,7 @@ from onmt.utils.logging import init_logger, logger
 
 from onmt_qd.distill import DistillLossCompute, teacher_from_opts
 from onmt_qd.models import named_weights, split_weights
-from onmt_qd.opts import QUANT_OPTIONS, policy_from_opts
+from onmt_qd.opts import QUANT_OPTIONS
 from onmt_qd.quant_checkpoint import RUN_KEY, SHADOW_KEY
 from onmt_qd.train.checks import check_opts, check_resume
 from onmt_qd.train.epochs import apply_epochs
@@ -82,7 +83,8 @@ def resume_from_shadow(checkpoint):
         checkpoint["model"], checkpoint["generator"] = split_weights(weights)
 
 
-def train_single(opt, device_id):
+def train_single(opt, device_id, policy=None):
+    """One training process; ``policy``: the quantization train() settled (None: fp32)."""
     configure_process(opt, device_id)
     init_logger(opt.log_file)
     checkpoint, vocabs, transforms_cls = _init_train(opt)
@@ -110,7 +112,6 @@ def train_single(opt, device_id):
                          opt.keep_checkpoint, opt.save_format, device_id)
     saver.run = run
     saver.begin(opt, resumed)
-    policy = policy_from_opts(opt)
     if policy is not None:
         saver.fake_quant = FakeQuantizer(model, policy)
         saver.fake_quant.attach(model, optim)
@@ -155,9 +156,9 @@ def valid_loading(opt):
 
 def train(opt):
     init_logger(opt.log_file)
-    check_opts(opt)
+    policy = check_opts(opt)
     apply_epochs(opt)
-    check_resume(opt)
+    process = functools.partial(train_single, policy=check_resume(opt, policy))
     if opt.world_size > 1:
         context = torch.multiprocessing.get_context("spawn")
         error_queue = context.SimpleQueue()
@@ -165,11 +166,11 @@ def train(opt):
         procs = []
         for device_id in range(len(opt.gpu_ranks)):
             proc = context.Process(target=spawned_train,
-                                   args=(train_single, opt, device_id, error_queue))
+                                   args=(process, opt, device_id, error_queue))
             proc.start()
             error_handler.add_child(proc.pid)
             procs.append(proc)
         for proc in procs:
             proc.join()
     else:
-        train_single(opt, 0 if len(opt.gpu_ranks) == 1 else -1)
+        process(opt, 0 if len(opt.gpu_ranks) == 1 else -1)

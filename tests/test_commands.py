@@ -1,0 +1,105 @@
+"""Every command declares its options in onmt_qd/opts.py and parses them strictly, and a
+rule shared by several commands reads the same wherever it is broken (issue 20). Each
+refusal here comes before any model or data is read: no training, a few seconds."""
+import os
+import re
+
+import pytest
+
+from conftest import REPO
+from onmt_qd.bin.common import run_command
+from onmt_qd.opts import eval_parser, parse
+from test_bad_input import refused
+from test_recipe_configs import edited_recipe
+
+with open(os.path.join(REPO, "setup.py")) as handle:
+    COMMANDS = dict(re.findall(r'"onmt_qd_(\w+)=onmt_qd\.bin\.(\w+):main"', handle.read()))
+
+# command -> (its arguments before a mistyped option, the typo, the option to suggest)
+TYPOS = {
+    "train": ([], "-hiden_size", "-hidden_size"),
+    "quantize": (["-model", "m.pt"], "-bucket_sise", "-bucket_size"),
+    "diffquant": (["-model", "m.pt"], "-avg_bist", "-avg_bits"),
+    "compress": (["-model", "m.pt"], "-report_jsn", "-report_json"),
+    "translate": (["-model", "m.pt"], "-beam_sise", "-beam_size"),
+    "eval": (["-model", "m.pt"], "-beam_sise", "-beam_size"),
+    "recipe": (["multi30k"], "-work_dri", "-work_dir"),
+    "data": (["get", "multi30k", "-dest", "d"], "-form", "-from"),
+    "teacher_cache": ([], "-tpok", "-topk"),
+}
+
+
+def test_every_console_command_is_covered():
+    assert sorted(COMMANDS) == sorted(TYPOS)
+
+
+def _eval_through_its_parser(*args):
+    """onmt_qd_eval's options as opts.eval_parser declares them, until bin/eval.py
+    parses with it (then ``command`` runs eval itself)."""
+    def run():
+        parse(eval_parser(), [str(arg) for arg in args])
+    try:
+        run_command(run, "onmt_qd_eval")
+    except SystemExit as exc:
+        return exc.code
+    return 0
+
+
+@pytest.mark.parametrize("name", sorted(TYPOS))
+def test_an_unknown_option_is_one_line_with_a_suggestion(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    before, typo, suggestion = TYPOS[name]
+    args, module = [*before, typo, "2"], COMMANDS[name]
+    expected = f"onmt_qd_{name}: error: unknown option '{typo}' (did you mean '{suggestion}'?)"
+    import onmt_qd.bin.eval
+
+    if module == "eval" and not hasattr(onmt_qd.bin.eval, "eval_parser"):
+        code = _eval_through_its_parser(*args)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and lines == [expected]
+    else:
+        assert refused(module, *args, message=expected) == expected
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_profile_width_breaks_the_rule_of_the_commands_by_name(tmp_path, monkeypatch):
+    """A profile's width is refused at load with the range onmt_qd_quantize and
+    onmt_qd_diffquant state for -bits, naming the profile key instead of the option."""
+    rule = "must be an integer from 1 to 8, got 9"
+    refused("quantize", "-model", tmp_path / "m.pt", "-bits", 9, "-output", tmp_path / "q.pt",
+            message=f"-bits {rule}")
+    edited_recipe(tmp_path, monkeypatch, lambda r: r["profiles"]["quick"].update(qd_bits=[9]))
+    line = refused("recipe", "multi30k", "-work_dir", tmp_path / "work",
+                   message="qd_bits in profile quick of ")
+    assert line.endswith(rule)
+    assert not (tmp_path / "work").exists()
+
+
+def test_diffquant_refuses_a_compressed_output_name_as_quantize_does(tmp_path):
+    teacher = tmp_path / "t.pt"
+    teacher.write_bytes(b"not read before the output is checked")
+    stand_ins = ["-data", "{}", "-src_vocab", teacher]
+    for module, args in (("quantize", []),
+                         ("diffquant", [*stand_ins, "-teacher_model", teacher])):
+        refused(module, "-model", teacher, "-bits", 2, *args, "-output", tmp_path / "m.qdz",
+                message=f"-output {tmp_path / 'm.qdz'}: onmt_qd_{module} writes an OpenNMT-py "
+                "checkpoint (.pt), not a compressed .qdz")
+        refused(module, "-model", teacher, "-bits", 2, *args, "-output", "-",
+                message="a model cannot go to standard output")
+    assert os.listdir(tmp_path) == ["t.pt"]
+
+
+def test_the_teacher_file_rule_is_the_same_for_every_command(tmp_path):
+    """onmt_qd_teacher_cache now refuses a missing or compressed teacher as
+    onmt_qd_train and onmt_qd_diffquant do, before reading any data."""
+    packed = tmp_path / "t.qdz"
+    packed.write_bytes(b"ONMTQDZ\0" + b"\0" * 64)
+    stand_ins = ["-data", "{}", "-src_vocab", packed]
+    for bad, message in ((tmp_path / "none.pt", f"teacher checkpoint {tmp_path / 'none.pt'} "
+                          "does not exist: train the teacher first or fix -teacher_model"),
+                         (packed, "is an onmt_qd compressed model (.qdz)")):
+        refused("teacher_cache", *stand_ins, "-teacher_model", bad, "-output", tmp_path / "c",
+                message=message)
+        refused("diffquant", *stand_ins, "-model", packed, "-teacher_model", bad, "-bits", 2,
+                "-output", tmp_path / "d.pt", message=message)
+    assert sorted(os.listdir(tmp_path)) == ["t.qdz"]
