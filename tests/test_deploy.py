@@ -1,5 +1,8 @@
-"""Deployment (issue 22): CTranslate2 export of a Transformer and translation from its
-directory; -precision int8 for OpenNMT-py's engine on the CPU."""
+"""Deployment (issue 22): CTranslate2 export of a Transformer, translation and evaluation
+from its directory, and -precision int8 for OpenNMT-py's engine on the CPU. Commands
+run in this process (test_bad_input.command); only the Transformer's training is a
+subprocess."""
+import errno
 import json
 import os
 import subprocess
@@ -7,9 +10,8 @@ import sys
 
 import pytest
 
-from conftest import run_cli
-from onmt_qd.deploy.ct2 import (MANIFEST, DeployedModel, export, read_manifest, sha256_of,
-                                translate_lines)
+from onmt_qd.deploy import ct2
+from onmt_qd.deploy.ct2 import MANIFEST, export, read_manifest, sha256_of
 from test_bad_input import command, lines_of, refused
 
 TRANSFORMER = ["-encoder_type", "transformer", "-decoder_type", "transformer",
@@ -22,170 +24,140 @@ TRANSFORMER = ["-encoder_type", "transformer", "-decoder_type", "transformer",
 @pytest.fixture(scope="module")
 def transformer(data, tmp_path_factory):
     """A 1-layer Transformer trained 60 steps by stock onmt_train, its 4-bit
-    quantization and that one's compressed file."""
+    quantization's compressed file, and two exports: int8 from the .qdz (by the
+    command) and float32 from the .pt."""
     folder = tmp_path_factory.mktemp("transformer")
     subprocess.run([sys.executable, "-m", "onmt.bin.train", "-config", data["config"],
                     "-save_model", str(folder / "model"), *TRANSFORMER],
                    check=True, capture_output=True)
-    paths = {"pt": str(folder / "model_step_60.pt"), "q4": str(folder / "q4.pt"),
-             "qdz": str(folder / "q4.qdz")}
-    run_cli("quantize", "-model", paths["pt"], "-bits", 4, "-output", paths["q4"])
-    run_cli("compress", "-model", paths["q4"], "-output", paths["qdz"])
+    paths = {"pt": str(folder / "model_step_60.pt"), "qdz": str(folder / "q4.qdz"),
+             "int8": str(folder / "int8"), "float32": str(folder / "float32")}
+    assert command("quantize", "-model", paths["pt"], "-bits", 4, "-output",
+                   folder / "q4.pt")[0] == 0
+    assert command("compress", "-model", folder / "q4.pt", "-output", paths["qdz"])[0] == 0
+    assert command("export", "-model", paths["qdz"], "-output", paths["int8"])[0] == 0
+    export(paths["pt"], paths["float32"], "float32")
     return paths
 
 
-@pytest.fixture(scope="module")
-def exported(transformer, tmp_path_factory):
-    """int8 export of the .qdz and float32 export of the fp32 checkpoint."""
-    folder = tmp_path_factory.mktemp("exported")
-    dirs = {"int8": str(folder / "int8"), "float32": str(folder / "float32")}
-    assert command("export", "-model", transformer["qdz"], "-output", dirs["int8"])[0] == 0
-    export(transformer["pt"], dirs["float32"], "float32")
-    return dirs
-
-
-def test_export_writes_a_directory_with_its_models_and_manifest(transformer, exported):
+def test_export_from_pt_and_qdz_carries_its_models_and_manifest(transformer):
     for quantization, source in (("int8", transformer["qdz"]), ("float32", transformer["pt"])):
-        manifest = read_manifest(exported[quantization])
+        manifest = read_manifest(transformer[quantization])
         assert manifest["quantization"] == quantization
         assert manifest["source"] == os.path.abspath(source)
         assert manifest["source_sha256"] == sha256_of(source)
         assert manifest["ctranslate2_version"] and manifest["onmt_qd_version"]
         for name in ("model.bin", manifest["source_spm"], manifest["target_spm"]):
-            assert os.path.isfile(os.path.join(exported[quantization], name))
+            assert os.path.isfile(os.path.join(transformer[quantization], name))
     # int8 weights (the float32 position-encoding table is most of this tiny model)
-    assert os.path.getsize(os.path.join(exported["int8"], "model.bin")) \
-        < os.path.getsize(os.path.join(exported["float32"], "model.bin"))
+    assert os.path.getsize(os.path.join(transformer["int8"], "model.bin")) \
+        < os.path.getsize(os.path.join(transformer["float32"], "model.bin"))
 
 
-def test_translation_from_the_directory_keeps_one_line_per_source_line(exported, data):
-    source = lines_of(data["test.de"])[:6]
-    source[2:2] = ["", "   "]
-    out = translate_lines(exported["int8"], source, beam_size=3, n_best=2, batch_size=4)
-    assert len(out) == len(source) and all(len(o) == 2 for o in out)
-    assert out[2] == out[3] == ["", ""]
-    assert all(o[0] and "▁" not in o[0] for i, o in enumerate(out) if i not in (2, 3))
-
-
-def test_float32_export_translates_as_our_engine(transformer, exported, data, tmp_path):
-    """Same model, same arithmetic: greedy search gives the same sentences, and CTranslate2's
-    scores of the references give our reference perplexity. (Beam search normalizes
-    scores by length + 1 in OpenNMT-py, by length in CTranslate2: a few beams differ.)"""
-    from onmt_qd.evaluate.metrics import reference_perplexity
-    from onmt_qd.models import build_model_from_checkpoint
-
-    ours = tmp_path / "ours.txt"
-    run_cli("translate", "-model", transformer["pt"], "-src", data["test.de"], "-output", ours,
-            "-beam_size", 1)
-    source = lines_of(data["test.de"])
-    assert [o[0] for o in translate_lines(exported["float32"], source, beam_size=1)] \
-        == lines_of(ours)
-    net, vocabs, opt = build_model_from_checkpoint(transformer["pt"])
-    expected = reference_perplexity(net, vocabs, opt, data["test.de"], data["test.en"])
-    deployed = DeployedModel(exported["float32"]).perplexity(source, lines_of(data["test.en"]))
-    assert deployed == pytest.approx(expected, rel=1e-3)
-
-
-def test_int8_export_agrees_with_the_compressed_model(transformer, exported, data, tmp_path):
-    ours = tmp_path / "ours.txt"
-    run_cli("translate", "-model", transformer["qdz"], "-src", data["test.de"], "-output",
-            ours, "-beam_size", 1)
-    deployed = [o[0] for o in translate_lines(exported["int8"], lines_of(data["test.de"]),
-                                              beam_size=1)]
-    agree = sum(a == b for a, b in zip(deployed, lines_of(ours)))
-    assert agree >= 0.75 * len(deployed), (agree, len(deployed))
-
-
-def test_lstm_is_refused_in_one_line_naming_the_int8_path(teacher, tmp_path):
-    refused("export", "-model", teacher, "-output", tmp_path / "out",
-            message="onmt_qd_translate -precision int8")
-    assert not os.listdir(tmp_path)
-
-
-def test_export_never_replaces_what_is_not_an_export(transformer, data, exported, tmp_path):
-    refused("export", "-model", transformer["pt"], "-output", data["root"],
-            message="is not an onmt_qd_export directory")
-    before = read_manifest(exported["float32"])["quantization"]
-    assert command("export", "-model", transformer["pt"], "-output", tmp_path / "again",
-                   "-quantization", "int16")[0] == 0
-    assert before == "float32" and read_manifest(tmp_path / "again")["quantization"] == "int16"
-
-
-KILL_AT_RENAME = """
-import os, signal, sys
-from onmt_qd.deploy import ct2
-os.rename = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
-ct2.export(sys.argv[1], sys.argv[2], "int8")
-"""
-
-
-def test_a_killed_export_leaves_no_directory_that_loads(transformer, tmp_path):
-    """Killed at the rename (all written but not in place), an export leaves no -output;
-    a directory without a manifest (a conversion killed earlier) is refused."""
-    output = tmp_path / "model"
-    killed = subprocess.run([sys.executable, "-c", KILL_AT_RENAME, transformer["pt"], output])
-    assert killed.returncode == -9 and not os.path.exists(output)
-    assert len(os.listdir(tmp_path)) == 1  # the staging directory, named as temporary
-    export(transformer["pt"], output, "int8")  # removes what the killed one left
-    assert os.listdir(tmp_path) == ["model"]
-    os.remove(output / MANIFEST)
-    with pytest.raises(ValueError, match="not a complete onmt_qd_export directory"):
-        translate_lines(output, ["ein Hund"])
-
-
-def test_translate_and_eval_take_the_directory(transformer, exported, data, tmp_path):
+def test_translate_from_the_directory_keeps_one_line_per_source_line(transformer, data,
+                                                                     tmp_path):
     source = lines_of(data["test.de"])[:5]
-    source.insert(1, "")
-    src = tmp_path / "src.de"
+    source[1:1] = ["", "   "]
+    src, out = tmp_path / "src.de", tmp_path / "out.txt"
     src.write_text("".join(f"{line}\n" for line in source), encoding="utf-8")
-    out = tmp_path / "out.txt"
-    assert command("translate", "-model", exported["int8"], "-src", src, "-output", out,
+    assert command("translate", "-model", transformer["int8"], "-src", src, "-output", out,
                    "-n_best", 2, "-beam_size", 2)[0] == 0
     translations = lines_of(out)
-    assert len(translations) == 2 * len(source) and translations[2:4] == ["", ""]
-    refused("translate", "-model", exported["int8"], "-src", src, "-output", out,
+    assert len(translations) == 2 * len(source) and translations[2:6] == [""] * 4
+    assert all(line and "▁" not in line for line in translations[:2] + translations[6:])
+    refused("translate", "-model", transformer["int8"], "-src", src, "-output", out,
             "-precision", "int8", message="-precision does not apply to a CTranslate2 directory")
-    for model, name in ((exported["int8"], "dir.json"), (transformer["qdz"], "qdz.json")):
-        assert command("eval", "-model", model, "-src", data["test.de"], "-tgt",
-                       data["test.en"], "-json", tmp_path / name, "-beam_size", 2)[0] == 0
-    deployed, ours = (json.loads((tmp_path / n).read_text()) for n in ("dir.json", "qdz.json"))
-    assert deployed.keys() == ours.keys()
-    assert deployed["n_params"] == ours["n_params"]
-    assert deployed["size_bytes"] > os.path.getsize(os.path.join(exported["int8"], "model.bin"))
-    assert deployed["ppl"] == pytest.approx(ours["ppl"], rel=0.05)  # int8 vs 4-bit dequantized
 
 
-def test_a_directory_that_is_no_export_is_refused_in_one_line(data, tmp_path):
-    refused("translate", "-model", tmp_path, "-src", data["test.de"], "-output",
+def evaluated(model, data, folder, name):
+    """onmt_qd_eval's JSON and greedy translations of the test set for ``model``."""
+    json_path, output = folder / f"{name}.json", folder / f"{name}.txt"
+    code, _, err = command("eval", "-model", model, "-src", data["test.de"], "-tgt",
+                           data["test.en"], "-json", json_path, "-output", output,
+                           "-beam_size", 1)
+    assert code == 0, err
+    return json.loads(json_path.read_text()), lines_of(output)
+
+
+def test_eval_of_the_directory_measures_what_the_checkpoint_does(transformer, data, tmp_path):
+    """float32: the same model and arithmetic, so greedy search gives the same sentences
+    and CTranslate2's scores of the references our perplexity. int8 against the 4-bit
+    .qdz: most sentences agree. (Beam search normalizes by length + 1 in OpenNMT-py,
+    by length in CTranslate2: a few beams would differ.)"""
+    results = {name: evaluated(transformer[name], data, tmp_path, name)
+               for name in ("pt", "float32", "qdz", "int8")}
+    for ours, deployed in (("pt", "float32"), ("qdz", "int8")):
+        (ours, our_lines), (deployed, deployed_lines) = results[ours], results[deployed]
+        assert deployed.keys() == ours.keys() and deployed["n_params"] == ours["n_params"]
+        assert deployed["size_bytes"] > os.path.getsize(
+            os.path.join(deployed["model"], "model.bin"))
+        assert len(deployed_lines) == len(our_lines) == len(lines_of(data["test.de"]))
+    assert results["float32"][1] == results["pt"][1]
+    assert results["float32"][0]["ppl"] == pytest.approx(results["pt"][0]["ppl"], rel=1e-3)
+    agree = sum(a == b for a, b in zip(results["int8"][1], results["qdz"][1]))
+    assert agree >= 0.75 * len(results["qdz"][1]), agree
+    assert results["int8"][0]["ppl"] == pytest.approx(results["qdz"][0]["ppl"], rel=0.05)
+
+
+def test_an_lstm_is_refused_in_one_line_naming_the_int8_path(teacher, tmp_path):
+    refused("export", "-model", teacher, "-output", tmp_path / "out",
+            message="use onmt_qd_translate -precision int8 (CPU)")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_export_leaves_nothing_and_a_partial_directory_is_refused(
+        transformer, data, tmp_path, monkeypatch):
+    """A write failing after the conversion (a full disk) leaves no -output and no
+    staging directory; what a killed export leaves (no manifest) is refused in one line
+    and removed by the next export; a folder that is no export is never replaced."""
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    output = tmp_path / "model"
+    with monkeypatch.context() as patch:
+        patch.setattr(ct2.shutil, "copyfile", full_disk)
+        refused("export", "-model", transformer["pt"], "-output", output,
+                message="No space left on device")
+    assert os.listdir(tmp_path) == []
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = tmp_path / f"model.onmt_qd-{dead.pid}.tmp"  # converted, killed before the manifest
+    killed.mkdir()
+    (killed / "model.bin").write_bytes(b"converted")
+    refused("translate", "-model", killed, "-src", data["test.de"], "-output",
             tmp_path / "out.txt", message="not a complete onmt_qd_export directory")
+    refused("export", "-model", transformer["pt"], "-output", data["root"],
+            message="is not an onmt_qd_export directory")
+    assert command("export", "-model", transformer["pt"], "-output", output)[0] == 0
+    assert os.listdir(tmp_path) == ["model"] and os.path.isfile(output / MANIFEST)
 
 
-def test_lstm_translates_at_precision_int8_on_the_cpu(teacher, data, tmp_path):
-    outputs = {}
-    for precision in ("fp32", "int8"):
-        outputs[precision] = tmp_path / f"{precision}.txt"
-        assert command("translate", "-model", teacher, "-src", data["test.de"], "-output",
-                       outputs[precision], "-precision", precision, "-beam_size", 2)[0] == 0
-    fp32, int8 = lines_of(outputs["fp32"]), lines_of(outputs["int8"])
-    assert len(int8) == len(lines_of(data["test.de"]))
-    assert sum(a == b for a, b in zip(fp32, int8)) >= 0.5 * len(fp32)
+def test_precision_int8_quantizes_the_lstm_on_the_cpu(teacher, data, tmp_path):
+    from onmt_qd.inference.engine import load_model
+    from onmt_qd.opts import parse, translate_parser
 
-
-def test_int8_model_has_int8_layers(teacher):
-    from onmt_qd.deploy.int8 import quantize_dynamic_int8
-    from onmt_qd.models import build_model_from_checkpoint
-
-    net = quantize_dynamic_int8(build_model_from_checkpoint(teacher)[0])
-    layers = [m for m in net.modules() if type(m).__name__ in ("Linear", "LSTM", "LSTMCell")]
+    opt = parse(translate_parser(), ["-model", teacher, "-src", data["test.de"],
+                                     "-precision", "int8"])
+    layers = [m for m in load_model(teacher, opt).model.modules()
+              if type(m).__name__ in ("Linear", "LSTM", "LSTMCell")]
     assert {type(m).__name__ for m in layers} == {"Linear", "LSTM", "LSTMCell"}
     assert all(type(m).__module__.startswith("torch.ao.nn.quantized.dynamic") for m in layers)
+    out = tmp_path / "int8.txt"
+    assert command("translate", "-model", teacher, "-src", data["test.de"], "-output", out,
+                   "-precision", "int8", "-beam_size", 2)[0] == 0
+    translations = lines_of(out)
+    assert len(translations) == len(lines_of(data["test.de"])) and any(translations)
 
 
-def test_int8_on_a_gpu_is_refused_in_one_line(teacher, data, tmp_path):
-    import torch
+def test_precision_int8_on_a_gpu_is_refused_before_loading(teacher, data):
+    """The check the commands run before loading (parse refuses -gpu 0 first on a
+    machine without a GPU, so the option is set after parsing)."""
+    from onmt_qd.inference.engine import check_inference
+    from onmt_qd.opts import parse, translate_parser
 
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    refused("translate", "-model", teacher, "-src", data["test.de"], "-output",
-            tmp_path / "out.txt", "-precision", "int8", "-gpu", 0,
-            message="-precision int8 runs on the CPU only")
+    opt = parse(translate_parser(), ["-model", teacher, "-src", data["test.de"],
+                                     "-precision", "int8"])
+    opt.gpu = 0
+    with pytest.raises(ValueError, match="-precision int8 runs on the CPU only") as refusal:
+        check_inference(opt, 1)
+    assert "\n" not in str(refusal.value)

@@ -100,10 +100,13 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
             src = write_lines(os.path.join(tmp, "src"), sources)
         if tgt == STDIN:
             tgt = write_lines(os.path.join(tmp, "tgt"), references)
+        # fp32: the model's own precision (OpenNMT-py's default ""), which an export
+        # directory, quantized by onmt_qd_export, takes too
+        precision_args = ["-precision", precision] if precision != "fp32" else []
         opt = parse(translate_parser(), ["-model", model, "-src", src, "-output", os.devnull,
                                          "-beam_size", str(beam_size), "-batch_size",
                                          str(batch_size), "-gpu", str(gpu),
-                                         "-precision", precision, "-log_file", os.devnull])
+                                         "-log_file", os.devnull, *precision_args])
         check_inference(opt, sentences)
         backend = ctranslate2_backend(opt, sources, references) if os.path.isdir(model) \
             else opennmt_backend(opt, sources, src, tgt)
