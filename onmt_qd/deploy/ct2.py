@@ -277,11 +277,3 @@ def _length_limit(batch, max_length, ratio):
         return max_length
     return int(min(max_length, max(len(t) for t in batch) * ratio + 5))
 
-
-def translate_lines(model_dir, lines, beam_size=5, batch_size=64, n_best=1, device="cpu",
-                    device_index=0, inter_threads=None, intra_threads=DEFAULT_INTRA_THREADS,
-                    max_length=250):
-    """Translations of ``lines`` (``n_best`` strings per line, detokenized; blank for a
-    blank line) by the export directory ``model_dir``."""
-    model = DeployedModel(model_dir, device, device_index, inter_threads, intra_threads)
-    return model.translate(lines, beam_size, batch_size, n_best, max_length)[1]
