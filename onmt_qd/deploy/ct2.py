@@ -221,7 +221,8 @@ class DeployedModel:
             raise ValueError(f"-gpu {device_index}: CTranslate2 sees "
                              f"{ctranslate2.get_cuda_device_count()} CUDA device(s)")
         if inter_threads is None:  # one translator per core
-            inter_threads = 1 if device == "cuda" else max(1, (os.cpu_count() or 1) // intra_threads)
+            cores = os.cpu_count() or 1
+            inter_threads = 1 if device == "cuda" else max(1, cores // intra_threads)
         self.translator = ctranslate2.Translator(
             model_dir, device=device, device_index=device_index,
             inter_threads=inter_threads, intra_threads=intra_threads)
