@@ -307,7 +307,8 @@ def eval_parser():
     parser = argparse.ArgumentParser(
         prog="onmt_qd_eval", description="onmt_qd_eval -model M -src S -tgt T [-json "
         "OUT.json]: BLEU and chrF (sacrebleu, detokenized, with signatures), reference "
-        "perplexity, parameter count and size on disk of a checkpoint or compressed file. "
+        "perplexity, parameter count and size on disk of a checkpoint, compressed file or "
+        "onmt_qd_export directory. "
         "-src - (or -tgt -) reads standard input; -json - or -output - writes standard "
         "output.")
     parser.add_argument("-model", required=True)
@@ -318,6 +319,9 @@ def eval_parser():
     parser.add_argument("-beam_size", type=int, default=5)
     parser.add_argument("-batch_size", type=int, default=64)
     parser.add_argument("-gpu", type=int, default=-1)
+    parser.add_argument("-precision", choices=["fp32", "int8"], default="fp32",
+                        help="int8: torch dynamic quantization of Linear and LSTM layers "
+                        "(CPU only; an onmt_qd_export directory has its own quantization)")
     return parser
 
 
@@ -442,3 +446,22 @@ def check_devices(indices, option):
     if max(wanted) >= available:
         raise OptionError(f"{option} {max(wanted)}: torch sees {available} CUDA device(s), "
                           f"numbered 0 to {available - 1}")
+
+
+def export_parser():
+    """onmt_qd_export: a CTranslate2 model directory from a Transformer model."""
+    from onmt_qd.deploy.ct2 import QUANTIZATIONS
+
+    parser = ArgumentParser(description="onmt_qd_export: write a CTranslate2 model directory "
+                            "(with the model's SentencePiece models and a manifest) for an "
+                            "OpenNMT-py Transformer checkpoint or onmt_qd compressed model; "
+                            "onmt_qd_translate and onmt_qd_eval take the directory as -model")
+    group = parser.add_argument_group("Export (onmt_qd)")
+    group.add("-model", "--model", required=True,
+              help="Transformer checkpoint (.pt, quantized or not) or compressed model (.qdz).")
+    group.add("-output", "--output", required=True,
+              help="The directory to write (new, or an earlier export, which is replaced).")
+    group.add("-quantization", "--quantization", choices=QUANTIZATIONS, default="int8",
+              help="CTranslate2's weight type: int8 (one scale per output row; the fastest "
+              "on the CPU), int8_float32, int16, float16 (GPU) or float32.")
+    return parser

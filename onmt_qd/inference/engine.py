@@ -45,23 +45,40 @@ def check_files(opt, outputs):
 
     inputs = [("-src", opt.src), ("-tgt", opt.tgt)] + [("-model", m) for m in opt.models]
     for option, path in inputs:
-        if path:
-            check_input_file(path, option, stdin=option != "-model")
+        if option == "-model":
+            check_model_input(path)
+        elif path:
+            check_input_file(path, option, stdin=True)
     check_one_stdin(inputs)
     check_outputs(outputs, inputs)
 
 
+def check_model_input(path):
+    """-model: a checkpoint or .qdz file, or a directory written by onmt_qd_export."""
+    from onmt_qd.fileio import check_input_file
+
+    if os.path.isdir(path):
+        from onmt_qd.deploy.ct2 import read_manifest
+
+        read_manifest(path)
+    else:
+        check_input_file(path, "-model")
+
+
 def check_inference(opt, sentences):
-    """Refuse, before the model is loaded, what this engine would not do as asked: the
-    -precision int8 that OpenNMT-py accepts and ignores, several processes,
-    OpenNMT-py's bitsandbytes -quant_type, and a search whose hypotheses
-    in flight (beam x sentences per batch, a batch being at most the corpus) would
-    exhaust memory. With -batch_type tokens, sentences per batch are known only once
-    tokenized: -beam_size alone is bounded."""
-    if opt.precision == "int8":
-        raise ValueError("-precision int8: int8 inference is not implemented for this model "
-                         "type yet (OpenNMT-py would run fp32 anyway); use -precision fp32, "
-                         "or fp16 on a GPU")
+    """Refuse, before the model is loaded, what this engine would not do as asked:
+    options CTranslate2 does not take for an export directory, -precision int8 on a GPU,
+    several processes, OpenNMT-py's bitsandbytes -quant_type, and a search whose
+    hypotheses in flight (beam x sentences per batch, a batch being at most the corpus)
+    would exhaust memory. With -batch_type tokens, sentences per batch are known only
+    once tokenized: -beam_size alone is bounded."""
+    from onmt_qd.deploy.int8 import check_int8
+
+    if os.path.isdir(opt.models[0]):
+        from onmt_qd.deploy.ct2 import check_translate_options
+
+        check_translate_options(opt)
+    check_int8(opt.precision, opt.gpu)
     if opt.world_size > 1:
         raise ValueError(f"-world_size {opt.world_size}: this translates in one process; "
                          "leave -world_size out")
@@ -87,9 +104,11 @@ def load_model(path, opt):
     """``path`` (a checkpoint or a .qdz) read once and built on -gpu's device as
     OpenNMT-py's load_test_model builds a model to translate with: the translation's
     -self_attn_type, -precision fp16 as a cast, attention dropout off
-    (build_model_from_checkpoint)."""
+    (build_model_from_checkpoint); -precision int8 as OpenNMT-py
+    means it and does not do it (onmt_qd/deploy/int8.py)."""
     import torch
 
+    from onmt_qd.deploy.int8 import apply_precision
     from onmt_qd.models import build_model_from_checkpoint
     from onmt_qd.qdz import load_any
 
@@ -98,6 +117,7 @@ def load_model(path, opt):
         load_any(path), device, overrides={"self_attn_type": opt.self_attn_type}))
     if opt.precision == "fp16":
         loaded.model.to(torch.float16)
+    apply_precision(loaded.model, opt.precision)
     return loaded
 
 
@@ -285,8 +305,15 @@ def translate(opt):
     check_files(opt, {"-output": opt.output})
     lines = read_text_lines(opt.src, "-src")
     check_inference(opt, len(non_blank(lines)))
-    loaded = load_models(opt.models, opt)
     progress = Progress("onmt_qd_translate", len(non_blank(lines)))
-    with inference_engine(opt, lines, loaded) as engine:
-        scores, predictions = translate_aligned(engine, lines, progress)
+    if os.path.isdir(opt.models[0]):  # an onmt_qd_export directory: CTranslate2
+        from onmt_qd.deploy.ct2 import deployed_model
+
+        scores, predictions = deployed_model(opt).translate(
+            lines, opt.beam_size, opt.batch_size, opt.n_best, opt.max_length,
+            opt.max_length_ratio, progress)
+    else:
+        loaded = load_models(opt.models, opt)
+        with inference_engine(opt, lines, loaded) as engine:
+            scores, predictions = translate_aligned(engine, lines, progress)
     write_translations(opt.output, scores, predictions, opt.with_score)
