@@ -56,10 +56,15 @@ def test_eval_reads_and_builds_the_model_once(kind, teacher, packed, data, monke
     loads = counted(monkeypatch, torch, "load")
     decodes = counted(monkeypatch, onmt_qd.qdz, "checkpoint_from_compressed")
     builds = counted(monkeypatch, onmt_qd.models, "build_base_model")
+    shape_checks = []  # a .qdz's shape check builds on the meta device: no memory, no weights
+    check_shapes = onmt_qd.qdz.check_model_shapes
+    monkeypatch.setattr(onmt_qd.qdz, "check_model_shapes",
+                        lambda c: shape_checks.append(1) or check_shapes(c))
     onmt_builds = counted(monkeypatch, onmt.model_builder, "build_base_model")
     result = evaluate(model, data["test.de"], data["test.en"], beam_size=2, batch_size=8)
     assert (len(loads), len(decodes)) == ((1, 0) if kind == "checkpoint" else (0, 1))
-    assert (len(builds), len(onmt_builds)) == (1, 0)
+    assert (len(builds) - len(shape_checks), len(onmt_builds)) == (1, 0)
+    assert len(shape_checks) == (kind == "compressed")
     assert result["sentences"] == 20 and result["ppl"] > 1 and result["n_params"] > 0
 
 
