@@ -17,9 +17,25 @@ TEST_KEYS = ("test", "test_sets")  # in data_config.yaml for evaluation, not for
 def prepare_data(runner, recipe, profile, data_dir, mirror):
     """Write data/ and data_config.yaml under ``runner``'s work folder; the vocabulary
     is built by the stage "data"'s command."""
-    name = recipe["dataset"]
     data = runner.path("data")
-    raw = runner.path("data_raw") if profile.subset else data_dir
+    files, test_sets = dataset_files(recipe["dataset"], profile, data,
+                                     runner.path("data_raw") if profile.subset else data_dir,
+                                     mirror)
+    config = corpus_config(files, data)
+    config.update(vocabulary_options(recipe, profile, files, data, config["data"]))
+    build_vocabulary(runner, config)
+    # a list, not a mapping: YAML writes a mapping's keys sorted, and the report cuts the
+    # pooled translations back into sets in exactly the order they were pooled
+    config["test_sets"] = [{"name": n, "src": src, "tgt": tgt} for n, (src, tgt) in test_sets.items()]
+    config["test"] = pooled_test_set(ordered_test_sets(config["test_sets"]), data)
+    with atomic_output(runner.path("data_config.yaml")) as temporary, \
+            open(temporary, "w") as handle:
+        yaml.safe_dump(config, handle)
+
+
+def dataset_files(name, profile, data, raw, mirror):
+    """(train/valid file pairs, test set name -> file pair) of dataset ``name``, fetched
+    into ``raw`` unless there, cut to the profile's subset under ``data``."""
     if not os.path.exists(os.path.join(raw, "MANIFEST.json")):
         datasets.get(name, raw, mirror)
     files = datasets.split_files(name, raw)
@@ -30,23 +46,36 @@ def prepare_data(runner, recipe, profile, data_dir, mirror):
         files = subset({k: files[k] for k in ("train", "valid")}, profile.subset, data)
         test_sets = {n: subset({"test": paths}, profile.subset, data)["test"]
                      for n, paths in test_sets.items()}
-    config = {"save_data": data, "overwrite": True,
-              "src_vocab": os.path.join(data, "vocab.src"),
-              "tgt_vocab": os.path.join(data, "vocab.tgt"), "share_vocab": True,
-              "data": {"train": {"path_src": files["train"][0], "path_tgt": files["train"][1]},
-                       "valid": {"path_src": files["valid"][0], "path_tgt": files["valid"][1]}}}
-    if recipe.get("sentencepiece"):
-        size = profile.spm_vocab_size
-        spm_model = datasets.train_sentencepiece(list(files["train"]),
-                                                 os.path.join(data, f"spm{size}"), size)
-        for corpus in config["data"].values():
-            corpus["transforms"] = ["sentencepiece", "filtertoolong"]
-        config.update(src_subword_model=spm_model, tgt_subword_model=spm_model,
-                      src_seq_length=200, tgt_seq_length=200)
-    else:
-        config.update(src_vocab_size=recipe.get("vocab_size", 50000),
-                      tgt_vocab_size=recipe.get("vocab_size", 50000))
-    os.makedirs(data, exist_ok=True)
+    return files, test_sets
+
+
+def corpus_config(files, data):
+    """OpenNMT-py's corpus options: train and valid, one shared vocabulary under ``data``."""
+    return {"save_data": data, "overwrite": True,
+            "src_vocab": os.path.join(data, "vocab.src"),
+            "tgt_vocab": os.path.join(data, "vocab.tgt"), "share_vocab": True,
+            "data": {split: {"path_src": files[split][0], "path_tgt": files[split][1]}
+                     for split in ("train", "valid")}}
+
+
+def vocabulary_options(recipe, profile, files, data, corpora):
+    """The options that make the vocabulary: a SentencePiece model trained on the
+    training pair (its transforms set on each of ``corpora``), or a word vocabulary's size."""
+    if not recipe.get("sentencepiece"):
+        size = recipe.get("vocab_size", 50000)
+        return {"src_vocab_size": size, "tgt_vocab_size": size}
+    size = profile.spm_vocab_size
+    spm_model = datasets.train_sentencepiece(list(files["train"]),
+                                             os.path.join(data, f"spm{size}"), size)
+    for corpus in corpora.values():
+        corpus["transforms"] = ["sentencepiece", "filtertoolong"]
+    return {"src_subword_model": spm_model, "tgt_subword_model": spm_model,
+            "src_seq_length": 200, "tgt_seq_length": 200}
+
+
+def build_vocabulary(runner, config):
+    """onmt_build_vocab over the whole training corpus, as the stage "data"'s command."""
+    os.makedirs(config["save_data"], exist_ok=True)
     build_config = runner.path("configs", "build_vocab.yaml")
     with open(build_config, "w") as handle:
         yaml.safe_dump(config, handle)
@@ -55,12 +84,6 @@ def prepare_data(runner, recipe, profile, data_dir, mirror):
     for vocab in {config["src_vocab"], config["tgt_vocab"]}:  # one file when shared
         if os.path.exists(vocab):
             drop_unreadable_tokens(vocab)
-    # a list, not a mapping: YAML writes a mapping's keys sorted, and the report cuts the
-    # pooled translations back into sets in exactly the order they were pooled
-    config["test_sets"] = [{"name": n, "src": src, "tgt": tgt} for n, (src, tgt) in test_sets.items()]
-    config["test"] = pooled_test_set(ordered_test_sets(config["test_sets"]), data)
-    with open(runner.path("data_config.yaml"), "w") as handle:
-        yaml.safe_dump(config, handle)
 
 
 def data_config(work):
