@@ -26,7 +26,7 @@ demo: install
 	$(BIN)/onmt_qd_recipe multi30k -profile quick -work_dir runs/multi30k_quick
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=20 tests
 
 clean:
 	rm -rf $(VENV) runs
