@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from onmt_qd.deploy import ct2
-from onmt_qd.deploy.ct2 import MANIFEST, export, read_manifest, sha256_of
+from onmt_qd.deploy.ct2 import MANIFEST, export, read_manifest
+from onmt_qd.fileio import sha256
 from test_bad_input import command, lines_of, refused
 
 TRANSFORMER = ["-encoder_type", "transformer", "-decoder_type", "transformer",
@@ -47,7 +48,7 @@ def test_export_from_pt_and_qdz_carries_its_models_and_manifest(transformer):
         manifest = read_manifest(transformer[quantization])
         assert manifest["quantization"] == quantization
         assert manifest["source"] == os.path.abspath(source)
-        assert manifest["source_sha256"] == sha256_of(source)
+        assert manifest["source_sha256"] == sha256(source)
         assert manifest["ctranslate2_version"] and manifest["onmt_qd_version"]
         for name in ("model.bin", manifest["source_spm"], manifest["target_spm"]):
             assert os.path.isfile(os.path.join(transformer[quantization], name))

@@ -7,7 +7,6 @@ SHA-256, and an all-or-nothing write (a temporary sibling directory renamed at t
 end: a directory without a manifest is refused). The converter is given a checkpoint we
 have just written from a weights-only load, holding only what it reads."""
 import copy
-import hashlib
 import json
 import math
 import os
@@ -25,14 +24,6 @@ FLASH_ATTENTION = "scaled-dot-flash"
 # On 2 CPU cores, two single-threaded translators working on different batches beat
 # one translator on two threads (docs/results.md, benchmarks/deploy_speed.py).
 DEFAULT_INTRA_THREADS = 1
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def directory_size(path):
@@ -140,7 +131,7 @@ def export(model, output, quantization="int8"):
 
     import onmt_qd
     from onmt_qd.fileio import (check_input_file, remove_stale_temporaries, same_file,
-                                temporary_name)
+                                sha256, temporary_name)
     from onmt_qd.qdz import load_any
 
     if quantization not in QUANTIZATIONS:
@@ -164,7 +155,7 @@ def export(model, output, quantization="int8"):
         for name, spm in zip(names, spm_models):
             shutil.copyfile(spm, os.path.join(staging, name))
         manifest = {"format": FORMAT, "source": os.path.abspath(model),
-                    "source_sha256": sha256_of(model), "quantization": quantization,
+                    "source_sha256": sha256(model), "quantization": quantization,
                     "onmt_qd_version": onmt_qd.__version__,
                     "ctranslate2_version": ctranslate2.__version__,
                     "source_spm": names[0], "target_spm": names[1], "n_params": n_params}
