@@ -26,6 +26,7 @@ setup(
         "bitarray>=2.9",
         "constriction",
         "matplotlib",
+        "ctranslate2",
     ],
     entry_points={
         "console_scripts": [
@@ -38,6 +39,7 @@ setup(
             "onmt_qd_recipe=onmt_qd.bin.recipe:main",
             "onmt_qd_data=onmt_qd.bin.data:main",
             "onmt_qd_teacher_cache=onmt_qd.bin.teacher_cache:main",
+            "onmt_qd_export=onmt_qd.bin.export:main",
         ]
     },
 )

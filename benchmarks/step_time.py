@@ -4,8 +4,12 @@ real batches, in one process, as ratios against plain training; the teacher cach
 build time as a fraction of one teacher training epoch and its bytes per target token;
 and the time to quantize a 79M-parameter model.
 
-    python benchmarks/step_time.py -config DATA.yaml -teacher T.pt [-layers 1]
-        [-hidden_size 256] [-bits 4] [-steps 30] [-topk 8] [-gpu]
+    python benchmarks/step_time.py -config DATA.yaml -teacher T.pt [-student brnn]
+        [-layers 1] [-hidden_size 256] [-heads 4] [-bits 4] [-steps 30] [-topk 8] [-gpu]
+
+-student transformer times a Transformer student (-heads heads, feed-forward 4 x
+hidden, sinusoidal position encoding) instead of the brnn LSTM one; the teacher may be
+of either family.
 
 DATA.yaml is a data config (a recipe's data_config.yaml too) whose vocabulary matches
 the teacher's; the cache is built over its whole training corpus (in a temporary folder)."""
@@ -58,12 +62,20 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def student_options(args):
+    """onmt_qd_train options of the -student family."""
+    if args.student == "transformer":
+        return ["-encoder_type", "transformer", "-decoder_type", "transformer",
+                "-heads", str(args.heads), "-transformer_ff", str(4 * args.hidden_size),
+                "-position_encoding"]
+    return ["-encoder_type", "brnn", "-global_attention", "general"]
+
+
 def student_and_batches(args, device):
     opt = parse(train_parser(), ["-config", args.config, "-layers", str(args.layers),
                                  "-hidden_size", str(args.hidden_size), "-word_vec_size",
-                                 str(args.hidden_size), "-encoder_type", "brnn", "-batch_size",
-                                 "64", "-num_workers", "0", "-bucket_size", "10000",
-                                 "-global_attention", "general"])
+                                 str(args.hidden_size), "-batch_size", "64", "-num_workers",
+                                 "0", "-bucket_size", "10000", *student_options(args)])
     ArgumentParser.validate_prepare_opts(opt)
     ArgumentParser.update_model_opts(opt)
     ArgumentParser.validate_model_opts(opt)
@@ -137,6 +149,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("-config", required=True)
     p.add_argument("-teacher", required=True)
+    p.add_argument("-student", choices=["brnn", "transformer"], default="brnn")
+    p.add_argument("-heads", type=int, default=4, help="-student transformer's heads")
     p.add_argument("-layers", type=int, default=1)
     p.add_argument("-hidden_size", type=int, default=256)
     p.add_argument("-bits", type=int, default=4)
@@ -178,7 +192,8 @@ def main():
     teacher_step, _ = run_mode(trainable_teacher, None, batches, padding, 0, device)
     base = rows[0][1]
     n_params = sum(p.numel() for p in student.parameters())
-    print(f"device {device}, student {args.layers}x{args.hidden_size} ({n_params:,} params), "
+    print(f"device {device}, {args.student} student {args.layers}x{args.hidden_size} "
+          f"({n_params:,} params), "
           f"{args.steps} steps of 64 sentences, median seconds per step")
     for label, seconds, quant in rows:
         share = f", quantization {quant * 1000:.1f} ms = {quant / seconds:.0%} of the step" if quant else ""

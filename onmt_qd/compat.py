@@ -2,6 +2,7 @@
 whose options are an ``argparse.Namespace``. We allow-list exactly that class;
 weights-only loading stays on, so a checkpoint can still run no code."""
 import argparse
+import functools
 import os
 import pickle
 
@@ -107,14 +108,19 @@ class ContiguousRNNState:
                 self.state[key] = self.state[key].contiguous()
 
 
-def use_contiguous_rnn_decoders():
-    """Replace OpenNMT-py's "rnn"/"ifrnn" entries of its decoder registry
-    (``onmt.decoders.str2dec``, what ``build_decoder`` looks up) by subclasses with
-    :class:`ContiguousRNNState`. Same parameters and checkpoint keys; idempotent."""
-    from onmt.decoders import str2dec
+def keep_decoder_state_contiguous(model):
+    """Make ``model``'s RNN decoder (built by OpenNMT-py's builder) an instance of its
+    subclass with :class:`ContiguousRNNState`: same parameters and checkpoint keys,
+    only this model changed; OpenNMT-py's decoder registry stays as it is."""
+    from onmt.decoders.decoder import RNNDecoderBase
 
-    for name in ("rnn", "ifrnn"):
-        base = str2dec[name]
-        if not issubclass(base, ContiguousRNNState):
-            str2dec[name] = type(base.__name__, (ContiguousRNNState, base),
-                                 {"__doc__": base.__doc__, "__module__": __name__})
+    decoder = model.decoder
+    if isinstance(decoder, RNNDecoderBase) and not isinstance(decoder, ContiguousRNNState):
+        decoder.__class__ = _contiguous(type(decoder))
+
+
+@functools.cache
+def _contiguous(base):
+    """``base`` (StdRNNDecoder, InputFeedRNNDecoder) with ContiguousRNNState, once per class."""
+    return type(base.__name__, (ContiguousRNNState, base),
+                {"__doc__": base.__doc__, "__module__": __name__})

@@ -9,6 +9,7 @@ Pure standard library: every floor may import it."""
 import contextlib
 import errno
 import glob
+import hashlib
 import os
 import re
 import shutil
@@ -268,3 +269,12 @@ def read_text_lines(path, option="-src"):
                              f"{exc.start + 1} of the line; convert the file to UTF-8 "
                              "(e.g. iconv -t UTF-8)") from None
     return text
+
+
+def sha256(path):
+    """The SHA-256 of a file, read in 1 MiB blocks (files may be large models)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -5,10 +5,7 @@ from onmt.inputters.inputter import dict_to_vocabs
 from onmt.model_builder import build_base_model
 from onmt.utils.parse import ArgumentParser
 
-from onmt_qd.compat import load_checkpoint, use_contiguous_rnn_decoders
-
-# Every model built here may decode with beam search on cuDNN (see compat).
-use_contiguous_rnn_decoders()
+from onmt_qd.compat import keep_decoder_state_contiguous, load_checkpoint
 
 
 def model_opts_of(checkpoint):
@@ -20,7 +17,7 @@ def model_opts_of(checkpoint):
 
 
 def build_model_from_checkpoint(checkpoint, device="cpu", overrides=None):
-    """(model, vocabs, model_opt) in eval mode; ``checkpoint`` may be a path;
+    """(model, vocabs, model_opt) in eval mode, dropout off; ``checkpoint`` may be a path;
     ``overrides`` (option -> value) replace model options before the model is built."""
     if isinstance(checkpoint, str):
         checkpoint = load_checkpoint(checkpoint)
@@ -34,9 +31,64 @@ def build_model_from_checkpoint(checkpoint, device="cpu", overrides=None):
     state = {"model": {k: v.clone() for k, v in checkpoint["model"].items()},
              "generator": {k: v.clone() for k, v in (checkpoint["generator"] or {}).items()}}
     model.load_state_dict(state, device=torch.device(device), strict=True)
+    keep_decoder_state_contiguous(model)  # it may decode with beam search on cuDNN
     model.to(device)
     model.eval()
+    # eval mode alone leaves attention dropout on: scaled dot product attention (on a
+    # GPU) applies -attention_dropout whatever the mode, so set it to 0 as OpenNMT-py's
+    # load_test_model does
+    for module in model.modules():
+        if hasattr(module, "dropout_p"):
+            module.dropout_p = 0.0
     return model, vocabs, model_opt
+
+
+def meta_model(checkpoint):
+    """The model a checkpoint's options and vocabulary describe, on torch's meta device:
+    its names and shapes, without memory or weights."""
+    with torch.device("meta"):
+        return build_base_model(model_opts_of(checkpoint), dict_to_vocabs(checkpoint["vocab"]))
+
+
+def parameter_shapes(model):
+    """name -> shape of a model's parameters under every name its state dict gives them
+    (a tied embedding under both), generator as 'generator.*': the tensors a
+    quantization policy chooses from. Buffers (a Transformer's positional encoding
+    ``pe``) are not weights: they are never quantized (docs/method.md §3)."""
+    return {name: tuple(t.shape) for name, t in model.state_dict(keep_vars=True).items()
+            if isinstance(t, torch.nn.Parameter)}
+
+
+def tied_names(model):
+    """alias -> name of the parameters a model holds under two names (a tied embedding:
+    ``named_parameters`` gives it once, the state dict under each name)."""
+    first = {id(p): name for name, p in model.named_parameters()}
+    return {name: first[id(t)] for name, t in model.state_dict(keep_vars=True).items()
+            if isinstance(t, torch.nn.Parameter) and first[id(t)] != name}
+
+
+def built_buffers(checkpoint, names=None):
+    """name -> value of the persistent buffers that building the checkpoint's model
+    computes (a Transformer's sinusoidal positional encoding ``pe``), or of ``names``."""
+    with torch.random.fork_rng(devices=[]):  # building draws initial weights
+        model = build_base_model(model_opts_of(checkpoint), dict_to_vocabs(checkpoint["vocab"]))
+    parameters = parameter_shapes(model)
+    buffers = {name: t for name, t in model.state_dict().items() if name not in parameters}
+    if names is not None:
+        missing = sorted(set(names) - set(buffers))
+        if missing:
+            raise ValueError(f"its model has no buffer '{missing[0]}' to build")
+        buffers = {name: buffers[name] for name in names}
+    return buffers
+
+
+def rebuilt_buffers(checkpoint):
+    """The buffers of ``checkpoint`` that building its model gives again bit for bit: a
+    compressed file leaves them out and its reader builds them. A buffer whose value
+    the checkpoint changed is not one of them (it is stored)."""
+    weights = named_weights(checkpoint)
+    return {name: buffer for name, buffer in built_buffers(checkpoint).items()
+            if name in weights and torch.equal(buffer, weights[name])}
 
 
 def named_weights(checkpoint):

@@ -7,6 +7,7 @@ silently)."""
 import argparse
 import difflib
 
+import torch
 import yaml
 from onmt.opts import train_opts, translate_opts
 from onmt.utils.parse import ArgumentParser
@@ -14,7 +15,6 @@ from onmt.utils.parse import ArgumentParser
 from onmt_qd.distill.rules import DEFAULT_TOPK
 from onmt_qd.quant import MAX_BITS, QUANTIZERS, QuantPolicy, validate_bits
 from onmt_qd.quant.policy import ROUNDINGS
-from onmt_qd.train.precision import AUTOCAST_DTYPES
 
 
 class OptionError(ValueError):
@@ -57,6 +57,10 @@ def schedule_opts(parser):
     group.add("-start_decay_at_epoch", "--start_decay_at_epoch", type=int, default=0,
               help="With -lr_halving plateau: also halve at every validation from "
               "this epoch on (the 2017 code's start_decay_at); 0 = off.")
+
+
+# -autocast's values and the dtype each means (train/precision.py applies it)
+AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16}
 
 
 def precision_opts(parser):
@@ -281,7 +285,8 @@ def recipe_parser():
         "mini] [-data_dir D] [-work_dir W] [-stages S ...] [-jobs N]: run a recipe's stages; "
         "finished stages are skipped, unless their settings changed. One run at a time per "
         "work folder; its commands stop with it.")
-    parser.add_argument("name", help="multi30k, integ200k or wmt13")
+    parser.add_argument("name", help="multi30k, integ200k or wmt13, or the path of your own "
+                        "recipe file (docs/architecture.md, \"A user's recipe file\")")
     parser.add_argument("-profile", default="quick",
                         help="quick (2 CPU cores, under 30 minutes), gpu (the paper's sizes, "
                         "fast settings, one GPU), paper (the paper's settings, GPU), mini "
@@ -303,7 +308,8 @@ def eval_parser():
     parser = argparse.ArgumentParser(
         prog="onmt_qd_eval", description="onmt_qd_eval -model M -src S -tgt T [-json "
         "OUT.json]: BLEU and chrF (sacrebleu, detokenized, with signatures), reference "
-        "perplexity, parameter count and size on disk of a checkpoint or compressed file. "
+        "perplexity, parameter count and size on disk of a checkpoint, compressed file or "
+        "onmt_qd_export directory. "
         "-src - (or -tgt -) reads standard input; -json - or -output - writes standard "
         "output.")
     parser.add_argument("-model", required=True)
@@ -314,6 +320,9 @@ def eval_parser():
     parser.add_argument("-beam_size", type=int, default=5)
     parser.add_argument("-batch_size", type=int, default=64)
     parser.add_argument("-gpu", type=int, default=-1)
+    parser.add_argument("-precision", choices=["fp32", "int8"], default="fp32",
+                        help="int8: torch dynamic quantization of Linear and LSTM layers "
+                        "(CPU only; an onmt_qd_export directory has its own quantization)")
     return parser
 
 
@@ -427,8 +436,6 @@ def parse(parser, args=None):
 def check_devices(indices, option):
     """Every GPU index that ``option`` names (-1: the CPU) is a CUDA device torch sees;
     otherwise torch fails deep inside model building with a traceback."""
-    import torch
-
     wanted = [int(i) for i in indices if int(i) >= 0]
     if not wanted:
         return
@@ -440,3 +447,22 @@ def check_devices(indices, option):
     if max(wanted) >= available:
         raise OptionError(f"{option} {max(wanted)}: torch sees {available} CUDA device(s), "
                           f"numbered 0 to {available - 1}")
+
+
+def export_parser():
+    """onmt_qd_export: a CTranslate2 model directory from a Transformer model."""
+    from onmt_qd.deploy.ct2 import QUANTIZATIONS
+
+    parser = ArgumentParser(description="onmt_qd_export: write a CTranslate2 model directory "
+                            "(with the model's SentencePiece models and a manifest) for an "
+                            "OpenNMT-py Transformer checkpoint or onmt_qd compressed model; "
+                            "onmt_qd_translate and onmt_qd_eval take the directory as -model")
+    group = parser.add_argument_group("Export (onmt_qd)")
+    group.add("-model", "--model", required=True,
+              help="Transformer checkpoint (.pt, quantized or not) or compressed model (.qdz).")
+    group.add("-output", "--output", required=True,
+              help="The directory to write (new, or an earlier export, which is replaced).")
+    group.add("-quantization", "--quantization", choices=QUANTIZATIONS, default="int8",
+              help="CTranslate2's weight type: int8 (one scale per output row; the fastest "
+              "on the CPU), int8_float32, int16, float16 (GPU) or float32.")
+    return parser

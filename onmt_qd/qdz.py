@@ -3,14 +3,10 @@ docs/formats.md): what goes into the file (model options, vocabularies, policy,
 quantized and plain tensors) and the checkpoint that comes back out, bit for bit."""
 import argparse
 
-import torch
-from onmt.inputters.inputter import dict_to_vocabs
-from onmt.model_builder import build_base_model
-
 from onmt_qd.codec import (CompressedFileError, is_compressed_file, read_compressed,
                            write_compressed)
 from onmt_qd.compat import load_checkpoint
-from onmt_qd.models import model_opts_of, named_weights
+from onmt_qd.models import built_buffers, meta_model, named_weights, rebuilt_buffers
 from onmt_qd.quant import QuantPolicy
 from onmt_qd.quant_checkpoint import attach_quantization, quantization_of
 
@@ -41,9 +37,10 @@ def compress_checkpoint(checkpoint, output, coder="huffman", pooling="auto", sou
     """Write a quantized checkpoint as a compressed file; returns the size report."""
     policy, quantized = quantization_of(checkpoint, source)
     weights = named_weights(checkpoint)
-    plain = {k: v.float() for k, v in weights.items() if k not in quantized}
+    rebuilt = rebuilt_buffers(checkpoint)
+    plain = {k: v.float() for k, v in weights.items() if k not in quantized and k not in rebuilt}
     meta = {"opt": _jsonable(vars(checkpoint["opt"])), "vocab": _jsonable(checkpoint["vocab"]),
-            "policy": policy.to_dict(), "order": list(weights)}
+            "policy": policy.to_dict(), "order": list(weights), "rebuilt": list(rebuilt)}
     return write_compressed(output, meta, quantized, plain, coder=coder, pooling=pooling)
 
 
@@ -53,12 +50,15 @@ def checkpoint_from_compressed(path):
     again) apart from its tensors is named here, not by OpenNMT-py's loader later."""
     meta, quantized, plain = read_compressed(path)
     try:
-        if sorted(meta["order"]) != sorted([*quantized, *plain]):
+        rebuilt = meta.get("rebuilt", [])  # files of format 1 before Transformers: none
+        if sorted(meta["order"]) != sorted([*quantized, *plain, *rebuilt]):
             raise ValueError("its tensor order does not list the tensors it holds")
-        weights = {name: quantized[name].dequantize() if name in quantized else plain[name]
-                   for name in meta["order"]}
         checkpoint = {"opt": argparse.Namespace(**_from_json(meta["opt"])),
                       "vocab": _from_json(meta["vocab"])}
+        if rebuilt:
+            plain = {**plain, **built_buffers(checkpoint, rebuilt)}
+        weights = {name: quantized[name].dequantize() if name in quantized else plain[name]
+                   for name in meta["order"]}
         checkpoint = attach_quantization(checkpoint, weights, quantized,
                                          QuantPolicy.from_dict(meta["policy"]))
         check_model_shapes(checkpoint)
@@ -75,9 +75,7 @@ def checkpoint_from_compressed(path):
 def check_model_shapes(checkpoint):
     """The model the checkpoint's options and vocabulary describe has exactly its
     tensors, shape for shape (built on the meta device: no memory, no weights)."""
-    with torch.device("meta"):
-        model = build_base_model(model_opts_of(checkpoint), dict_to_vocabs(checkpoint["vocab"]))
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    expected = {name: tuple(t.shape) for name, t in meta_model(checkpoint).state_dict().items()}
     held = {name: tuple(t.shape) for name, t in named_weights(checkpoint).items()}
     for name in sorted(set(expected) | set(held)):
         if expected.get(name) != held.get(name):

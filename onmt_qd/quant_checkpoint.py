@@ -3,7 +3,7 @@ keys (so stock translation loads the quantized model) plus, under ``qd_quant``, 
 the compressed file needs: the policy and every tensor's levels, scales and points."""
 import torch
 
-from onmt_qd.models import named_weights, split_weights
+from onmt_qd.models import meta_model, named_weights, parameter_shapes, split_weights
 from onmt_qd.quant import QuantizedTensor, QuantPolicy
 
 # Every key onmt_qd adds to an OpenNMT-py checkpoint (docs/formats.md); import these,
@@ -43,20 +43,18 @@ def tensor_from_entry(entry):
                            bucket_size=entry["bucket_size"], bits=entry["bits"])
 
 
-def quantize_weights(weights, policy, points=None, bits=None, generator=None):
-    """Quantize the tensors ``policy`` selects (CPU), rounding deterministically, or
-    stochastically with ``generator`` when one is given.
-
-    ``points``/``bits`` optionally give per-name points (differentiable quantization)
-    and allocations. Returns (weights with dequantized values, name -> QuantizedTensor)."""
-    selected = policy.select({k: tuple(v.shape) for k, v in weights.items()})
-    bits = bits or {}
+def quantize_weights(weights, policy, selected, points=None, generator=None):
+    """Quantize the tensors of ``selected`` (name -> bits, the policy's selection from
+    the model's parameters) on the CPU, rounding deterministically, or stochastically
+    with ``generator`` when one is given; ``points`` optionally gives per-name points
+    (differentiable quantization). Returns (weights with dequantized values,
+    name -> QuantizedTensor)."""
     points = points or {}
     out, quantized = dict(weights), {}
-    for name, default_bits in selected.items():
-        qt = policy.quantize(name, weights[name].detach().float().cpu(),
-                             bits=bits.get(name, default_bits), points=points.get(name),
-                             stochastic=generator is not None, generator=generator)
+    for name, bits in selected.items():
+        qt = policy.quantize(name, weights[name].detach().float().cpu(), bits=bits,
+                             points=points.get(name), stochastic=generator is not None,
+                             generator=generator)
         quantized[name] = qt
         out[name] = qt.dequantize().to(weights[name].dtype)
     return out, quantized
@@ -79,7 +77,8 @@ def quantize_checkpoint(checkpoint, policy, seed=0):
     weights.update(checkpoint.get(SHADOW_KEY, {}))
     generator = (torch.Generator().manual_seed(seed) if policy.rounding == "stochastic"
                  else None)
-    weights, quantized = quantize_weights(weights, policy, generator=generator)
+    selected = policy.select(parameter_shapes(meta_model(checkpoint)))
+    weights, quantized = quantize_weights(weights, policy, selected, generator=generator)
     # the validation record described the weights before quantization, and the run
     # wrote other weights: they go too
     out = {k: v for k, v in checkpoint.items()

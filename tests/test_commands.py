@@ -26,6 +26,7 @@ TYPOS = {
     "recipe": (["multi30k"], "-work_dri", "-work_dir"),
     "data": (["get", "multi30k", "-dest", "d"], "-form", "-from"),
     "teacher_cache": ([], "-tpok", "-topk"),
+    "export": (["-model", "m.pt"], "-quantizaton", "-quantization"),
 }
 
 

@@ -40,7 +40,8 @@ def translation_args(model, src, output, spm, beam_size=5, batch_size=7, gpu=-1)
 
 
 def test_reordered_state_is_contiguous_and_unchanged(deep_brnn):
-    from onmt.decoders.decoder import RNNDecoderBase
+    from onmt.decoders import str2dec
+    from onmt.decoders.decoder import InputFeedRNNDecoder, RNNDecoderBase, StdRNNDecoder
 
     from onmt_qd.models import build_model_from_checkpoint
 
@@ -60,6 +61,8 @@ def test_reordered_state_is_contiguous_and_unchanged(deep_brnn):
     for ours, theirs in zip(decoder.state["hidden"], expected["hidden"]):
         assert ours.is_contiguous() and torch.equal(ours, theirs)
     assert decoder.state["input_feed"].is_contiguous()
+    # only the model built here changed: OpenNMT-py's registry builds its own classes
+    assert (str2dec["rnn"], str2dec["ifrnn"]) == (StdRNNDecoder, InputFeedRNNDecoder)
 
 
 def test_cpu_translations_equal_stock_onmt_translate(deep_brnn, data, tmp_path):

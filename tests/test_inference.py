@@ -1,7 +1,9 @@
 """The inference library (onmt_qd/inference): onmt_qd_eval reads and builds its model
 once; a long translation says where it is on standard error, never on standard
 output, and counting it changes no output."""
+import gc
 import re
+import warnings
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ import onmt.model_builder
 import onmt_qd.models
 import onmt_qd.qdz
 from conftest import run_cli
-from onmt_qd.inference import progress
+from onmt_qd import progress
 from onmt_qd.inference.engine import (inference_engine, load_model, translate,
                                       translate_aligned)
 from onmt_qd.inference.evaluate import evaluate
@@ -54,11 +56,26 @@ def test_eval_reads_and_builds_the_model_once(kind, teacher, packed, data, monke
     loads = counted(monkeypatch, torch, "load")
     decodes = counted(monkeypatch, onmt_qd.qdz, "checkpoint_from_compressed")
     builds = counted(monkeypatch, onmt_qd.models, "build_base_model")
+    shape_checks = []  # a .qdz's shape check builds on the meta device: no memory, no weights
+    check_shapes = onmt_qd.qdz.check_model_shapes
+    monkeypatch.setattr(onmt_qd.qdz, "check_model_shapes",
+                        lambda c: shape_checks.append(1) or check_shapes(c))
     onmt_builds = counted(monkeypatch, onmt.model_builder, "build_base_model")
     result = evaluate(model, data["test.de"], data["test.en"], beam_size=2, batch_size=8)
     assert (len(loads), len(decodes)) == ((1, 0) if kind == "checkpoint" else (0, 1))
-    assert (len(builds), len(onmt_builds)) == (1, 0)
+    assert (len(builds) - len(shape_checks), len(onmt_builds)) == (1, 0)
+    assert len(shape_checks) == (kind == "compressed")
     assert result["sentences"] == 20 and result["ppl"] > 1 and result["n_params"] > 0
+
+
+def test_evaluations_leave_no_file_open(teacher, data):
+    """Each engine's output sink and log opened no file that the next one drops unclosed."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for _ in range(2):
+            evaluate(teacher, data["test.de"], data["test.en"], beam_size=1, batch_size=20)
+        gc.collect()
+    assert not [w.message for w in caught if issubclass(w.category, ResourceWarning)]
 
 
 def test_counting_progress_changes_no_output(teacher, with_blanks):

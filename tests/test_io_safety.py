@@ -197,8 +197,6 @@ def test_a_failed_write_is_one_line_and_leaves_no_partial_file(q4, data, teacher
 def test_refused_in_one_line_before_any_work(q4, data, teacher, tmp_path):
     out = tmp_path / "o.txt"
     translate = ["-model", q4["qdz"], "-src", data["test.de"], "-output", out]
-    refused("translate", *translate, "-precision", "int8",
-            message="-precision int8: int8 inference is not implemented for this model type yet")
     refused("translate", *translate, "-beam_size", 100000,
             message="-beam_size 100000 is more than 1000")
     refused("eval", "-model", q4["qdz"], "-src", data["test.de"], "-tgt", data["test.en"],

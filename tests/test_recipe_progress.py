@@ -26,7 +26,8 @@ def test_training_progress_reads_epoch_step_and_perplexities(tmp_path):
 
 def test_counted_progress_takes_the_last_count_of_the_last_line(tmp_path):
     log = tmp_path / "cache.log"
-    log.write_text("[2026-12-02 10:00:00,000 INFO] teacher cache: 1,000 / 29,000 sentences (3%)\n"
+    log.write_text("onmt_qd_teacher_cache: 1,000/29,000 sentences through the teacher, "
+                   "33.0 sentences/s, about 14.1 min left\n"
                    "teacher_translations: part 3/10: 8,700/29,000 sentences translated\n")
     assert progress.counted(str(log), "sentences") == ("8,700/29,000 sentences", 0.3)
 

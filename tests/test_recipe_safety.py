@@ -50,12 +50,20 @@ def alive(pid):
         return False
 
 
+def foreground_sigint():
+    """SIGINT as in a terminal's foreground job, whatever this process inherited or a
+    library left behind: an ignored or blocked SIGINT stays so in the recipe's process."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def start_recipe(tmp_path):
     """(the recipe's process, its stage's output, the pids of the supervisor, the
     command and the command's child) once the command runs."""
     work, output, pids = tmp_path / "work", tmp_path / "work" / "model.pt", tmp_path / "pids"
     recipe = subprocess.Popen([sys.executable, "-c", RECIPE, work, output, pids, COMMAND],
-                              cwd=REPO, stderr=subprocess.PIPE, text=True)
+                              cwd=REPO, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=foreground_sigint)
     deadline = time.time() + 120
     while not pids.exists():
         assert recipe.poll() is None, recipe.stderr.read()

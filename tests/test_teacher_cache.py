@@ -5,6 +5,7 @@ training from a cache."""
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,8 @@ from onmt_qd.distill.teacher import CachedTeacher
 from test_bad_input import command, refused
 
 PAD = 1
+PROGRESS = re.compile(r"^onmt_qd_teacher_cache: [\d,]+/[\d,]+ sentences through the teacher, "
+                      r"[\d.]+ sentences/s, about [\d.]+ (s|min) left$")
 
 
 def logits_and_target(seed=0, n=12, vocab=7):
@@ -121,7 +124,7 @@ def cache(data, teacher, tmp_path_factory):
     path = tmp_path_factory.mktemp("cache") / "top8"
     result = run_cli("teacher_cache", "-config", data["config"], "-teacher_model", teacher,
                      "-topk", 8, "-output", path)
-    assert "600 / 600 sentences (100%)" in result.stderr
+    assert f"wrote {path}: 600 sentences, " in result.stderr  # every sentence of the corpus
     return str(path)
 
 
@@ -224,15 +227,17 @@ def test_mismatched_cache_is_refused_in_one_line_and_nothing_is_written(data, te
 def test_killed_build_leaves_nothing_a_later_run_accepts_and_the_next_build_removes_it(
         data, teacher, tmp_path):
     output = tmp_path / "cache"
-    build = subprocess.Popen(
-        [sys.executable, "-m", "onmt_qd.bin.teacher_cache", "-config", data["config"],
-         "-teacher_model", teacher, "-output", str(output), "-batch_size", "1"],
-        stderr=subprocess.PIPE, text=True)
-    for line in build.stderr:
-        if "teacher cache:" in line:
-            build.send_signal(signal.SIGKILL)
-            break
-    build.wait()
+    # killed once its progress line shows it writing (reported after every batch here)
+    with subprocess.Popen(
+            [sys.executable, "-c", "import sys, onmt_qd.progress as p; p.REPORT_SECONDS = 0; "
+             "from onmt_qd.bin.teacher_cache import main; sys.exit(main())",
+             "-config", data["config"], "-teacher_model", teacher, "-output", str(output),
+             "-batch_size", "1"],
+            stderr=subprocess.PIPE, text=True) as build:
+        for line in build.stderr:
+            if PROGRESS.match(line):
+                build.send_signal(signal.SIGKILL)
+                break
     assert build.returncode == -signal.SIGKILL
     assert not output.exists()
     partial = tmp_path / f"cache.onmt_qd-{build.pid}.tmp"

@@ -1,7 +1,7 @@
 """onmt_qd_eval -model M -src S -tgt T [-json OUT.json]: BLEU and chrF (sacrebleu,
 detokenized, with signatures), reference perplexity, parameter count and size on
-disk of a checkpoint or compressed file. -src - (or -tgt -) reads standard input;
--json - or -output - writes standard output."""
+disk of a checkpoint, compressed file or onmt_qd_export directory. -src - (or -tgt -)
+reads standard input; -json - or -output - writes standard output."""
 from onmt_qd.bin.common import run_command
 from onmt_qd.opts import eval_parser, parse
 
@@ -12,7 +12,7 @@ def main():
 
         args = parse(eval_parser())
         result = evaluate(args.model, args.src, args.tgt, args.beam_size, args.batch_size,
-                          args.gpu, args.output, args.json)
+                          args.gpu, args.output, args.json, args.precision)
         print(f"BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  ppl {result['ppl']:.2f}  "
               f"params {result['n_params']}  size {result['size_bytes']} bytes")
         print(f"  {result['bleu_signature']}\n  {result['chrf_signature']}")

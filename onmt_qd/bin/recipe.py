@@ -11,7 +11,8 @@ def main():
         from onmt_qd.recipe.runner import exit_on_signals
 
         args = parse(recipe_parser())
-        work = args.work_dir or os.path.join("runs", f"{args.name}_{args.profile}")
+        recipe = os.path.splitext(os.path.basename(args.name))[0]  # a name or a file
+        work = args.work_dir or os.path.join("runs", f"{recipe}_{args.profile}")
         pipeline = Pipeline(args.name, args.profile, work, args.data_dir, args.mirror, args.gpu,
                             args.jobs)
         with exit_on_signals("onmt_qd_recipe"):

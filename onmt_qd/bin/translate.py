@@ -1,9 +1,10 @@
 """onmt_qd_translate: onmt_translate, where -model may also be an onmt_qd compressed
-file. Without -transforms, the model's own inference transforms (SentencePiece)
-are used, so output is detokenized text. Every source line gives -n_best output
-lines, in order; a blank source line gives empty ones (onmt_translate drops blank
-lines, so its output no longer lines up with the source). -src - reads standard
-input; -output - (or /dev/stdout) writes standard output."""
+file or an onmt_qd_export directory (translated by CTranslate2). Without -transforms,
+the model's own inference transforms (SentencePiece) are used, so output is
+detokenized text. Every source line gives -n_best output lines, in order; a blank
+source line gives empty ones (onmt_translate drops blank lines, so its output no
+longer lines up with the source). -src - reads standard input; -output - (or
+/dev/stdout) writes standard output."""
 from onmt_qd.bin.common import run_command
 from onmt_qd.opts import parse, translate_parser
 

@@ -6,10 +6,23 @@ file's size on disk exactly; the paper's formula is computed separately as a che
 on their own lines)."""
 import dataclasses
 import math
+import re
 
 from onmt_qd.codec.entropy import entropy_bits
 
 FLOAT32_BYTES = 4
+
+# Tensor groups of OpenNMT-py's encoder-decoders by parameter name, first match wins
+# (layer norms before feed-forward: a Transformer's feed_forward.layer_norm is a norm).
+TENSOR_GROUPS = (("generator", r"^generator\."), ("embeddings", r"\.embeddings\."),
+                 ("layer norms", r"layer_norm"), ("attention", r"attn"),
+                 ("feed-forward", r"feed_forward"), ("recurrent", r"\.rnn\.|bridge"),
+                 ("other", r""))
+
+
+def tensor_group(name):
+    """The group (TENSOR_GROUPS) a tensor belongs to, for the size report."""
+    return next(group for group, pattern in TENSOR_GROUPS if re.search(pattern, name))
 
 
 @dataclasses.dataclass
@@ -83,10 +96,26 @@ class SizeReport:
                    for t in self.quantized)
         return (bits + 32 * sum(t.n_params for t in self.plain)) / 8
 
+    @property
+    def groups(self):
+        """group -> quantized and plain parameters and their stored bytes (levels,
+        scales, points and own tables, or raw values), in TENSOR_GROUPS order; a pooled
+        code table belongs to no group."""
+        groups = {}
+        for rows, kind, size in ((self.quantized, "quantized", "stored_bytes"),
+                                 (self.plain, "plain", "bytes")):
+            for t in rows:
+                group = groups.setdefault(tensor_group(t.name), dict.fromkeys(
+                    ("quantized_params", "plain_params", "quantized_bytes", "plain_bytes"), 0))
+                group[f"{kind}_params"] += t.n_params
+                group[f"{kind}_bytes"] += getattr(t, size)
+        order = [group for group, _ in TENSOR_GROUPS]
+        return dict(sorted(groups.items(), key=lambda item: order.index(item[0])))
+
     def to_dict(self):
         """Plain JSON-serializable dict, derived figures included."""
         derived = ("n_params", "fp32_bytes", "data_bytes", "metadata_bytes", "total_bytes",
-                   "paper_formula_bytes")
+                   "paper_formula_bytes", "groups")
         out = dataclasses.asdict(self)
         out["quantized"] = [dict(dataclasses.asdict(t), fixed_width_bytes=t.fixed_width_bytes,
                                  stored_bytes=t.stored_bytes) for t in self.quantized]
@@ -129,6 +158,11 @@ def format_size_report(report):
     if report.plain:
         lines += ["", f"{'plain tensor':<40} {'params':>10} {'bytes':>10}"]
         lines += [f"{t.name:<40} {t.n_params:>10,} {t.bytes:>10,}" for t in report.plain]
+    lines += ["", f"{'tensor group':<14} {'quantized':>10} {'bytes':>10} {'plain':>10} "
+              f"{'bytes':>10}"]
+    lines += [f"{group:<14} {g['quantized_params']:>10,} {g['quantized_bytes']:>10,} "
+              f"{g['plain_params']:>10,} {g['plain_bytes']:>10,}"
+              for group, g in report.groups.items()]
     mb = 1e6
     lines += [
         "",

@@ -5,14 +5,14 @@ wmt.py: WMT archives with sacrebleu's test sets; local.py: a user's folder of
 parallel files), the datasets by name in registry.py, SentencePiece training in
 subwords.py. The functions below are what the rest of
 onmt_qd calls, by dataset name."""
-from onmt_qd.datasets.base import Dataset, DatasetError, count_lines, sha256
+from onmt_qd.datasets.base import Dataset, DatasetError, count_lines
 from onmt_qd.datasets.download import download
 from onmt_qd.datasets.local import LocalFolderDataset
 from onmt_qd.datasets.registry import DATASETS, dataset, register_dataset
 from onmt_qd.datasets.subwords import train_sentencepiece
 
 __all__ = ["DATASETS", "Dataset", "DatasetError", "LocalFolderDataset", "count_lines", "dataset",
-           "download", "get", "register_dataset", "sha256", "split_files", "test_sets",
+           "download", "get", "register_dataset", "split_files", "test_sets",
            "train_sentencepiece"]
 
 

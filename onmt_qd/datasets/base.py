@@ -6,11 +6,12 @@ A format is a subclass that says how to ``fetch`` the files from the public sour
 ``Dataset.get`` does the rest the same way for all."""
 import abc
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
 import tempfile
+
+from onmt_qd.fileio import sha256
 
 
 class DatasetError(ValueError):
@@ -122,10 +123,3 @@ def count_lines(path):
     with open(path, "rb") as handle:
         return sum(1 for _ in handle)
 
-
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -1,9 +1,9 @@
 """onmt_qd_teacher_cache: run the teacher once, teacher-forced, over the training corpora
 as onmt_qd_train reads them (same transforms and vocabulary) and write its top-K
 distribution per target position (format: onmt_qd.distill.cache)."""
+import copy
 import os
 import shutil
-import time
 
 import numpy as np
 import torch
@@ -22,21 +22,22 @@ from onmt_qd.distill.cache import (FORMAT, VERSION, CacheWriter, NotACacheError,
 from onmt_qd.distill.teacher import load_teacher, teacher_forced_logits
 from onmt_qd.fileio import remove_stale_temporaries, temporary_name
 from onmt_qd.distill.rules import DEFAULT_TOPK, check_teacher_model, check_topk
+from onmt_qd.progress import Progress
 
 
 def one_pass_batches(opt, transforms_cls, vocabs, device):
     """Every example of every training corpus once, in length-sorted batches, through
     OpenNMT-py's own reader, transforms and numericalization (tagged with corpus and
-    line like training batches); unlike a training iterator it neither repeats corpora
-    nor drops duplicate sources."""
-    corpora = get_corpora(opt, CorpusTask.TRAIN)
-    info = {name: dict(opt.data[name], weight=1) for name in corpora}
-    iterator = DynamicDatasetIter(
-        corpora, info, make_transforms(opt, transforms_cls, vocabs), vocabs, CorpusTask.VALID,
-        opt.batch_type, opt.batch_size, 1, bucket_size=opt.bucket_size, device=device,
-        skip_empty_level=opt.skip_empty_level)
-    iterator.num_workers = 0
-    iterator._init_datasets(0)  # what build_dynamic_dataset_iter does without workers
+    line like training batches). The training corpora are read as a validation set is:
+    a training iterator would repeat them forever, shuffle, and drop duplicate sources."""
+    one_pass = copy.copy(opt)
+    one_pass.valid_batch_size = opt.batch_size  # what from_opt batches a VALID task by
+    one_pass.data = {name: dict(corpus, weight=1) for name, corpus in opt.data.items()}
+    iterator = DynamicDatasetIter.from_opt(
+        get_corpora(opt, CorpusTask.TRAIN), make_transforms(opt, transforms_cls, vocabs),
+        vocabs, one_pass, CorpusTask.VALID, copy=False, device=device)
+    iterator.num_workers = 0  # build_dynamic_dataset_iter's branch without workers
+    iterator._init_datasets(0)
     for batch, _ in iterator:
         yield batch
 
@@ -47,21 +48,6 @@ def topk_rows(logits, topk):
     values, ids = logp.topk(topk, dim=-1)
     rest = logp.scatter_(1, ids, -float("inf")).logsumexp(-1)
     return ids, values, rest
-
-
-class Progress:
-    """Sentences done / total and rate, every 10% or 30 seconds."""
-
-    def __init__(self, total):
-        self.total, self.start, self.last_time, self.last_tenth = total, time.time(), 0.0, 0
-
-    def update(self, done, final=False):
-        now = time.time() - self.start
-        tenth = done * 10 // max(self.total, 1)
-        if final or tenth > self.last_tenth or now - self.last_time >= 30:
-            self.last_time, self.last_tenth = now, tenth
-            logger.info(f"teacher cache: {done:,} / {self.total:,} sentences "
-                        f"({done / max(self.total, 1):.0%}), {done / max(now, 1e-9):.0f} sentences/s")
 
 
 def header_of(opt, vocabs, topk):
@@ -117,7 +103,8 @@ def build_teacher_cache(opt):
     device = torch.device(f"cuda:{opt.gpu_ranks[0]}" if opt.gpu_ranks else "cpu")
     teacher = load_teacher(opt.teacher_model, vocabs, device, other="-config's")
     corpus_lines = {name: c["lines"] for name, c in header["fingerprint"]["corpora"].items()}
-    progress = Progress(sum(corpus_lines.values()))
+    progress = Progress("onmt_qd_teacher_cache", sum(corpus_lines.values()),
+                        "sentences through the teacher")
     tmp = temporary_name(opt.output)
     try:
         writer = CacheWriter(tmp, corpus_lines, topk, len(vocabs["tgt"]))
@@ -133,9 +120,8 @@ def build_teacher_cache(opt):
             writer.add(batch["cid"], np.asarray(batch["cid_line_number"], dtype=np.int64),
                        checksums.cpu().numpy(), lengths.cpu().numpy(),
                        {k: v.cpu().numpy() for k, v in rows.items()})
-            progress.update(writer.sentences)
+            progress.advance(len(lengths))
         writer.finish(header)
-        progress.update(writer.sentences, final=True)
         os.replace(tmp, opt.output)
     finally:
         if os.path.exists(tmp):

@@ -4,13 +4,14 @@ the decoding options first, run OpenNMT-py's own inference engine and translator
 line, in source order, blank for blank."""
 import contextlib
 import copy
+import io
 import os
 import tempfile
 from typing import NamedTuple
 
 from onmt.inference_engine import InferenceEngine, InferenceEnginePY
 
-from onmt_qd.inference.progress import Progress
+from onmt_qd.progress import Progress
 
 
 # Studies of beam width (Koehn and Knowles 2017) stop at 1000; past a few dozen, wider
@@ -44,23 +45,40 @@ def check_files(opt, outputs):
 
     inputs = [("-src", opt.src), ("-tgt", opt.tgt)] + [("-model", m) for m in opt.models]
     for option, path in inputs:
-        if path:
-            check_input_file(path, option, stdin=option != "-model")
+        if option == "-model":
+            check_model_input(path)
+        elif path:
+            check_input_file(path, option, stdin=True)
     check_one_stdin(inputs)
     check_outputs(outputs, inputs)
 
 
+def check_model_input(path):
+    """-model: a checkpoint or .qdz file, or a directory written by onmt_qd_export."""
+    from onmt_qd.fileio import check_input_file
+
+    if os.path.isdir(path):
+        from onmt_qd.deploy.ct2 import read_manifest
+
+        read_manifest(path)
+    else:
+        check_input_file(path, "-model")
+
+
 def check_inference(opt, sentences):
-    """Refuse, before the model is loaded, what this engine would not do as asked: the
-    -precision int8 that OpenNMT-py accepts and ignores, several processes,
-    OpenNMT-py's bitsandbytes -quant_type, and a search whose hypotheses
-    in flight (beam x sentences per batch, a batch being at most the corpus) would
-    exhaust memory. With -batch_type tokens, sentences per batch are known only once
-    tokenized: -beam_size alone is bounded."""
-    if opt.precision == "int8":
-        raise ValueError("-precision int8: int8 inference is not implemented for this model "
-                         "type yet (OpenNMT-py would run fp32 anyway); use -precision fp32, "
-                         "or fp16 on a GPU")
+    """Refuse, before the model is loaded, what this engine would not do as asked:
+    options CTranslate2 does not take for an export directory, -precision int8 on a GPU,
+    several processes, OpenNMT-py's bitsandbytes -quant_type, and a search whose
+    hypotheses in flight (beam x sentences per batch, a batch being at most the corpus)
+    would exhaust memory. With -batch_type tokens, sentences per batch are known only
+    once tokenized: -beam_size alone is bounded."""
+    from onmt_qd.deploy.int8 import check_int8
+
+    if os.path.isdir(opt.models[0]):
+        from onmt_qd.deploy.ct2 import check_translate_options
+
+        check_translate_options(opt)
+    check_int8(opt.precision, opt.gpu)
     if opt.world_size > 1:
         raise ValueError(f"-world_size {opt.world_size}: this translates in one process; "
                          "leave -world_size out")
@@ -85,21 +103,21 @@ class LoadedModel(NamedTuple):
 def load_model(path, opt):
     """``path`` (a checkpoint or a .qdz) read once and built on -gpu's device as
     OpenNMT-py's load_test_model builds a model to translate with: the translation's
-    -self_attn_type, -precision fp16 as a cast, attention dropout off (scaled dot
-    product attention applies it in eval mode too)."""
+    -self_attn_type, -precision fp16 as a cast, attention dropout off
+    (build_model_from_checkpoint); -precision int8 as OpenNMT-py
+    means it and does not do it (onmt_qd/deploy/int8.py)."""
     import torch
 
+    from onmt_qd.deploy.int8 import apply_precision
     from onmt_qd.models import build_model_from_checkpoint
     from onmt_qd.qdz import load_any
 
     device = "cpu" if opt.gpu < 0 else f"cuda:{opt.gpu}"
     loaded = LoadedModel(*build_model_from_checkpoint(
         load_any(path), device, overrides={"self_attn_type": opt.self_attn_type}))
-    for module in loaded.model.modules():
-        if hasattr(module, "dropout_p"):
-            module.dropout_p = 0.0
     if opt.precision == "fp16":
         loaded.model.to(torch.float16)
+    apply_precision(loaded.model, opt.precision)
     return loaded
 
 
@@ -147,10 +165,9 @@ class ModelEngine(InferenceEnginePY):
         self.device_id = opt.gpu
         self.vocabs = loaded.vocabs
         self.transforms_cls = get_transforms_cls(opt._all_transform)
-        self.out_file = open(os.devnull, "w", encoding="utf-8")  # the caller writes
         self.translator = Translator.from_opt(
             loaded.model, loaded.vocabs, opt, loaded.model_opt,
-            global_scorer=GNMTGlobalScorer.from_opt(opt), out_file=self.out_file,
+            global_scorer=GNMTGlobalScorer.from_opt(opt), out_file=_Discard(),
             report_align=opt.report_align, report_score=True, logger=self.logger)
 
     def infer_file_counted(self, progress=None):
@@ -163,8 +180,13 @@ class ModelEngine(InferenceEnginePY):
         return self._translate(batches if progress is None else
                                _CountedBatches(batches, progress))
 
-    def terminate(self):
-        self.out_file.close()
+
+class _Discard(io.TextIOBase):
+    """The translator's out_file: it writes every prediction there, and the caller
+    writes the re-aligned output itself. No file is opened, so none is left open."""
+
+    def write(self, text):
+        return len(text)
 
 
 class _CountedBatches:
@@ -283,8 +305,15 @@ def translate(opt):
     check_files(opt, {"-output": opt.output})
     lines = read_text_lines(opt.src, "-src")
     check_inference(opt, len(non_blank(lines)))
-    loaded = load_models(opt.models, opt)
     progress = Progress("onmt_qd_translate", len(non_blank(lines)))
-    with inference_engine(opt, lines, loaded) as engine:
-        scores, predictions = translate_aligned(engine, lines, progress)
+    if os.path.isdir(opt.models[0]):  # an onmt_qd_export directory: CTranslate2
+        from onmt_qd.deploy.ct2 import deployed_model
+
+        scores, predictions = deployed_model(opt).translate(
+            lines, opt.beam_size, opt.batch_size, opt.n_best, opt.max_length,
+            opt.max_length_ratio, progress)
+    else:
+        loaded = load_models(opt.models, opt)
+        with inference_engine(opt, lines, loaded) as engine:
+            scores, predictions = translate_aligned(engine, lines, progress)
     write_translations(opt.output, scores, predictions, opt.with_score)

@@ -17,9 +17,30 @@ TEST_KEYS = ("test", "test_sets")  # in data_config.yaml for evaluation, not for
 def prepare_data(runner, recipe, profile, data_dir, mirror):
     """Write data/ and data_config.yaml under ``runner``'s work folder; the vocabulary
     is built by the stage "data"'s command, or taken from the recipe's teacher_model."""
-    dataset = recipe["dataset"]
     data = runner.path("data")
-    raw = runner.path("data_raw") if profile.subset else data_dir
+    files, test_sets = dataset_files(recipe["dataset"], profile, data,
+                                     runner.path("data_raw") if profile.subset else data_dir,
+                                     mirror)
+    os.makedirs(data, exist_ok=True)
+    config = corpus_config(files, data)
+    config.update(vocabulary_options(recipe, profile, files, data, config["data"]))
+    if "teacher_model" in recipe:
+        config.update(teacher_vocabulary(recipe["teacher_model"], config))
+    else:
+        build_vocabulary(runner, config)
+    # a list, not a mapping: YAML writes a mapping's keys sorted, and the report cuts the
+    # pooled translations back into sets in exactly the order they were pooled
+    config["test_sets"] = [{"name": n, "src": src, "tgt": tgt} for n, (src, tgt) in test_sets.items()]
+    config["test"] = pooled_test_set(ordered_test_sets(config["test_sets"]), data)
+    with atomic_output(runner.path("data_config.yaml")) as temporary, \
+            open(temporary, "w") as handle:
+        yaml.safe_dump(config, handle)
+
+
+def dataset_files(dataset, profile, data, raw, mirror):
+    """(train/valid file pairs, test set name -> file pair) of ``dataset`` (a Dataset:
+    registered, or a user's folder), fetched into ``raw`` unless there, cut to the
+    profile's subset under ``data``."""
     if not os.path.exists(os.path.join(raw, "MANIFEST.json")):
         dataset.get(raw, mirror)
     files = dataset.split_files(raw)
@@ -30,39 +51,39 @@ def prepare_data(runner, recipe, profile, data_dir, mirror):
         files = subset({k: files[k] for k in ("train", "valid")}, profile.subset, data)
         test_sets = {n: subset({"test": paths}, profile.subset, data)["test"]
                      for n, paths in test_sets.items()}
-    config = {"save_data": data, "overwrite": True,
-              "src_vocab": os.path.join(data, "vocab.src"),
-              "tgt_vocab": os.path.join(data, "vocab.tgt"), "share_vocab": True,
-              "data": {"train": {"path_src": files["train"][0], "path_tgt": files["train"][1]},
-                       "valid": {"path_src": files["valid"][0], "path_tgt": files["valid"][1]}}}
+    return files, test_sets
+
+
+def corpus_config(files, data):
+    """OpenNMT-py's corpus options: train and valid, one shared vocabulary under ``data``."""
+    return {"save_data": data, "overwrite": True,
+            "src_vocab": os.path.join(data, "vocab.src"),
+            "tgt_vocab": os.path.join(data, "vocab.tgt"), "share_vocab": True,
+            "data": {split: {"path_src": files[split][0], "path_tgt": files[split][1]}
+                     for split in ("train", "valid")}}
+
+
+def vocabulary_options(recipe, profile, files, data, corpora):
+    """The options that make the vocabulary: a SentencePiece model, the recipe's
+    sentencepiece_model or one trained on the training pair (its transforms set on each
+    of ``corpora``), or a word vocabulary's size. A given teacher's vocabulary replaces
+    the sizes (``teacher_vocabulary``)."""
     spm_model = recipe.get("sentencepiece_model")
     if recipe.get("sentencepiece"):
         size = profile.spm_vocab_size
         spm_model = datasets.train_sentencepiece(list(files["train"]),
                                                  os.path.join(data, f"spm{size}"), size)
-    if spm_model:
-        for corpus in config["data"].values():
-            corpus["transforms"] = ["sentencepiece", "filtertoolong"]
-        config.update(src_subword_model=spm_model, tgt_subword_model=spm_model,
-                      src_seq_length=200, tgt_seq_length=200)
-    os.makedirs(data, exist_ok=True)
-    if "teacher_model" in recipe:
-        config.update(teacher_vocabulary(recipe["teacher_model"], config))
-    else:
-        if not spm_model:
-            config.update(src_vocab_size=recipe.get("vocab_size", 50000),
-                          tgt_vocab_size=recipe.get("vocab_size", 50000))
-        build_vocabulary(runner, config)
-    # a list, not a mapping: YAML writes a mapping's keys sorted, and the report cuts the
-    # pooled translations back into sets in exactly the order they were pooled
-    config["test_sets"] = [{"name": n, "src": src, "tgt": tgt} for n, (src, tgt) in test_sets.items()]
-    config["test"] = pooled_test_set(ordered_test_sets(config["test_sets"]), data)
-    with open(runner.path("data_config.yaml"), "w") as handle:
-        yaml.safe_dump(config, handle)
+    if spm_model is None:
+        size = recipe.get("vocab_size", 50000)
+        return {"src_vocab_size": size, "tgt_vocab_size": size}
+    for corpus in corpora.values():
+        corpus["transforms"] = ["sentencepiece", "filtertoolong"]
+    return {"src_subword_model": spm_model, "tgt_subword_model": spm_model,
+            "src_seq_length": 200, "tgt_seq_length": 200}
 
 
 def build_vocabulary(runner, config):
-    """OpenNMT-py's onmt_build_vocab over the training data, as ``config`` says."""
+    """onmt_build_vocab over the whole training corpus, as the stage "data"'s command."""
     build_config = runner.path("configs", "build_vocab.yaml")
     with open(build_config, "w") as handle:
         yaml.safe_dump(config, handle)

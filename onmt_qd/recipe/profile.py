@@ -180,8 +180,8 @@ def load_recipe(name, profile):
     recipe = resolve_files(recipe, path)
     settings = Profile.from_dict(profile, recipe["profiles"][profile], path,
                                  given_teacher="teacher_model" in recipe)
-    vocabulary = settings.spm_vocab_size if recipe.get("sentencepiece") else \
-        recipe.get("vocab_size")
+    vocabulary = check_given_teacher(recipe, path) if "teacher_model" in recipe else \
+        settings.spm_vocab_size if recipe.get("sentencepiece") else recipe.get("vocab_size")
     if vocabulary and settings.teacher_topk:
         try:  # the rule of onmt_qd_teacher_cache -topk
             check_topk(settings.teacher_topk, f"teacher_topk in profile {profile} of {path}",
@@ -194,8 +194,9 @@ def load_recipe(name, profile):
 
 def resolve_files(recipe, path):
     """The recipe with its dataset as a Dataset (a registered name, or a user's folder
-    of parallel files) and its teacher_model and sentencepiece_model as absolute paths,
-    each checked: a missing file fails here, before any stage."""
+    of parallel files) and its teacher_model and sentencepiece_model as absolute paths
+    (relative to the recipe file's folder), each checked: a missing file fails here,
+    before any stage."""
     from onmt_qd import datasets
 
     here = os.path.dirname(path)
@@ -218,9 +219,7 @@ def resolve_files(recipe, path):
             recipe[key] = os.path.abspath(os.path.join(here, str(recipe[key])))
             if not os.path.isfile(recipe[key]):
                 raise RecipeError(f"{key} in {path}: {recipe[key]} does not exist")
-    if "teacher_model" in recipe:
-        check_given_teacher(recipe, path)
-    elif "sentencepiece_model" in recipe:
+    if "sentencepiece_model" in recipe and "teacher_model" not in recipe:
         raise RecipeError(f"sentencepiece_model in {path} is for a given teacher_model; without "
                           "one, set sentencepiece: true and the data stage trains one")
     return recipe
@@ -228,13 +227,19 @@ def resolve_files(recipe, path):
 
 def check_given_teacher(recipe, path):
     """A trained teacher fixes the vocabulary and the subword model: the data stage
-    takes both from it instead of building new ones (recipe/data.py)."""
+    takes both from it instead of building new ones (recipe/data.py). Returns the size
+    of its target vocabulary."""
     from onmt_qd.compat import load_checkpoint
+    from onmt_qd.distill.rules import check_teacher_model
 
     if recipe.get("sentencepiece"):
         raise RecipeError(f"{path} names a teacher_model and sentencepiece: true; the teacher's "
                           "vocabulary fixes its subwords: name its sentencepiece_model "
                           "instead (or none for pre-tokenized data)")
+    try:  # the rule of -teacher_model: exists, not a .qdz
+        check_teacher_model(recipe["teacher_model"])
+    except ValueError as exc:
+        raise RecipeError(f"teacher_model in {path}: {exc}") from None
     try:
         checkpoint = load_checkpoint(recipe["teacher_model"])
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one line
@@ -244,6 +249,7 @@ def check_given_teacher(recipe, path):
     if missing:
         raise RecipeError(f"teacher_model in {path}: {recipe['teacher_model']} has no "
                           f"{missing[0]}: it is not an OpenNMT-py model checkpoint")
+    return len(checkpoint["vocab"]["tgt"])
 
 
 def student_options(options, bits):

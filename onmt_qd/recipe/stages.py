@@ -14,7 +14,7 @@ import yaml
 
 from onmt_qd import datasets
 from onmt_qd.distill.cache import VERSION as CACHE_VERSION
-from onmt_qd.fileio import atomic_output
+from onmt_qd.fileio import atomic_output, sha256
 from onmt_qd.recipe import progress
 from onmt_qd.recipe.data import (TEST_KEYS, data_config, merge_translations, prepare_data,
                                  split_lines, test_sets)
@@ -115,7 +115,8 @@ class Pipeline(Runner):
 
     def teacher_stage(self):
         """The teacher's training, or, when the recipe names a trained teacher, its
-        copy into the work folder (checked by every stage that loads it)."""
+        copy into the work folder (its log says so; checked by every stage that loads
+        it). A changed file (by SHA-256) is copied again and its students remade."""
         given = self.recipe.get("teacher_model")
         if given is None:
             return self.train_stage(TEACHER, self.profile.teacher)
@@ -123,8 +124,11 @@ class Pipeline(Runner):
         def copy():
             with atomic_output(self.model_path(TEACHER.name)) as temporary:
                 shutil.copyfile(given, temporary)
+            with open(self.path("logs", f"{TEACHER.name}.log"), "a") as handle:
+                handle.write(f"teacher: the recipe's teacher_model {given} copied, "
+                             f"not trained (sha256 {sha256(given)})\n")
         return Stage(TEACHER.name, copy, [self.model_path(TEACHER.name)],
-                     lambda: f"given={given} sha256={datasets.sha256(given)}", needs=["data"])
+                     lambda: f"given={given} sha256={sha256(given)}", needs=["data"])
 
     def quantized_stages(self, stages, family, options):
         """Append the family's quantized students' stages; returns their identities."""
@@ -201,7 +205,7 @@ class Pipeline(Runner):
         """What the data stage's output depends on besides the dataset's files."""
         p, sentencepiece = self.profile, bool(self.recipe.get("sentencepiece"))
         dataset = self.recipe["dataset"]
-        given = {key: self.recipe[key] for key in ("teacher_model", "sentencepiece_model")
+        given = {key: sha256(self.recipe[key]) for key in ("teacher_model", "sentencepiece_model")
                  if key in self.recipe}
         if isinstance(dataset, datasets.LocalFolderDataset):
             given["folder"] = dataset.folder

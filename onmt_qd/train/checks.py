@@ -61,9 +61,21 @@ def check_opts(opt):
     return policy
 
 
-# options that shape the model: with -train_from, OpenNMT-py builds the checkpoint's
-MODEL_SHAPE = ("layers", "hidden_size", "word_vec_size", "encoder_type", "decoder_type",
-               "rnn_type", "global_attention", "input_feed")
+# options that shape the model, of every OpenNMT-py encoder-decoder (rnn/brnn with LSTM
+# or GRU, transformer): with -train_from, OpenNMT-py builds the checkpoint's model and
+# would ignore them
+MODEL_SHAPE = (
+    "model_type", "encoder_type", "decoder_type", "layers", "enc_layers", "dec_layers",
+    "hidden_size", "enc_hid_size", "dec_hid_size", "word_vec_size", "src_word_vec_size",
+    "tgt_word_vec_size", "share_embeddings", "share_decoder_embeddings", "feat_merge",
+    # recurrent
+    "rnn_type", "global_attention", "input_feed", "bridge", "context_gate",
+    "coverage_attn", "copy_attn",
+    # transformer
+    "heads", "transformer_ff", "position_encoding", "position_encoding_type",
+    "max_relative_positions", "rotary_interleave", "rotary_theta", "rotary_dim",
+    "num_kv", "add_qkvbias", "add_ffnbias", "layer_norm", "pos_ffn_activation_fn",
+    "parallel_residual", "shared_layer_norm", "aan_useffn")
 
 
 def check_resume(opt, policy):

@@ -18,7 +18,7 @@ from onmt.utils.parse import ArgumentParser
 from onmt_qd.compat import load_checkpoint, save_atomic
 from onmt_qd.distill import LiveTeacher, teacher_forced_logits
 from onmt_qd.evaluate.metrics import reference_perplexity
-from onmt_qd.models import build_model_from_checkpoint, named_weights
+from onmt_qd.models import build_model_from_checkpoint, named_weights, tied_names
 from onmt_qd.quant import (allocate_bits, allocate_points, get_quantizer, point_gradient,
                            project_points, quantize_to_points)
 from onmt_qd.quant_checkpoint import (DIFFQUANT_KEY, QUANT_KEY, SHADOW_KEY, VALID_KEY,
@@ -112,7 +112,9 @@ class FrozenStudent:
         self.model, _, _ = build_model_from_checkpoint(self.checkpoint, self.device)
         self.teacher = LiveTeacher.from_checkpoint(opt.teacher_model, self.vocabs, self.device)
         self.weights = named_weights(self.checkpoint)
-        self.selected = policy.select({k: tuple(v.shape) for k, v in self.weights.items()})
+        # parameters, not buffers (a Transformer's ``pe``): what the policy chooses from
+        self.selected = policy.select({name: tuple(p.shape)
+                                       for name, p in self.model.named_parameters()})
         self.sizes = {name: self.weights[name].numel() for name in self.selected}
         self.padding = self.vocabs["tgt"][DefaultTokens.PAD]
         # Weights are frozen: no dropout noise in the point gradients. Training mode
@@ -190,9 +192,12 @@ def learn_points(student, learner, batches, opt):
 def quantized_checkpoint(student, policy, best_points, alloc, norms, best_ppl, opt):
     """The student's checkpoint with its weights quantized to the learned points, the
     allocation and the validation record; its optimizer and shadow weights dropped."""
+    # a tied embedding is learned once and written under each of its names
+    alias = {name: name for name in alloc}
+    alias.update({a: name for a, name in tied_names(student.model).items() if name in alloc})
     weights, quantized = quantize_weights(
-        student.weights, policy, points={n: p.cpu() for n, p in best_points.items()},
-        bits={n: a[1] for n, a in alloc.items()})
+        student.weights, policy, {n: alloc[c][1] for n, c in alias.items()},
+        points={n: best_points[c].cpu() for n, c in alias.items()})
     out = {k: v for k, v in student.checkpoint.items()
            if k not in ("optim", SHADOW_KEY, QUANT_KEY)}
     attach_quantization(out, weights, quantized, policy)

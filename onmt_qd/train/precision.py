@@ -8,8 +8,6 @@ import functools
 
 import torch
 
-AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16}
-
 
 def use_autocast(model, dtype):
     """Run ``model`` (an OpenNMT-py NMTModel) and its generator under autocast to ``dtype``.

@@ -12,7 +12,7 @@ from onmt.utils.logging import logger
 
 from onmt_qd.compat import load_checkpoint, save_atomic
 from onmt_qd.fileio import atomic_output, remove_stale_temporaries
-from onmt_qd.models import model_weights, split_weights
+from onmt_qd.models import model_weights, parameter_shapes, split_weights
 from onmt_qd.quant_checkpoint import (RUN_KEY, SHADOW_KEY, VALID_KEY, attach_quantization,
                                       quantize_weights)
 from onmt_qd.train.checks import foreign_checkpoints
@@ -45,9 +45,10 @@ class QDModelSaver(ModelSaver):
         checkpoint = {"vocab": vocabs_to_dict(self.vocabs), "opt": self.model_opt,
                       "optim": self.optim.state_dict(), RUN_KEY: self.run}
         if self.fake_quant is not None:
-            shadow = {k: weights[k] for k in self.fake_quant.bits}
-            weights, quantized = quantize_weights(weights, self.fake_quant.policy,
-                                                  bits=self.fake_quant.bits)
+            policy = self.fake_quant.policy
+            selected = policy.select(parameter_shapes(model))  # tied names included
+            shadow = {k: weights[k] for k in selected}
+            weights, quantized = quantize_weights(weights, policy, selected)
             attach_quantization(checkpoint, weights, quantized, self.fake_quant.policy)
             checkpoint[SHADOW_KEY] = shadow
         else:

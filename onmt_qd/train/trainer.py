@@ -17,12 +17,12 @@ from onmt.utils.logging import init_logger, logger
 
 from onmt_qd.distill import DistillLossCompute, teacher_from_opts
 from onmt_qd.models import named_weights, split_weights
-from onmt_qd.opts import QUANT_OPTIONS
+from onmt_qd.opts import AUTOCAST_DTYPES, QUANT_OPTIONS
 from onmt_qd.quant_checkpoint import RUN_KEY, SHADOW_KEY
 from onmt_qd.train.checks import check_opts, check_resume
 from onmt_qd.train.epochs import apply_epochs
 from onmt_qd.train.fakequant import FakeQuantizer
-from onmt_qd.train.precision import AUTOCAST_DTYPES, use_autocast
+from onmt_qd.train.precision import use_autocast
 from onmt_qd.train.saver import QDModelSaver
 from onmt_qd.train.schedule import PlateauHalving, QDOptimizer
 

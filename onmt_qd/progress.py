@@ -1,5 +1,5 @@
-"""Where a long translation is, on standard error: standard output may carry the
-translations themselves (-output -)."""
+"""Where a long job is (translation, the teacher cache), on standard error: standard
+output may carry the job's own output (onmt_qd_translate -output -)."""
 import sys
 import time
 
@@ -14,6 +14,7 @@ class Progress:
         self.start = self.last = time.perf_counter()
 
     def advance(self, count):
+        """``count`` more sentences done."""
         self.done += count
         now = time.perf_counter()
         if now - self.last < REPORT_SECONDS or self.done >= self.total:

@@ -1,0 +1,271 @@
+"""CTranslate2 export of an OpenNMT-py Transformer and translation from the directory.
+
+The conversion is CTranslate2's own (``ctranslate2.converters.OpenNMTPyConverter``);
+this module adds what it lacks: a ``.qdz`` or quantized checkpoint as input, the
+model's SentencePiece model(s) in the directory, a manifest naming the source and its
+SHA-256, and an all-or-nothing write (a temporary sibling directory renamed at the
+end: a directory without a manifest is refused). The converter is given a checkpoint we
+have just written from a weights-only load, holding only what it reads."""
+import copy
+import json
+import math
+import os
+import shutil
+import tempfile
+
+QUANTIZATIONS = ("int8", "int8_float32", "int16", "float16", "float32")
+MANIFEST = "manifest.json"
+FORMAT = "onmt_qd-ctranslate2"
+SOURCE_SPM, TARGET_SPM = "source.spm.model", "target.spm.model"
+SHARED_SPM = "spm.model"  # one file when source and target share their model
+# OpenNMT-py 3.5.1's default attention kernel; the same arithmetic as "scaled-dot", the
+# only value CTranslate2's converter accepts.
+FLASH_ATTENTION = "scaled-dot-flash"
+# On 2 CPU cores, two single-threaded translators working on different batches beat
+# one translator on two threads (docs/results.md, benchmarks/deploy_speed.py).
+DEFAULT_INTRA_THREADS = 1
+
+
+def directory_size(path):
+    """Bytes of the files under ``path`` (what a user ships)."""
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(path) for name in names)
+
+
+# onmt_qd_translate options that CTranslate2's search does not take: refused unless
+# left at their defaults (the directory's quantization replaces -precision).
+UNSUPPORTED_OPTIONS = ("tgt", "transforms", "precision", "batch_type", "min_length", "ratio",
+                       "length_penalty", "alpha", "beta", "coverage_penalty",
+                       "block_ngram_repeat", "ignore_when_blocking", "replace_unk",
+                       "random_sampling_topk", "random_sampling_topp", "stepwise_penalty",
+                       "phrase_table", "attn_debug", "align_debug", "dump_beam",
+                       "verbose", "self_attn_type")
+
+
+def check_translate_options(opt):
+    """An export directory translates alone, with the options CTranslate2 applies."""
+    from onmt_qd.opts import translate_parser
+
+    parser = translate_parser()
+    if len(opt.models) > 1:
+        raise ValueError("-model: an onmt_qd_export directory translates alone, not in an "
+                         "ensemble; give one -model")
+    for name in UNSUPPORTED_OPTIONS:
+        if getattr(opt, name, None) != parser.get_default(name):
+            raise ValueError(f"-{name} does not apply to a CTranslate2 directory "
+                             f"({opt.models[0]}): leave it out, or translate the checkpoint")
+
+
+def deployed_model(opt):
+    """The DeployedModel of translation options ``opt`` (-model DIR, -gpu)."""
+    return DeployedModel(opt.models[0], "cpu" if opt.gpu < 0 else "cuda", max(opt.gpu, 0))
+
+
+def check_transformer(opt, path):
+    """CTranslate2 converts Transformers only; an LSTM has OpenNMT-py's int8 path."""
+    kinds = (getattr(opt, "encoder_type", None), getattr(opt, "decoder_type", None))
+    if kinds != ("transformer", "transformer"):
+        raise ValueError(f"-model {path} is a {'/'.join(map(str, kinds))} model and "
+                         "CTranslate2 converts Transformers only: for int8 inference of this "
+                         "model use onmt_qd_translate -precision int8 (CPU)")
+
+
+def subword_models(opt, path):
+    """The checkpoint's SentencePiece model files (source, target), which must exist."""
+    transforms = set(getattr(opt, "transforms", None) or [])
+    for split in (getattr(opt, "data", None) or {}).values():
+        transforms.update((split or {}).get("transforms") or [])
+    models = (getattr(opt, "src_subword_model", None), getattr(opt, "tgt_subword_model", None))
+    if "sentencepiece" not in transforms or not all(models):
+        raise ValueError(f"-model {path} was not trained with the sentencepiece transform: "
+                         "the export carries the model's SentencePiece models and can "
+                         "tokenize with nothing else")
+    for model in models:
+        if not os.path.isfile(model):
+            raise ValueError(f"-model {path} names SentencePiece model {model}, which does "
+                             "not exist: restore it (the export copies it into the directory)")
+    return models
+
+
+def parameter_count(checkpoint):
+    """Parameters of the model (as onmt_qd_eval counts them: buffers such as the
+    position-encoding table left out), built on the meta device: no memory, no weights."""
+    import torch
+    from onmt.inputters.inputter import dict_to_vocabs
+    from onmt.model_builder import build_base_model
+
+    from onmt_qd.models import model_opts_of
+
+    with torch.device("meta"):
+        model = build_base_model(model_opts_of(checkpoint), dict_to_vocabs(checkpoint["vocab"]))
+    return sum(p.numel() for p in model.parameters())
+
+
+def converter_checkpoint(checkpoint):
+    """What CTranslate2's converter reads, with a copy of the options whose attention
+    kernel it accepts (no onmt_qd keys: the shadow weights would double the file)."""
+    opt = copy.copy(checkpoint["opt"])
+    if getattr(opt, "self_attn_type", None) == FLASH_ATTENTION:
+        opt.self_attn_type = "scaled-dot"
+    return {"model": checkpoint["model"], "generator": checkpoint["generator"], "opt": opt,
+            "vocab": checkpoint["vocab"]}
+
+
+def check_output(output):
+    """-output must be a new path in an existing folder, or an earlier export (replaced)."""
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise ValueError(f"-output {output}: folder {folder} does not exist; create it first "
+                         "(mkdir -p) or choose another path")
+    if os.path.lexists(output) and not os.path.isfile(os.path.join(output, MANIFEST)):
+        raise ValueError(f"-output {output} exists and is not an onmt_qd_export directory: "
+                         "choose a new path (an earlier export there would be replaced)")
+
+
+def export(model, output, quantization="int8"):
+    """Write the CTranslate2 directory ``output`` for the Transformer ``model`` (.pt,
+    quantized checkpoint or .qdz); returns its manifest."""
+    import ctranslate2
+    import torch
+    from ctranslate2.converters import OpenNMTPyConverter
+
+    import onmt_qd
+    from onmt_qd.fileio import (check_input_file, remove_stale_temporaries, same_file,
+                                sha256, temporary_name)
+    from onmt_qd.qdz import load_any
+
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"-quantization {quantization}: choose one of {', '.join(QUANTIZATIONS)}")
+    check_input_file(model, "-model")
+    check_output(output)
+    checkpoint = load_any(model)
+    check_transformer(checkpoint["opt"], model)
+    spm_models = subword_models(checkpoint["opt"], model)
+    n_params = parameter_count(checkpoint)
+    target = os.path.abspath(output)
+    remove_stale_temporaries(target)
+    staging = temporary_name(target)
+    try:
+        with tempfile.TemporaryDirectory(prefix="onmt_qd_export_") as tmp:
+            path = os.path.join(tmp, "model.pt")
+            torch.save(converter_checkpoint(checkpoint), path)
+            del checkpoint
+            OpenNMTPyConverter(path).convert(staging, quantization=quantization)
+        names = (SHARED_SPM,) * 2 if same_file(*spm_models) else (SOURCE_SPM, TARGET_SPM)
+        for name, spm in zip(names, spm_models):
+            shutil.copyfile(spm, os.path.join(staging, name))
+        manifest = {"format": FORMAT, "source": os.path.abspath(model),
+                    "source_sha256": sha256(model), "quantization": quantization,
+                    "onmt_qd_version": onmt_qd.__version__,
+                    "ctranslate2_version": ctranslate2.__version__,
+                    "source_spm": names[0], "target_spm": names[1], "n_params": n_params}
+        with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, indent=1)  # last: its presence marks a whole export
+        _replace_directory(staging, target)
+    finally:
+        if os.path.isdir(staging):
+            shutil.rmtree(staging)
+    return manifest
+
+
+def _replace_directory(staging, target):
+    """Rename ``staging`` onto ``target``; an earlier export there is moved aside to a
+    temporary name first (a crash between the renames leaves no directory at all)."""
+    from onmt_qd.fileio import _fsync_directory, temporary_name
+
+    old = temporary_name(target + ".old")
+    if os.path.lexists(target):
+        os.rename(target, old)
+    os.rename(staging, target)
+    _fsync_directory(os.path.dirname(target))
+    if os.path.isdir(old):
+        shutil.rmtree(old)
+
+
+def read_manifest(model_dir):
+    """The manifest of an export directory; a one-line error for anything else (an
+    export killed before its end leaves a temporary directory without one)."""
+    path = os.path.join(model_dir, MANIFEST)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
+            or not os.path.isfile(os.path.join(model_dir, "model.bin")):
+        raise ValueError(f"-model {model_dir} is a directory but not a complete "
+                         f"onmt_qd_export directory (no valid {MANIFEST} and model.bin): "
+                         "export the model again with onmt_qd_export")
+    return manifest
+
+
+class DeployedModel:
+    """A CTranslate2 translator and the directory's SentencePiece models, loaded once."""
+
+    def __init__(self, model_dir, device="cpu", device_index=0, inter_threads=None,
+                 intra_threads=DEFAULT_INTRA_THREADS):
+        import ctranslate2
+        import sentencepiece
+
+        manifest = read_manifest(model_dir)
+        if device == "cuda" and device_index >= ctranslate2.get_cuda_device_count():
+            raise ValueError(f"-gpu {device_index}: CTranslate2 sees "
+                             f"{ctranslate2.get_cuda_device_count()} CUDA device(s)")
+        if inter_threads is None:  # one translator per core
+            cores = os.cpu_count() or 1
+            inter_threads = 1 if device == "cuda" else max(1, cores // intra_threads)
+        self.translator = ctranslate2.Translator(
+            model_dir, device=device, device_index=device_index,
+            inter_threads=inter_threads, intra_threads=intra_threads)
+        self.source = sentencepiece.SentencePieceProcessor(
+            model_file=os.path.join(model_dir, manifest["source_spm"]))
+        self.target = sentencepiece.SentencePieceProcessor(
+            model_file=os.path.join(model_dir, manifest["target_spm"]))
+        self.manifest = manifest
+
+    def translate(self, lines, beam_size=5, batch_size=64, n_best=1, max_length=250,
+                  max_length_ratio=1.25, progress=None):
+        """(scores, predictions): ``n_best`` of each per line, in order; a blank line
+        gets empty predictions (score 0), as OpenNMT-py's path gives them. Lines are
+        sorted by length into batches, all queued at once (each free translator takes
+        the next); a batch stops at OpenNMT-py's length limit, min(max_length, longest
+        source x max_length_ratio + 5) tokens (max_length alone for a ratio of 0).
+        ``progress`` (onmt_qd.progress.Progress) counts each batch as it
+        finishes."""
+        keep = [i for i, line in enumerate(lines) if line.strip()]
+        tokens = [self.source.encode(lines[i], out_type=str) for i in keep]
+        order = sorted(range(len(tokens)), key=lambda j: len(tokens[j]))
+        batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+        jobs = [self.translator.translate_batch(
+            [tokens[j] for j in batch], asynchronous=True, beam_size=beam_size,
+            num_hypotheses=n_best, max_decoding_length=_length_limit(
+                [tokens[j] for j in batch], max_length, max_length_ratio),
+            min_decoding_length=0, max_input_length=0,  # as OpenNMT-py: may be empty, no cut
+            return_scores=True) for batch in batches]
+        scores, predictions = [[0.0] * n_best for _ in lines], [[""] * n_best for _ in lines]
+        for batch, job in zip(batches, jobs):
+            for j, result in zip(batch, job):
+                result = result.result()
+                scores[keep[j]] = [float(s) for s in result.scores]
+                predictions[keep[j]] = [self.target.decode(h) for h in result.hypotheses]
+            if progress is not None:
+                progress.advance(len(batch))
+        return scores, predictions
+
+    def perplexity(self, sources, references, batch_size=64):
+        """exp(mean negative log-probability of the reference tokens, end of sentence
+        included), as CTranslate2 scores them; pairs with a blank side are left out."""
+        pairs = [(s, r) for s, r in zip(sources, references) if s.strip() and r.strip()]
+        results = self.translator.score_batch(
+            [self.source.encode(s, out_type=str) for s, _ in pairs],
+            [self.target.encode(r, out_type=str) for _, r in pairs], max_batch_size=batch_size)
+        log_probs = [p for result in results for p in result.log_probs]
+        return math.exp(-sum(log_probs) / max(len(log_probs), 1))
+
+
+def _length_limit(batch, max_length, ratio):
+    """OpenNMT-py's decoding length limit for a batch (onmt/translate/translator.py)."""
+    if ratio <= 0:
+        return max_length
+    return int(min(max_length, max(len(t) for t in batch) * ratio + 5))
+

@@ -1,0 +1,170 @@
+"""Deployment (issue 22): CTranslate2 export of a Transformer, translation and evaluation
+from its directory, and -precision int8 for OpenNMT-py's engine on the CPU. Commands
+run in this process (test_bad_input.command); only the Transformer's training is a
+subprocess."""
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from onmt_qd.deploy import ct2
+from onmt_qd.deploy.ct2 import MANIFEST, export, read_manifest
+from onmt_qd.fileio import sha256
+from test_bad_input import command, lines_of, refused
+
+TRANSFORMER = ["-encoder_type", "transformer", "-decoder_type", "transformer",
+               "-position_encoding", "-layers", "1", "-hidden_size", "32", "-word_vec_size",
+               "32", "-heads", "2", "-transformer_ff", "64", "-optim", "adam",
+               "-learning_rate", "0.01", "-train_steps", "40", "-valid_steps", "1000",
+               "-save_checkpoint_steps", "40", "-report_every", "20"]
+
+
+@pytest.fixture(scope="module")
+def transformer(data, tmp_path_factory):
+    """A 1-layer Transformer trained 40 steps by stock onmt_train (its greedy output
+    ends, unlike 30 steps' or a slower rate's, but hardly depends on the source), its 4-bit
+    quantization's compressed file, and two exports: int8 from the .qdz (by the
+    command) and float32 from the .pt. One thread: this model is too small for two to
+    help, and on a busy 2-core machine two made its 40 steps 28 s instead of 2."""
+    folder = tmp_path_factory.mktemp("transformer")
+    subprocess.run([sys.executable, "-m", "onmt.bin.train", "-config", data["config"],
+                    "-save_model", str(folder / "model"), *TRANSFORMER],
+                   check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    paths = {"pt": str(folder / "model_step_40.pt"), "qdz": str(folder / "q4.qdz"),
+             "int8": str(folder / "int8"), "float32": str(folder / "float32")}
+    assert command("quantize", "-model", paths["pt"], "-bits", 4, "-output",
+                   folder / "q4.pt")[0] == 0
+    assert command("compress", "-model", folder / "q4.pt", "-output", paths["qdz"])[0] == 0
+    assert command("export", "-model", paths["qdz"], "-output", paths["int8"])[0] == 0
+    export(paths["pt"], paths["float32"], "float32")
+    return paths
+
+
+def test_export_from_pt_and_qdz_carries_its_models_and_manifest(transformer):
+    for quantization, source in (("int8", transformer["qdz"]), ("float32", transformer["pt"])):
+        manifest = read_manifest(transformer[quantization])
+        assert manifest["quantization"] == quantization
+        assert manifest["source"] == os.path.abspath(source)
+        assert manifest["source_sha256"] == sha256(source)
+        assert manifest["ctranslate2_version"] and manifest["onmt_qd_version"]
+        for name in ("model.bin", manifest["source_spm"], manifest["target_spm"]):
+            assert os.path.isfile(os.path.join(transformer[quantization], name))
+    # int8 weights (the float32 position-encoding table is most of this tiny model)
+    assert os.path.getsize(os.path.join(transformer["int8"], "model.bin")) \
+        < os.path.getsize(os.path.join(transformer["float32"], "model.bin"))
+
+
+def test_translate_from_the_directory_keeps_one_line_per_source_line(transformer, data,
+                                                                     tmp_path):
+    source = lines_of(data["test.de"])[:5]
+    source[1:1] = ["", "   "]
+    src, out = tmp_path / "src.de", tmp_path / "out.txt"
+    src.write_text("".join(f"{line}\n" for line in source), encoding="utf-8")
+    assert command("translate", "-model", transformer["int8"], "-src", src, "-output", out,
+                   "-n_best", 2, "-beam_size", 2)[0] == 0
+    translations = lines_of(out)
+    assert len(translations) == 2 * len(source) and translations[2:6] == [""] * 4
+    best = translations[:1] + translations[6::2]
+    assert all(line and "▁" not in line for line in best)  # detokenized
+    refused("translate", "-model", transformer["int8"], "-src", src, "-output", out,
+            "-precision", "int8", message="-precision does not apply to a CTranslate2 directory")
+
+
+def evaluated(model, data, folder, name):
+    """onmt_qd_eval's JSON and greedy translations of the test set for ``model``."""
+    json_path, output = folder / f"{name}.json", folder / f"{name}.txt"
+    code, _, err = command("eval", "-model", model, "-src", data["test.de"], "-tgt",
+                           data["test.en"], "-json", json_path, "-output", output,
+                           "-beam_size", 1)
+    assert code == 0, err
+    return json.loads(json_path.read_text()), lines_of(output)
+
+
+def test_eval_of_the_directory_measures_what_the_checkpoint_does(transformer, data, tmp_path):
+    """float32: the same model and arithmetic, so CTranslate2's scores of the references
+    give our perplexity and greedy search the same sentences. int8 against the 4-bit
+    .qdz: close perplexities and translations (chrF of one against the other; this
+    tiny model's long, repetitive sentences part at some late token, and the .pt's
+    score about 30 against the .qdz's). (Beam search normalizes by length + 1 in
+    OpenNMT-py, by length in CTranslate2: a few beams would differ.)"""
+    from onmt_qd.evaluate.metrics import bleu_chrf
+
+    results = {name: evaluated(transformer[name], data, tmp_path, name)
+               for name in ("pt", "float32", "qdz", "int8")}
+    for ours, deployed in (("pt", "float32"), ("qdz", "int8")):
+        (ours, our_lines), (deployed, deployed_lines) = results[ours], results[deployed]
+        assert deployed.keys() == ours.keys() and deployed["n_params"] == ours["n_params"]
+        assert deployed["size_bytes"] > os.path.getsize(
+            os.path.join(deployed["model"], "model.bin"))
+        assert len(deployed_lines) == len(our_lines) == len(lines_of(data["test.de"]))
+    assert results["float32"][1] == results["pt"][1]
+    assert results["float32"][0]["ppl"] == pytest.approx(results["pt"][0]["ppl"], rel=1e-3)
+    assert bleu_chrf(results["int8"][1], results["qdz"][1])[1] > 80
+    assert results["int8"][0]["ppl"] == pytest.approx(results["qdz"][0]["ppl"], rel=0.01)
+
+
+def test_an_lstm_is_refused_in_one_line_naming_the_int8_path(teacher, tmp_path):
+    refused("export", "-model", teacher, "-output", tmp_path / "out",
+            message="use onmt_qd_translate -precision int8 (CPU)")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_export_leaves_nothing_and_a_partial_directory_is_refused(
+        transformer, data, tmp_path, monkeypatch):
+    """A write failing after the conversion (a full disk) leaves no -output and no
+    staging directory; what a killed export leaves (no manifest) is refused in one line
+    and removed by the next export; a folder that is no export is never replaced."""
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    output = tmp_path / "model"
+    with monkeypatch.context() as patch:
+        patch.setattr(ct2.shutil, "copyfile", full_disk)
+        refused("export", "-model", transformer["pt"], "-output", output,
+                message="No space left on device")
+    assert os.listdir(tmp_path) == []
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = tmp_path / f"model.onmt_qd-{dead.pid}.tmp"  # converted, killed before the manifest
+    killed.mkdir()
+    (killed / "model.bin").write_bytes(b"converted")
+    refused("translate", "-model", killed, "-src", data["test.de"], "-output",
+            tmp_path / "out.txt", message="not a complete onmt_qd_export directory")
+    refused("export", "-model", transformer["pt"], "-output", data["root"],
+            message="is not an onmt_qd_export directory")
+    assert command("export", "-model", transformer["pt"], "-output", output)[0] == 0
+    assert os.listdir(tmp_path) == ["model"] and os.path.isfile(output / MANIFEST)
+
+
+def test_precision_int8_quantizes_the_lstm_on_the_cpu(teacher, data, tmp_path):
+    from onmt_qd.inference.engine import load_model
+    from onmt_qd.opts import parse, translate_parser
+
+    opt = parse(translate_parser(), ["-model", teacher, "-src", data["test.de"],
+                                     "-precision", "int8"])
+    layers = [m for m in load_model(teacher, opt).model.modules()
+              if type(m).__name__ in ("Linear", "LSTM", "LSTMCell")]
+    assert {type(m).__name__ for m in layers} == {"Linear", "LSTM", "LSTMCell"}
+    assert all(type(m).__module__.startswith("torch.ao.nn.quantized.dynamic") for m in layers)
+    out = tmp_path / "int8.txt"
+    assert command("translate", "-model", teacher, "-src", data["test.de"], "-output", out,
+                   "-precision", "int8", "-beam_size", 2)[0] == 0
+    translations = lines_of(out)
+    assert len(translations) == len(lines_of(data["test.de"])) and any(translations)
+
+
+def test_precision_int8_on_a_gpu_is_refused_before_loading(teacher, data):
+    """The check the commands run before loading (parse refuses -gpu 0 first on a
+    machine without a GPU, so the option is set after parsing)."""
+    from onmt_qd.inference.engine import check_inference
+    from onmt_qd.opts import parse, translate_parser
+
+    opt = parse(translate_parser(), ["-model", teacher, "-src", data["test.de"],
+                                     "-precision", "int8"])
+    opt.gpu = 0
+    with pytest.raises(ValueError, match="-precision int8 runs on the CPU only") as refusal:
+        check_inference(opt, 1)
+    assert "\n" not in str(refusal.value)
