@@ -20,7 +20,8 @@ def shipped():
 @pytest.mark.parametrize("name,profile", list(shipped()))
 def test_every_shipped_profile_names_only_known_options(name, profile):
     recipe, settings = load_recipe(name, profile)
-    assert settings.teacher["layers"] >= settings.student["layers"]
+    assert settings.families() and all(settings.teacher["layers"] >= options["layers"]
+                                       for _, options in settings.families())
 
 
 def edited_recipe(tmp_path, monkeypatch, edit):
