@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from conftest import head
+from onmt_qd.compat import load_checkpoint
 from onmt_qd.fileio import sha256
 from onmt_qd.recipe import Pipeline, load_recipe
 from test_bad_input import refused
@@ -69,22 +70,26 @@ def own_run(user_folder, data, teacher):
     return work
 
 
-def test_own_folder_and_teacher_run_to_a_report_without_training_a_teacher(own_run, teacher):
+def test_own_folder_and_teacher_run_to_a_report_without_training_a_teacher(own_run, data,
+                                                                           teacher):
     with open(own_run / "results.json") as handle:
         results = json.load(handle)
     assert list(results["test_sets"]) == ["newstest_a", "newstest_b"]
     assert [results["test_sets"][n]["sentences"] for n in ("newstest_a", "newstest_b")] == [12, 8]
     assert {m["name"] for m in results["models"]} == {"teacher", *(f"transformer.{n}" for n in (
         "student_fp", "student_distilled_fp", "pm_quantization_4bit"))}
-    # the teacher is the given file, copied: no training run, no training log
+    # the teacher is the given file, copied (its stage's log says so): no training run
     assert sha256(own_run / "models" / "teacher.pt") == sha256(teacher)
     assert not os.path.exists(own_run / "models" / "teacher")  # a training run's folder
     log = (own_run / "logs" / "teacher.log").read_text()
-    assert "copied, not trained" in log and "step" not in log.lower()
+    assert "copied, not trained" in log
     # the data stage took the teacher's vocabulary and SentencePiece model
     with open(own_run / "data_config.yaml") as handle:
         config = yaml.safe_load(handle)
-    assert config["src_subword_model"].endswith("spm.model")
+    assert config["src_subword_model"] == data["spm"]
+    with open(config["src_vocab"], encoding="utf-8") as handle:
+        assert [line.split("\t")[0] for line in handle] == \
+            load_checkpoint(teacher)["vocab"]["src"]
     assert all(row["id"].startswith("transformer.") for row in results["claims"])
     with open(own_run / "configs" / "transformer.student_fp.yaml") as handle:
         assert yaml.safe_load(handle)["encoder_type"] == "transformer"

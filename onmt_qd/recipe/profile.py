@@ -142,6 +142,7 @@ class Profile:
 def recipe_path(name):
     """The file of recipe ``name``: a built-in recipe's name, or a path to a user's
     recipe file (anything with a slash or ending in .yaml)."""
+    name = os.fspath(name)
     if os.sep in name or name.endswith((".yaml", ".yml")):
         if not os.path.isfile(name):
             raise RecipeError(f"recipe file {name} does not exist")
