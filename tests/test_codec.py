@@ -265,6 +265,18 @@ def test_missing_field(written):
     assert "missing field 'bits'" in read_error(written)
 
 
+@pytest.mark.parametrize("field, value, rule", [
+    ("bits", 9, "bits must be an integer from 1 to 8, got 9"),
+    ("bucket_size", 2 ** 21, "bucket size must be an integer from 1 to 1048576")])
+def test_a_header_breaking_the_writers_rule_is_refused(written, field, value, rule):
+    """The reader applies the writer's rule (quant.validate_bits, validate_bucket_size):
+    a bucket the writer refuses would pad every tensor to its size when dequantized."""
+    header, payload = split_file(written)
+    header["quantized"]["decoder.w_4bit"][field] = value
+    rebuild(written, header, payload)
+    assert f"field '{field}' in quantized tensor 'decoder.w_4bit': {rule}" in read_error(written)
+
+
 def test_inconsistent_lengths(written):
     header, payload = split_file(written)
     header["quantized"]["decoder.w_4bit"]["alpha"]["length"] -= 4

@@ -26,8 +26,7 @@ from onmt_qd.codec.entropy import get_coder
 from onmt_qd.codec.levelcoding import encode_levels
 from onmt_qd.codec.sizereport import build_size_report
 from onmt_qd.fileio import atomic_output
-from onmt_qd.quant.quantizer import (
-    MAX_BITS, QuantizedTensor, validate_bits, validate_bucket_size)
+from onmt_qd.quant.quantizer import QuantizedTensor, validate_bits, validate_bucket_size
 
 MAGIC = b"ONMTQDZ\0"
 FORMAT_VERSION = 1
@@ -253,10 +252,20 @@ def _field(entry, key, kind, where):
     return value
 
 
-def _count(entry, key, where, low=0, high=None):
+def _count(entry, key, where):
     value = _field(entry, key, int, where)
-    if value < low or high is not None and value > high:
+    if value < 0:
         raise _InvalidHeader(f"field '{key}' in {where} is {value}, out of range")
+    return value
+
+
+def _checked(entry, key, where, rule):
+    """``entry[key]`` under the rule the writer applied (``validate_bits``, ...)."""
+    value = _field(entry, key, int, where)
+    try:
+        rule(value)
+    except ValueError as exc:
+        raise _InvalidHeader(f"field '{key}' in {where}: {exc}") from None
     return value
 
 
@@ -297,8 +306,8 @@ def _table(payload, entry, key, coder, where):
 def _decode_quantized(name, entry, payload, coder, shared_table):
     where = f"quantized tensor '{name}'"
     shape = _shape(entry, where)
-    bits = _count(entry, "bits", where, 1, MAX_BITS)
-    bucket_size = _count(entry, "bucket_size", where, 1)
+    bits = _checked(entry, "bits", where, validate_bits)
+    bucket_size = _checked(entry, "bucket_size", where, validate_bucket_size)
     numel = math.prod(shape)
     if numel == 0:
         raise _InvalidHeader(f"{where} is empty")
