@@ -104,3 +104,16 @@ def test_the_teacher_file_rule_is_the_same_for_every_command(tmp_path):
         refused("diffquant", *stand_ins, "-model", packed, "-teacher_model", bad, "-bits", 2,
                 "-output", tmp_path / "d.pt", message=message)
     assert sorted(os.listdir(tmp_path)) == ["t.qdz"]
+
+
+def test_diffquant_refuses_an_average_width_before_reading_any_model(tmp_path):
+    """-avg_bits breaks the rule of allocate_bits's budget (quant.check_avg_bits) when it
+    is parsed, not after the model is loaded and its gradients probed."""
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"not read before the options are checked")
+    stand_ins = ["-data", "{}", "-src_vocab", model, "-teacher_model", model, "-bits", 2]
+    for avg, rule in ((0.5, "-avg_bits 0.5 is less than the 1-bit minimum"),
+                      (9, "-avg_bits 9.0 is more than the 8-bit maximum")):
+        refused("diffquant", "-model", model, *stand_ins, "-avg_bits", avg,
+                "-output", tmp_path / "d.pt", message=rule)
+    assert os.listdir(tmp_path) == ["m.pt"]

@@ -58,6 +58,19 @@ def allocate_points(sizes, grad_norms, bits):
     return [base + more for more in extra]
 
 
+def check_avg_bits(avg_bits, min_bits=1, max_bits=None, name=None):
+    """The budget ``allocate_bits`` shares out: at least ``min_bits`` per weight and, when
+    given, at most ``max_bits`` (more would leave every tensor at ``max_bits``, short of
+    the budget asked). ``name``: the option that set it (onmt_qd_diffquant -avg_bits)."""
+    what = f"{name} {avg_bits}" if name else f"an average of {avg_bits} bits"
+    if not avg_bits >= min_bits:  # nan too
+        raise ValueError(f"{what} is less than the {min_bits}-bit minimum for each "
+                         "quantized weight")
+    if max_bits is not None and avg_bits > max_bits:
+        raise ValueError(f"{what} is more than the {max_bits}-bit maximum for each "
+                         "quantized weight")
+
+
 def allocate_bits(sizes, grad_norms, avg_bits, min_bits=1, max_bits=MAX_BITS):
     """Bits per tensor under a budget counted in bits of stored levels, weighted by size:
     sum(size_i * bits_i) <= floor(avg_bits * sum(size_i)). This is never exceeded and
@@ -71,11 +84,9 @@ def allocate_bits(sizes, grad_norms, avg_bits, min_bits=1, max_bits=MAX_BITS):
     validate_bits(max_bits)
     if min_bits > max_bits:
         raise ValueError(f"min_bits {min_bits} exceeds max_bits {max_bits}")
+    check_avg_bits(avg_bits, min_bits)
     n_weights = sum(sizes)
     budget = math.floor(avg_bits * n_weights)
-    if budget < min_bits * n_weights:
-        raise ValueError(f"an average of {avg_bits} bits is less than the "
-                         f"{min_bits}-bit minimum for each quantized weight")
     bits = [min_bits] * len(sizes)
     left = budget - min_bits * n_weights
     while True:

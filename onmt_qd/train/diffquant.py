@@ -17,12 +17,16 @@ from onmt.utils.parse import ArgumentParser
 
 from onmt_qd.compat import load_checkpoint, save_atomic
 from onmt_qd.distill import LiveTeacher, teacher_forced_logits
+from onmt_qd.distill.rules import check_distill_opts
 from onmt_qd.evaluate.metrics import reference_perplexity
+from onmt_qd.fileio import check_outputs
 from onmt_qd.models import build_model_from_checkpoint, named_weights, tied_names
-from onmt_qd.quant import (allocate_bits, allocate_points, get_quantizer, point_gradient,
-                           project_points, quantize_to_points)
+from onmt_qd.opts import policy_from_opts
+from onmt_qd.quant import (MAX_BITS, allocate_bits, allocate_points, check_avg_bits,
+                           get_quantizer, point_gradient, project_points, quantize_to_points)
 from onmt_qd.quant_checkpoint import (DIFFQUANT_KEY, QUANT_KEY, SHADOW_KEY, VALID_KEY,
-                                      attach_quantization, quantize_weights)
+                                      attach_quantization, check_checkpoint_output,
+                                      quantize_weights)
 from onmt_qd.train.fakequant import ShadowWeights
 from onmt_qd.train.schedule import PlateauHalving
 
@@ -89,7 +93,8 @@ def allocation(policy, selected, sizes, norms, opt):
     if opt.redistribute == "points":
         counts = allocate_points(size_list, norm_list, policy.bits)
         return {n: (c, max(1, math.ceil(math.log2(c)))) for n, c in zip(names, counts)}
-    bits = allocate_bits(size_list, norm_list, opt.avg_bits or policy.bits)
+    bits = allocate_bits(size_list, norm_list,
+                         policy.bits if opt.avg_bits is None else opt.avg_bits)
     return {n: (2 ** b, b) for n, b in zip(names, bits)}
 
 
@@ -205,6 +210,26 @@ def quantized_checkpoint(student, policy, best_points, alloc, norms, best_ppl, o
     out[DIFFQUANT_KEY] = {"allocation": {n: list(a) for n, a in alloc.items()},
                            "grad_norms": norms, "redistribute": opt.redistribute}
     return out
+
+
+def check_opts(opt):
+    """Every check of onmt_qd_diffquant's options, before any file is read; returns the
+    quantization policy they describe. -init is the policy's method; the data loader's
+    bucket is -data_bucket_size (-bucket_size is the quantization bucket)."""
+    opt.quant_method = opt.init
+    opt.bucket_size = opt.data_bucket_size
+    check_distill_opts(opt, "points are learned with the distillation loss against the "
+                       "live teacher" + (" (a teacher cache is for onmt_qd_train)"
+                                         if opt.teacher_cache else ""))
+    if opt.grad_norm_batches < 1:
+        raise ValueError(f"-grad_norm_batches must be at least 1, got {opt.grad_norm_batches}")
+    if opt.avg_bits is not None:
+        check_avg_bits(opt.avg_bits, max_bits=MAX_BITS, name="-avg_bits")
+    policy = policy_from_opts(opt, prefix="")
+    check_checkpoint_output(opt.output, "onmt_qd_diffquant")
+    check_outputs({"-output": opt.output},
+                  {"-model": opt.model, "-teacher_model": opt.teacher_model})
+    return policy
 
 
 def run(opt, policy):
