@@ -10,9 +10,10 @@ DEFAULT_TOPK = 8  # tokens per position a teacher cache keeps unless told otherw
 MAX_TEMPERATURE = 100.0
 
 
-def check_teacher_model(path, needed_for=None):
+def check_teacher_model(path, needed_for=None, option="-teacher_model"):
     """-teacher_model names an OpenNMT-py checkpoint that exists (a .qdz lacks the
-    weights a teacher needs). ``needed_for``: the command requires it, and why."""
+    weights a teacher needs). ``needed_for``: the command requires it, and why;
+    ``option``: what the user set (a recipe's teacher_model key)."""
     from onmt_qd.compat import refuse_compressed
 
     if not path:
@@ -21,7 +22,7 @@ def check_teacher_model(path, needed_for=None):
         return
     if not os.path.isfile(path):
         raise ValueError(f"teacher checkpoint {path} does not exist: train the teacher "
-                         "first or fix -teacher_model")
+                         f"first or fix {option}")
     refuse_compressed(path)
 
 

@@ -196,8 +196,8 @@ def load_recipe(name, profile):
 def resolve_files(recipe, path):
     """The recipe with its dataset as a Dataset (a registered name, or a user's folder
     of parallel files) and its teacher_model and sentencepiece_model as absolute paths
-    (relative to the recipe file's folder), each checked: a missing file fails here,
-    before any stage."""
+    (relative to the recipe file's folder); a missing sentencepiece_model fails here,
+    the teacher_model in check_given_teacher, both before any stage."""
     from onmt_qd import datasets
 
     here = os.path.dirname(path)
@@ -218,8 +218,9 @@ def resolve_files(recipe, path):
     for key in ("teacher_model", "sentencepiece_model"):
         if key in recipe:
             recipe[key] = os.path.abspath(os.path.join(here, str(recipe[key])))
-            if not os.path.isfile(recipe[key]):
-                raise RecipeError(f"{key} in {path}: {recipe[key]} does not exist")
+    if "sentencepiece_model" in recipe and not os.path.isfile(recipe["sentencepiece_model"]):
+        raise RecipeError(f"sentencepiece_model in {path}: {recipe['sentencepiece_model']} "
+                          "does not exist")
     if "sentencepiece_model" in recipe and "teacher_model" not in recipe:
         raise RecipeError(f"sentencepiece_model in {path} is for a given teacher_model; without "
                           "one, set sentencepiece: true and the data stage trains one")
@@ -238,7 +239,7 @@ def check_given_teacher(recipe, path):
                           "vocabulary fixes its subwords: name its sentencepiece_model "
                           "instead (or none for pre-tokenized data)")
     try:  # the rule of -teacher_model: exists, not a .qdz
-        check_teacher_model(recipe["teacher_model"])
+        check_teacher_model(recipe["teacher_model"], option="teacher_model")
     except ValueError as exc:
         raise RecipeError(f"teacher_model in {path}: {exc}") from None
     try:
