@@ -68,16 +68,29 @@ def attach_quantization(checkpoint, weights, quantized, policy):
     return checkpoint
 
 
-def quantize_checkpoint(checkpoint, policy, seed=0):
-    """Post-training ("PM") quantization of a full-precision checkpoint, with the
-    policy's rounding (stochastic rounding draws from a generator seeded with
-    ``seed``). A checkpoint that is already quantized is quantized again from its
-    full-precision shadow weights when it has them, else from its stored weights."""
+def requantization_note(checkpoint, path):
+    """One line saying where quantizing an already quantized model starts from, or None."""
+    if QUANT_KEY not in checkpoint:
+        return None
+    bits = checkpoint[QUANT_KEY]["policy"]["bits"]
+    source = ("its full-precision shadow weights" if SHADOW_KEY in checkpoint else
+              f"its {bits}-bit values (it keeps no full-precision weights)")
+    return f"{path} is already quantized ({bits} bits): quantizing again from {source}"
+
+
+def quantize_checkpoint(checkpoint, policy, seed=0, path="checkpoint"):
+    """Post-training ("PM") quantization of a full-precision checkpoint (read from
+    ``path``), with the policy's rounding (stochastic rounding draws from a generator
+    seeded with ``seed``). A checkpoint that is already quantized is quantized again from
+    its full-precision shadow weights when it has them, else from its stored weights."""
     weights = named_weights(checkpoint)
     weights.update(checkpoint.get(SHADOW_KEY, {}))
     generator = (torch.Generator().manual_seed(seed) if policy.rounding == "stochastic"
                  else None)
     selected = policy.select(parameter_shapes(meta_model(checkpoint)))
+    if not selected:
+        raise ValueError(f"the policy leaves no tensor of {path} to quantize (see -exclude "
+                         "and -skip_*): nothing written")
     weights, quantized = quantize_weights(weights, policy, selected, generator=generator)
     # the validation record described the weights before quantization, and the run
     # wrote other weights: they go too

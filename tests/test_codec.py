@@ -162,6 +162,11 @@ def test_size_report_dict_and_table(written, tmp_path):
     assert as_dict["bytes_on_disk"] == report.bytes_on_disk
     assert as_dict["ratio_vs_fp32"] == pytest.approx(report.fp32_bytes / report.bytes_on_disk)
     assert len(as_dict["quantized"]) == 6 and "fixed_width_bytes" in as_dict["quantized"][0]
+    n = sum(t.n_params for t in report.quantized)  # the means the recipe's tables show
+    assert as_dict["quantized_params"] == n and as_dict["fixed_width_bits"] == pytest.approx(
+        sum(t.bits * t.n_params for t in report.quantized) / n)
+    assert min(t.mean_code_bits for t in report.quantized) <= as_dict["mean_code_bits"] <= max(
+        t.mean_code_bits for t in report.quantized)
     text = format_size_report(report)
     assert "decoder.w_4bit" in text and "encoder.bias" in text
     assert f"{report.bytes_on_disk:,}" in text and "smaller on disk" in text

@@ -7,16 +7,6 @@ from onmt_qd.bin.common import run_command
 from onmt_qd.opts import compress_parser, parse
 
 
-def summary(report):
-    """Weighted means over the quantized weights, for tables and plots."""
-    rows = report["quantized"]
-    n = sum(r["n_params"] for r in rows)
-    return {"quantized_params": n,
-            "mean_code_bits": sum(r["mean_code_bits"] * r["n_params"] for r in rows) / n,
-            "entropy_bits": sum(r["entropy_bits"] * r["n_params"] for r in rows) / n,
-            "fixed_width_bits": sum(r["bits"] * r["n_params"] for r in rows) / n}
-
-
 def main():
     def run():
         from onmt_qd.codec import format_size_report
@@ -37,10 +27,8 @@ def main():
             report = compress_checkpoint(checkpoint, output, args.coder, args.pooling, args.model)
         print(format_size_report(report))
         if args.report_json:
-            data = report.to_dict()
-            data.update(summary(data))
             with open_output(args.report_json) as handle:
-                json.dump(data, handle, indent=1)
+                json.dump(report.to_dict(), handle, indent=1)
         if not args.report_only:
             print(f"wrote {args.output}: {report.bytes_on_disk:,} bytes")
 

@@ -6,8 +6,6 @@ from onmt_qd.opts import data_parser, parse
 
 def main():
     def run():
-        import os
-
         from onmt_qd import datasets
         from onmt_qd.fileio import created_folder
 
@@ -17,14 +15,8 @@ def main():
                 source = datasets.get(args.name, args.dest, args.mirror)
             print(f"{args.name}: {args.dest} ready (from {source})")
         else:
-            src, tgt = datasets.split_files(args.name, args.dest)["train"]
-            for path in (src, tgt):
-                if not os.path.isfile(path):
-                    raise ValueError(f"{path} does not exist: fetch the dataset first with "
-                                     f"onmt_qd_data get {args.name} -dest {args.dest}")
-            model = datasets.train_sentencepiece(
-                [src, tgt], os.path.join(args.dest, f"spm{args.vocab_size}"),
-                args.vocab_size, args.model_type)
+            model = datasets.sentencepiece(args.name, args.dest, args.vocab_size,
+                                           args.model_type)
             print(f"SentencePiece model: {model}")
 
     run_command(run, "onmt_qd_data")

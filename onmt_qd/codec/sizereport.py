@@ -112,8 +112,20 @@ class SizeReport:
         order = [group for group, _ in TENSOR_GROUPS]
         return dict(sorted(groups.items(), key=lambda item: order.index(item[0])))
 
+    def means(self):
+        """Bits per quantized weight (code, entropy, fixed width), each tensor weighted by
+        its size, and their count: what the recipe's tables and plot show."""
+        n = sum(t.n_params for t in self.quantized)
+
+        def mean(bits_of):
+            return sum(bits_of(t) * t.n_params for t in self.quantized) / max(n, 1)
+
+        return {"quantized_params": n, "mean_code_bits": mean(lambda t: t.mean_code_bits),
+                "entropy_bits": mean(lambda t: t.entropy_bits),
+                "fixed_width_bits": mean(lambda t: t.bits)}
+
     def to_dict(self):
-        """Plain JSON-serializable dict, derived figures included."""
+        """Plain JSON-serializable dict, derived figures and means included."""
         derived = ("n_params", "fp32_bytes", "data_bytes", "metadata_bytes", "total_bytes",
                    "paper_formula_bytes", "groups")
         out = dataclasses.asdict(self)
@@ -121,6 +133,7 @@ class SizeReport:
                                  stored_bytes=t.stored_bytes) for t in self.quantized]
         out.update({name: getattr(self, name) for name in derived})
         out["ratio_vs_fp32"] = self.fp32_bytes / self.bytes_on_disk
+        out.update(self.means())
         return out
 
 

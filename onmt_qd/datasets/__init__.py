@@ -5,6 +5,8 @@ wmt.py: WMT archives with sacrebleu's test sets; local.py: a user's folder of
 parallel files), the datasets by name in registry.py, SentencePiece training in
 subwords.py. The functions below are what the rest of
 onmt_qd calls, by dataset name."""
+import os
+
 from onmt_qd.datasets.base import Dataset, DatasetError, count_lines
 from onmt_qd.datasets.download import download
 from onmt_qd.datasets.local import LocalFolderDataset
@@ -12,7 +14,7 @@ from onmt_qd.datasets.registry import DATASETS, dataset, register_dataset
 from onmt_qd.datasets.subwords import train_sentencepiece
 
 __all__ = ["DATASETS", "Dataset", "DatasetError", "LocalFolderDataset", "count_lines", "dataset",
-           "download", "get", "register_dataset", "split_files", "test_sets",
+           "download", "get", "register_dataset", "sentencepiece", "split_files", "test_sets",
            "train_sentencepiece"]
 
 
@@ -29,3 +31,15 @@ def split_files(name, folder):
 def test_sets(name, folder):
     """Test set name -> (source path, target path) of a prepared folder."""
     return dataset(name).test_sets(folder)
+
+
+def sentencepiece(name, folder, vocab_size=8000, model_type="unigram"):
+    """Train the joint SentencePiece model of dataset ``name``, fetched into ``folder``,
+    on its training corpus; returns the model's path (FOLDER/spmVOCAB_SIZE.model)."""
+    src, tgt = split_files(name, folder)["train"]
+    for path in (src, tgt):
+        if not os.path.isfile(path):
+            raise ValueError(f"{path} does not exist: fetch the dataset first with "
+                             f"onmt_qd_data get {name} -dest {folder}")
+    return train_sentencepiece([src, tgt], os.path.join(folder, f"spm{vocab_size}"),
+                               vocab_size, model_type)
