@@ -224,8 +224,10 @@ class DeployedModel:
         if device == "cuda" and device_index >= ctranslate2.get_cuda_device_count():
             raise ValueError(f"-gpu {device_index}: CTranslate2 sees "
                              f"{ctranslate2.get_cuda_device_count()} CUDA device(s)")
-        if inter_threads is None:  # one translator per core
-            cores = os.cpu_count() or 1
+        if inter_threads is None:  # one translator per core torch would use
+            import torch  # (all of them, unless OMP_NUM_THREADS says otherwise)
+
+            cores = torch.get_num_threads()
             inter_threads = 1 if device == "cuda" else max(1, cores // intra_threads)
         self.device, self.inter_threads, self.intra_threads = (
             device if device == "cpu" else f"cuda:{device_index}", inter_threads, intra_threads)

@@ -19,6 +19,14 @@ QUANTIZATION = "int8"
 DEPLOYED, REFERENCE = "deployed", "reference"  # a run's role
 
 
+def deploy_threads():
+    """Threads the deploy stage translates with: the user's OMP_NUM_THREADS (which the
+    runner keeps), else every core, as the stage runs alone. CTranslate2 gets as many
+    single-threaded translators (ct2.DeployedModel), so both engines use the same cores."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else os.cpu_count() or 1
+
+
 def deployment(model_opt, gpu):
     """(engine, None) of the deployment path of a model built from ``model_opt``, or
     (engine, why it does not apply)."""
@@ -74,7 +82,7 @@ def deploy_all(plan_path):
 
     with open(plan_path) as handle:
         plan = yaml.safe_load(handle)
-    torch.set_num_threads(plan["threads"])  # alone: every core, whatever the runner set
+    torch.set_num_threads(plan["threads"])  # not the runner's share for side-by-side jobs
     for item in plan["models"]:
         runs = deploy_model(item, plan)
         for one in runs:

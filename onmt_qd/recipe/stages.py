@@ -317,13 +317,15 @@ class Pipeline(Runner):
                      progress=lambda: self.models_done("deployed", self.evaluated, "deployed"))
 
     def deploy_all(self):
+        from onmt_qd.recipe.deployment import deploy_threads
+
         os.makedirs(self.path("deployed"), exist_ok=True)
         test = self.pooled_test_set()
         plan = {"models": [{"name": m.name, "file": self.evaluated_file(m),
                             "reference": m == TEACHER} for m in self.evaluated],
                 "src": test["src"], "tgt": test["tgt"], "beam_size": DEPLOY_BEAM,
                 "batch_size": self.profile.translate_batch_size, "gpu": self.gpu,
-                "threads": os.cpu_count() or 1, "folder": self.path("deployed")}
+                "threads": deploy_threads(), "folder": self.path("deployed")}
         self.command("deploy", [sys.executable, "-m", "onmt_qd.recipe.deployment",
                                 self.write_config("deploy", plan)])
 
