@@ -4,6 +4,7 @@ numbers that test it, a verdict against the noise margin (BLEU) and issue 11's g
 evaluated is "not measured", never passed."""
 from dataclasses import dataclass
 
+from onmt_qd.recipe.deployment import DEPLOYED, REFERENCE
 from onmt_qd.recipe.identity import DEFAULT_FAMILY, FULL_PRECISION, TEACHER, ModelId
 
 MIN_SIZE_RATIO = 10
@@ -102,7 +103,7 @@ class FamilyResults:
 
 
 def run_of(entry, role):
-    """A model's deploy-stage run of ``role`` (deployment.DEPLOYED or REFERENCE), or None."""
+    """A model's deploy-stage run of ``role`` (DEPLOYED or REFERENCE), or None."""
     return next((r for r in (entry or {}).get("runs", []) if r["role"] == role), None)
 
 
@@ -121,8 +122,6 @@ def _as_measured(entry, role):
 
 
 def _claim_row(claim, results, margin):
-    from onmt_qd.recipe.deployment import DEPLOYED, REFERENCE
-
     model, other = results.find(claim.model), results.find(claim.against)
     skipped = teacher = None
     if claim.deployed:
@@ -175,9 +174,8 @@ def _claim_row(claim, results, margin):
 def _speed_ratios(row, model, other, teacher, minimum):
     """Whether ``model`` translates ``minimum`` times as many sentences per second as
     ``other``; the ratio goes into the row's numbers, with the ratio to the teacher's
-    own deployment run when it was measured (what the engine alone does not explain)."""
-    from onmt_qd.recipe.deployment import DEPLOYED
-
+    own deployment run when it was measured (the gain the engine alone does not
+    explain)."""
     ratio = model["sentences_per_second"] / other["sentences_per_second"]
     row["numbers"]["speed_ratio"] = round(ratio, 2)
     deployed_teacher = _as_measured(teacher, DEPLOYED)

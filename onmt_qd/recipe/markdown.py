@@ -1,6 +1,7 @@
 """report.md: the paper's tables and its claims judged on this run, each number
 traceable to its config, log and evaluated file."""
 from onmt_qd.recipe.claims import fp32_bytes, run_label, run_of
+from onmt_qd.recipe.deployment import REFERENCE
 from onmt_qd.recipe.identity import TEACHER, ModelId
 
 
@@ -118,8 +119,6 @@ def _settings(run):
 
 def render_deployed(entries, test_sets):
     """Each model as a user ships and runs it: the deploy stage's runs."""
-    from onmt_qd.recipe.deployment import REFERENCE
-
     reference = run_of(next(e for e in entries if ModelId.of(e) == TEACHER), REFERENCE)
     rows = []
     for entry in entries:
@@ -137,8 +136,9 @@ def render_deployed(entries, test_sets):
         return []
     return ["## Deployed models", "",
             "Each model as a user ships and runs it, timed in the deploy stage one model at "
-            "a time on every core (sentences per second of the pooled test sets after one "
-            "warm-up batch; model loading excluded): a Transformer exported by "
+            "a time, nothing else running, on every core unless OMP_NUM_THREADS was set "
+            "(sentences per second of the pooled test sets after one warm-up batch; model "
+            "loading excluded): a Transformer exported by "
             "`onmt_qd_export` to CTranslate2 int8 and translated from that directory (its "
             "size: the directory); an LSTM, which CTranslate2 does not convert, by "
             "OpenNMT-py with `-precision int8` (torch dynamic quantization of its Linear "
