@@ -168,3 +168,34 @@ def test_precision_int8_on_a_gpu_is_refused_before_loading(teacher, data):
     with pytest.raises(ValueError, match="-precision int8 runs on the CPU only") as refusal:
         check_inference(opt, 1)
     assert "\n" not in str(refusal.value)
+
+
+def test_recipe_deploy_stage_exports_transformers_and_skips_lstm_int8_on_a_gpu(
+        transformer, teacher, data, tmp_path):
+    """The recipe's deploy command (recipe/deployment.py) on a plan: the Transformer's
+    .qdz exported to CTranslate2 int8 and evaluated from the directory, with its
+    translators named; on a GPU run an LSTM's int8 path is skipped with the reason,
+    before anything touches a GPU."""
+    import torch
+    import yaml
+
+    from onmt_qd.recipe.deployment import deploy_all, deploy_model
+
+    plan = {"models": [{"name": "q4", "file": transformer["qdz"], "reference": False}],
+            "src": data["test.de"], "tgt": data["test.en"], "beam_size": 2, "batch_size": 8,
+            "gpu": False, "threads": 1, "folder": str(tmp_path)}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    threads = torch.get_num_threads()
+    try:
+        deploy_all(str(tmp_path / "plan.yaml"))
+    finally:  # it sets the plan's threads, for this test session too
+        torch.set_num_threads(threads)
+    [run] = json.loads((tmp_path / "q4.json").read_text())
+    assert run["role"] == "deployed" and run["engine"] == {
+        "name": "CTranslate2", "precision": "int8", "device": "cpu", "inter_threads": 1,
+        "intra_threads": 1}
+    assert read_manifest(run["model"])["source"] == transformer["qdz"]
+    assert len(lines_of(tmp_path / run["hyp"])) == len(lines_of(data["test.de"]))
+    [skipped] = deploy_model({"name": "lstm", "file": teacher, "reference": False},
+                             {**plan, "gpu": True})
+    assert skipped["engine"]["name"] == "OpenNMT-py" and "CPU kernels only" in skipped["skipped"]

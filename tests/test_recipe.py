@@ -38,14 +38,20 @@ def mirror_with_four_test_sets(folder):
     return str(folder)
 
 
+# one thread per command, the deploy stage's too: on a busy 2-core machine two threads
+# spin, and the deploy stage took 3.7 min instead of 52 s (with -jobs 2 the runner gives
+# every other command one thread already)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def recipe(work, *extra, wait=True):
     mirror = os.path.join(os.path.dirname(work), "mirror")
     args = [sys.executable, "-m", "onmt_qd.bin.recipe", "multi30k", "-profile", "mini",
             "-work_dir", str(work), "-from", mirror, *extra]
     if not wait:
         return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
-    result = subprocess.run(args, capture_output=True, text=True, cwd=REPO)
+                                text=True, start_new_session=True, env=ENV)
+    result = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=ENV)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
@@ -126,6 +132,31 @@ def test_claims_table_has_every_row_in_json_and_report(finished):
     for claim in CLAIMS:
         assert f"| {claim.text} |" in section
     assert "noise margin of 1.0 BLEU" in section
+
+
+def test_every_model_is_scored_through_its_deployment_path(finished):
+    """The mini profile's LSTMs deploy with OpenNMT-py's -precision int8 on the CPU,
+    the teacher also in fp32: each run scored on every test set, and the deployed
+    4-bit claim judged from them."""
+    work, _ = finished
+    results = json.loads((work / "results.json").read_text())
+    for r in results["models"]:
+        roles = [(run["role"], run["engine"]["name"], run["engine"]["precision"])
+                 for run in r["runs"]]
+        assert roles == [("reference", "OpenNMT-py", "fp32")] * (r["method"] == "teacher") + \
+            [("deployed", "OpenNMT-py", "int8")], r["name"]
+        for run in r["runs"]:
+            assert [(n, s["sentences"]) for n, s in run["test_sets"].items()] == TEST_SET_SIZES
+            assert run["engine"]["threads"] == 1 and run["beam_size"] == 5  # ENV's
+            assert run["size_bytes"] == os.path.getsize(work / run["path"]) == r["size_bytes"]
+    teacher = next(r for r in results["models"] if r["method"] == "teacher")
+    assert teacher["runs"][0]["bleu"] == teacher["bleu"]  # fp32 again, timed alone
+    row = next(r for r in results["claims"] if r["id"] == "deployed_4bit_vs_teacher")
+    assert row["model"] == "quantized_distillation_4bit (OpenNMT-py int8)"
+    assert set(row["per_set"]) == {n for n, _ in TEST_SET_SIZES} and "speed_ratio" in row["numbers"]
+    report = (work / "report.md").read_text()
+    assert "| quantized_distillation_4bit (OpenNMT-py int8) | cpu, " in \
+        report.split("## Deployed models", 1)[1]
 
 
 def test_distilled_students_learn_from_the_teacher_cache(finished):

@@ -46,6 +46,7 @@ def test_verdicts_follow_from_the_numbers():
         "qd_4bit_vs_teacher": ("does not hold", "not met"),  # -8.5 (20x smaller)
         "best_2bit_vs_teacher": ("does not hold", "not met"),  # -11
         "speed": ("holds", "met"),                         # 2.0x, goal 1.8x
+        "deployed_4bit_vs_teacher": ("not measured", "not measured"),  # no deploy stage
     }
     assert {k: (r["verdict"], r["goal_met"]) for k, r in rows.items()} == expected
     assert rows["teacher_vs_student"]["numbers"] == {"teacher": 33.0, "student_fp": 27.0,
@@ -88,7 +89,7 @@ def test_missing_numbers_say_not_measured_instead_of_passing():
     assert rows["qd_vs_pm_2bit"]["verdict"] == "not measured"
     assert rows["teacher_vs_student"]["verdict"] == "holds"
     table = "\n".join(render_claims(list(rows.values()), 1.0, ["flickr"]))
-    assert table.count("| not measured |") == 5 + 4  # verdicts, then goals
+    assert table.count("| not measured |") == 6 + 5  # verdicts, then goals
 
 
 def test_plot_sizes_are_what_a_user_ships():
@@ -110,7 +111,8 @@ def test_each_student_family_is_judged_on_its_own_models():
                    for m in results()[1:] if m["name"] != "differentiable_quantization_2bit"]
     rows = claims(results() + transformer, margin=1.0)
     ids = [r["id"] for r in rows]
-    assert len(ids) == 2 * 9 and ids[9:] == ["transformer." + i for i in ids[:9]]
+    n = len(ids) // 2
+    assert len(ids) == 2 * n and ids[n:] == ["transformer." + i for i in ids[:n]]
     mine = by_id(rows)
     assert mine["transformer.teacher_vs_student"]["numbers"] == {
         "teacher": 33.0, "transformer.student_fp": 25.0, "difference": 8.0}
@@ -130,3 +132,140 @@ def test_identity_names_round_trip_through_results():
     assert ModelId("quantized_distillation", 4).name == "quantized_distillation_4bit"
     assert ModelId("pm_quantization", 2, "transformer").name == "transformer.pm_quantization_2bit"
     assert ModelId("pm_quantization", 2, "transformer").label == "transformer pm_quantization 2b"
+
+
+def run(role, bleu, per_set, speed, engine="OpenNMT-py", precision="int8", **settings):
+    """A deploy-stage run (recipe/deployment.py) as the report keeps it."""
+    return {"role": role, "engine": {"name": engine, "precision": precision, "device": "cpu",
+                                     **(settings or {"threads": 2})},
+            "beam_size": 5, "batch_size": 64, "size_bytes": 500_000, "bleu": bleu,
+            "sentences_per_second": speed,
+            "test_sets": {s: {"bleu": b} for s, b in per_set.items()}}
+
+
+def deployed_results(student_speed=330.0, family="student"):
+    """results() with the deploy stage's runs: the teacher in fp32 (100 sentences/s) and
+    int8 (150), the 4-bit quantized-distilled student int8 at 32.5 BLEU (flickr -0.5,
+    coco -1.5 from the teacher)."""
+    models = results()
+    models[0]["runs"] = [run("reference", 33.0, {"flickr": 33.0, "coco": 30.0}, 100.0,
+                             precision="fp32"),
+                         run("deployed", 32.9, {"flickr": 33.0, "coco": 29.8}, 150.0)]
+    models[4]["runs"] = [run("deployed", 32.5, {"flickr": 32.5, "coco": 28.5}, student_speed)]
+    return models
+
+
+def test_deployed_claim_needs_the_speed_and_the_teachers_bleu_minus_1():
+    row = by_id(claims(deployed_results(), margin=1.0))["deployed_4bit_vs_teacher"]
+    assert row["model"] == "quantized_distillation_4bit (OpenNMT-py int8)"
+    assert row["numbers"] == {"quantized_distillation_4bit (OpenNMT-py int8)": 32.5,
+                              "teacher (OpenNMT-py fp32)": 33.0, "difference": -0.5,
+                              "speed_ratio": 3.3, "speed_ratio_vs_deployed_teacher": 2.2}
+    assert (row["verdict"], row["goal_met"]) == ("holds", "met")
+    assert row["per_set"] == {"flickr": "holds", "coco": "does not hold"}  # -0.5, -1.5
+    row = by_id(claims(deployed_results(student_speed=290.0), margin=1.0))[
+        "deployed_4bit_vs_teacher"]  # 2.9x: fails on every set, whatever the BLEU
+    assert row["numbers"]["speed_ratio"] == 2.9
+    assert (row["verdict"], row["goal_met"]) == ("does not hold", "not met")
+    assert set(row["per_set"].values()) == {"does not hold"}
+    table = "\n".join(render_claims([row], 1.0, ["flickr", "coco"]))
+    assert "speed_ratio 2.9" in table and "| does not hold |" in table
+
+
+def test_a_skipped_deployment_is_not_measured_with_its_reason():
+    models = deployed_results()
+    models[4]["runs"] = [{"role": "deployed", "skipped": "CPU kernels only",
+                          "engine": {"name": "OpenNMT-py", "precision": "int8"}}]
+    row = by_id(claims(models, margin=1.0))["deployed_4bit_vs_teacher"]
+    assert (row["verdict"], row["goal_met"]) == ("not measured", "not measured")
+    table = "\n".join(render_claims([row], 1.0, ["flickr"]))
+    assert "| not measured: CPU kernels only |" in table
+
+
+def test_each_family_is_judged_on_its_own_deployment():
+    """A Transformer family's 4-bit student deploys through CTranslate2; the LSTM
+    family's through OpenNMT-py; both against the one fp32 teacher run."""
+    transformer = model("quantized_distillation_4bit", 30.0, family="transformer")
+    transformer["runs"] = [run("deployed", 32.2, {"flickr": 32.2, "coco": 29.5}, 500.0,
+                               engine="CTranslate2", inter_threads=2, intra_threads=1)]
+    rows = by_id(claims(deployed_results(student_speed=200.0) + [transformer], margin=1.0))
+    mine = rows["transformer.deployed_4bit_vs_teacher"]
+    assert mine["model"] == "transformer.quantized_distillation_4bit (CTranslate2 int8)"
+    assert mine["numbers"]["speed_ratio"] == 5.0 and mine["verdict"] == "holds"
+    assert rows["deployed_4bit_vs_teacher"]["verdict"] == "does not hold"  # 2.0x
+
+
+def test_deployed_table_has_every_run_with_its_settings():
+    from onmt_qd.recipe.markdown import render_deployed
+
+    models = deployed_results()
+    models[1]["runs"] = [run("deployed", 27.0, {"flickr": 27.0, "coco": 26.0}, 210.0,
+                             engine="CTranslate2", inter_threads=2, intra_threads=1)]
+    models[2]["runs"] = [{"role": "deployed", "skipped": "CPU kernels only",
+                          "engine": {"name": "OpenNMT-py", "precision": "int8"}}]
+    table = "\n".join(render_deployed(models, {"flickr": {}, "coco": {}}))
+    assert "| model (engine) | settings | size MB | flickr | coco | BLEU pooled |" in table
+    assert "| teacher (OpenNMT-py fp32) | cpu, 2 threads, beam 5, batch 64 | 0.50 | 33.0 | " \
+        "30.0 | 33.0 | 100.0 | 1.00x |" in table
+    assert "| student_fp (CTranslate2 int8) | cpu, 2 translators x 1 threads, beam 5, " \
+        "batch 64 | 0.50 | 27.0 | 26.0 | 27.0 | 210.0 | 2.10x |" in table
+    assert "| quantized_distillation_4bit (OpenNMT-py int8) |" in table
+    assert "| student_distilled_fp (OpenNMT-py int8) | skipped: CPU kernels only |" in table
+
+
+def test_deployment_path_follows_the_model_and_the_device():
+    """CTranslate2 for a SentencePiece Transformer (CPU or GPU); OpenNMT-py int8 for an
+    LSTM on the CPU; a reason, never a crash, where neither applies."""
+    from argparse import Namespace
+
+    from onmt_qd.recipe.deployment import deployment
+
+    kinds = {"encoder_type": "transformer", "decoder_type": "transformer"}
+    transformer = Namespace(**kinds, transforms=["sentencepiece"], src_subword_model="s",
+                            tgt_subword_model="s")
+    lstm = Namespace(encoder_type="brnn", decoder_type="rnn")
+    assert deployment(transformer, gpu=True) == deployment(transformer, gpu=False) == \
+        ("CTranslate2", None)
+    assert deployment(lstm, gpu=False) == ("OpenNMT-py", None)
+    engine, reason = deployment(lstm, gpu=True)
+    assert engine == "OpenNMT-py" and "CPU kernels only" in reason
+    engine, reason = deployment(Namespace(**kinds), gpu=False)  # a word vocabulary
+    assert engine == "CTranslate2" and "sentencepiece" in reason
+
+
+def test_deployed_runs_are_cut_into_the_test_sets_in_their_order(tmp_path):
+    """Per-set BLEU of a deployed run comes from its translations of the pooled corpus,
+    cut where each set's references are; a skipped run keeps its reason."""
+    import json
+
+    import pytest
+
+    from onmt_qd.recipe.report import deployed_runs
+
+    class Work:
+        work = str(tmp_path)
+
+        def path(self, *parts):
+            return str(tmp_path.joinpath(*parts))
+
+    sets = {"b": ["a dog runs .", "two men ."], "a": ["the sky is blue ."]}
+    files = {}
+    for name, lines in sets.items():
+        (tmp_path / f"{name}.en").write_text("".join(f"{line}\n" for line in lines))
+        files[name] = {"tgt": str(tmp_path / f"{name}.en")}
+    (tmp_path / "pooled.en").write_text("a dog runs .\ntwo men .\nthe sky is blue .\n")
+    (tmp_path / "deployed").mkdir()
+    (tmp_path / "deployed" / "m.deployed.hyp").write_text("a dog runs .\nmen .\nthe sky is blue .\n")
+    result = {"role": "deployed", "engine": {"name": "CTranslate2", "precision": "int8"},
+              "beam_size": 5, "batch_size": 64, "size_bytes": 9, "bleu": 70.0, "chrf": 80.0,
+              "sentences_per_second": 10.0, "translate_seconds": 0.3,
+              "model": str(tmp_path / "deployed" / "m.ct2"), "hyp": "m.deployed.hyp"}
+    skipped = {"role": "deployed", "engine": {"name": "OpenNMT-py", "precision": "int8"},
+               "skipped": "CPU kernels only"}
+    (tmp_path / "deployed" / "m.json").write_text(json.dumps([result, skipped]))
+    runs = deployed_runs(Work(), "m", files, str(tmp_path / "pooled.en"))
+    assert runs[0]["path"] == "deployed/m.ct2" and runs[1] == skipped
+    assert [(n, s["sentences"]) for n, s in runs[0]["test_sets"].items()] == [("b", 2), ("a", 1)]
+    assert runs[0]["test_sets"]["a"]["bleu"] == 100.0 > runs[0]["test_sets"]["b"]["bleu"]
+    with pytest.raises(ValueError, match="not .*a.en"):  # sets pooled in another order
+        deployed_runs(Work(), "m", dict(reversed(files.items())), str(tmp_path / "pooled.en"))

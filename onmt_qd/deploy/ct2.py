@@ -61,22 +61,35 @@ def deployed_model(opt):
     return DeployedModel(opt.models[0], "cpu" if opt.gpu < 0 else "cuda", max(opt.gpu, 0))
 
 
+def is_transformer(opt):
+    """Whether a checkpoint's options build a Transformer (what CTranslate2 converts)."""
+    return (getattr(opt, "encoder_type", None), getattr(opt, "decoder_type", None)) == \
+        ("transformer", "transformer")
+
+
 def check_transformer(opt, path):
     """CTranslate2 converts Transformers only; an LSTM has OpenNMT-py's int8 path."""
     kinds = (getattr(opt, "encoder_type", None), getattr(opt, "decoder_type", None))
-    if kinds != ("transformer", "transformer"):
+    if not is_transformer(opt):
         raise ValueError(f"-model {path} is a {'/'.join(map(str, kinds))} model and "
                          "CTranslate2 converts Transformers only: for int8 inference of this "
                          "model use onmt_qd_translate -precision int8 (CPU)")
 
 
-def subword_models(opt, path):
-    """The checkpoint's SentencePiece model files (source, target), which must exist."""
+def sentencepiece_models(opt):
+    """(source, target) SentencePiece model files a checkpoint's options name, or None
+    when it was not trained with the sentencepiece transform."""
     transforms = set(getattr(opt, "transforms", None) or [])
     for split in (getattr(opt, "data", None) or {}).values():
         transforms.update((split or {}).get("transforms") or [])
     models = (getattr(opt, "src_subword_model", None), getattr(opt, "tgt_subword_model", None))
-    if "sentencepiece" not in transforms or not all(models):
+    return models if "sentencepiece" in transforms and all(models) else None
+
+
+def subword_models(opt, path):
+    """The checkpoint's SentencePiece model files (source, target), which must exist."""
+    models = sentencepiece_models(opt)
+    if models is None:
         raise ValueError(f"-model {path} was not trained with the sentencepiece transform: "
                          "the export carries the model's SentencePiece models and can "
                          "tokenize with nothing else")
@@ -211,9 +224,13 @@ class DeployedModel:
         if device == "cuda" and device_index >= ctranslate2.get_cuda_device_count():
             raise ValueError(f"-gpu {device_index}: CTranslate2 sees "
                              f"{ctranslate2.get_cuda_device_count()} CUDA device(s)")
-        if inter_threads is None:  # one translator per core
-            cores = os.cpu_count() or 1
+        if inter_threads is None:  # one translator per core torch would use
+            import torch  # (all of them, unless OMP_NUM_THREADS says otherwise)
+
+            cores = torch.get_num_threads()
             inter_threads = 1 if device == "cuda" else max(1, cores // intra_threads)
+        self.device, self.inter_threads, self.intra_threads = (
+            device if device == "cpu" else f"cuda:{device_index}", inter_threads, intra_threads)
         self.translator = ctranslate2.Translator(
             model_dir, device=device, device_index=device_index,
             inter_threads=inter_threads, intra_threads=intra_threads)

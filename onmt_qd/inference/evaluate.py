@@ -39,6 +39,7 @@ class Backend(NamedTuple):
     perplexity: Callable  # (): of the references
     n_params: int
     size_bytes: int
+    engine: dict  # which engine translated, and its settings (device, precision, threads)
 
 
 @contextlib.contextmanager
@@ -54,7 +55,9 @@ def opennmt_backend(opt, sources, src, tgt):
                       lambda: reference_perplexity(loaded.model, loaded.vocabs,
                                                    loaded.model_opt, src, tgt, device),
                       sum(p.numel() for p in loaded.model.parameters()),
-                      os.path.getsize(opt.models[0]))
+                      os.path.getsize(opt.models[0]),
+                      {"name": "OpenNMT-py", "precision": opt.precision or "fp32",
+                       "device": device, "threads": _torch_threads(device)})
 
 
 @contextlib.contextmanager
@@ -72,7 +75,17 @@ def ctranslate2_backend(opt, sources, references):
     yield Backend(lambda count: translate([sources[i] for i in non_blank(sources)[:count]]),
                   lambda progress: translate(sources, progress),
                   lambda: deployed.perplexity(sources, references, opt.batch_size),
-                  deployed.manifest["n_params"], directory_size(opt.models[0]))
+                  deployed.manifest["n_params"], directory_size(opt.models[0]),
+                  {"name": "CTranslate2", "precision": deployed.manifest["quantization"],
+                   "device": deployed.device, "inter_threads": deployed.inter_threads,
+                   "intra_threads": deployed.intra_threads})
+
+
+def _torch_threads(device):
+    """torch's intra-op threads on the CPU (None on a GPU, where they do not translate)."""
+    import torch
+
+    return torch.get_num_threads() if device == "cpu" else None
 
 
 def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
@@ -127,7 +140,8 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
               "ppl": round(ppl, 3), "n_params": measured.n_params,
             "size_bytes": measured.size_bytes,
             "bleu_signature": bleu_sig, "chrf_signature": chrf_sig,
-            "beam_size": beam_size, "sentences": len(references),
+            "beam_size": beam_size, "batch_size": batch_size, "engine": measured.engine,
+            "sentences": len(references),
             "load_seconds": round(load_seconds, 2), "warmup_seconds": round(warmup_seconds, 2),
             "translate_seconds": round(seconds, 2),
             "sentences_per_second": round(len(references) / max(seconds, 1e-9), 1)}

@@ -1,11 +1,14 @@
 """The paper's claims judged on one run: a row per claim and student family with the
-numbers that test it, a verdict against the noise margin (BLEU) and issue 11's goal,
-met or not. A claim whose models were not evaluated is "not measured", never passed."""
+numbers that test it, a verdict against the noise margin (BLEU) and issue 11's goal
+(issue 22's for the deployed claim), met or not. A claim whose models were not
+evaluated is "not measured", never passed."""
 from dataclasses import dataclass
 
+from onmt_qd.recipe.deployment import DEPLOYED, REFERENCE
 from onmt_qd.recipe.identity import DEFAULT_FAMILY, FULL_PRECISION, TEACHER, ModelId
 
 MIN_SIZE_RATIO = 10
+MIN_DEPLOYED_SPEEDUP = 3  # issue 22: the deployed 4-bit student vs the fp32 teacher
 FP32_BYTES = 4
 NOT_MEASURED = "not measured"
 BEST_2BIT = "best 2-bit student"
@@ -18,7 +21,10 @@ class Claim:
     or BEST_2BIT. Kinds: "better": the model's BLEU exceeds the other's by more than
     the noise margin; "close": it is at most the margin below it (and, with
     ``min_size_ratio``, its file that much smaller than the other's fp32 weights);
-    "speed": sentences per second over the other's, judged by the goal's ratio."""
+    "speed": sentences per second over the other's, judged by the goal's ratio.
+    ``deployed``: the model's deployment run (recipe/deployment.py) against the other's
+    fp32 reference run timed with it; ``min_speed_ratio``: a "close" claim holds only
+    when its sentences per second are that many times the other's too."""
 
     id: str
     text: str
@@ -28,6 +34,8 @@ class Claim:
     goal: str | None = None
     goal_test: object = None
     min_size_ratio: float | None = None
+    min_speed_ratio: float | None = None
+    deployed: bool = False
 
 
 CLAIMS = [
@@ -56,6 +64,11 @@ CLAIMS = [
     Claim("speed", "the full-precision student translates faster than the teacher", "speed",
           ("student_fp", FULL_PRECISION), TEACHER,
           "student >= 1.8x the teacher's sentences per second", lambda r: r >= 1.8),
+    Claim("deployed_4bit_vs_teacher", "the 4-bit student, deployed, translates >= 3x faster "
+          "than the teacher at the teacher's BLEU minus 1", "close",
+          ("quantized_distillation", 4), TEACHER,
+          "deployed >= 3x the fp32 teacher's sentences per second, within 1.0 BLEU of it",
+          lambda d: d >= -1.0, min_speed_ratio=MIN_DEPLOYED_SPEEDUP, deployed=True),
 ]
 
 
@@ -89,14 +102,40 @@ class FamilyResults:
         return self.by_id.get(ModelId(method, bits, self.family))
 
 
+def run_of(entry, role):
+    """A model's deploy-stage run of ``role`` (DEPLOYED or REFERENCE), or None."""
+    return next((r for r in (entry or {}).get("runs", []) if r["role"] == role), None)
+
+
+def run_label(entry, run):
+    """How a row names a model's run: ``NAME (ENGINE PRECISION)``."""
+    return f"{entry['name']} ({run['engine']['name']} {run['engine']['precision']})"
+
+
+def _as_measured(entry, role):
+    """A results entry's run of ``role`` in an entry's shape (its label as the name),
+    None when there is none or it was skipped."""
+    run = run_of(entry, role)
+    if run is None or "skipped" in run:
+        return None
+    return {**run, "name": run_label(entry, run)}
+
+
 def _claim_row(claim, results, margin):
     model, other = results.find(claim.model), results.find(claim.against)
+    skipped = teacher = None
+    if claim.deployed:
+        skipped = (run_of(model, DEPLOYED) or {}).get("skipped")
+        teacher = other
+        model, other = _as_measured(model, DEPLOYED), _as_measured(other, REFERENCE)
     prefix = "" if results.family == DEFAULT_FAMILY else f"{results.family}."
     row = {"id": prefix + claim.id, "family": results.family, "claim": claim.text,
            "model": model["name"] if model else _describe(claim.model, results.family),
            "against": _describe(claim.against, results.family), "numbers": {},
            "verdict": NOT_MEASURED, "per_set": {}, "goal": claim.goal,
            "goal_met": NOT_MEASURED if claim.goal else None}
+    if skipped:
+        row["not_measured_because"] = skipped
     metric = "sentences_per_second" if claim.kind == "speed" else "bleu"
     for entry in (model, other):
         if entry and entry.get(metric) is not None:
@@ -113,20 +152,37 @@ def _claim_row(claim, results, margin):
         return row
     difference = model["bleu"] - other["bleu"]
     row["numbers"]["difference"] = round(difference, 2)
-    small_enough = True
+    small_enough = fast_enough = True
     if claim.min_size_ratio:
         ratio = fp32_bytes(other) / model["size_bytes"]
         row["numbers"]["size_ratio"] = round(ratio, 1)
         small_enough = ratio >= claim.min_size_ratio
-    row["verdict"] = _verdict(claim.kind, difference, margin) if small_enough else "does not hold"
+    if claim.min_speed_ratio:
+        fast_enough = _speed_ratios(row, model, other, teacher, claim.min_speed_ratio)
+    required = small_enough and fast_enough
+    row["verdict"] = _verdict(claim.kind, difference, margin) if required else "does not hold"
     if claim.goal:
-        row["goal_met"] = "met" if claim.goal_test(difference) and small_enough else "not met"
+        row["goal_met"] = "met" if claim.goal_test(difference) and required else "not met"
     for test_set, scores in model.get("test_sets", {}).items():
         if test_set in other.get("test_sets", {}):
             set_difference = scores["bleu"] - other["test_sets"][test_set]["bleu"]
             row["per_set"][test_set] = _verdict(claim.kind, set_difference, margin) \
-                if small_enough else "does not hold"
+                if required else "does not hold"
     return row
+
+
+def _speed_ratios(row, model, other, teacher, minimum):
+    """Whether ``model`` translates ``minimum`` times as many sentences per second as
+    ``other``; the ratio goes into the row's numbers, with the ratio to the teacher's
+    own deployment run when it was measured (the gain the engine alone does not
+    explain)."""
+    ratio = model["sentences_per_second"] / other["sentences_per_second"]
+    row["numbers"]["speed_ratio"] = round(ratio, 2)
+    deployed_teacher = _as_measured(teacher, DEPLOYED)
+    if deployed_teacher:
+        row["numbers"]["speed_ratio_vs_deployed_teacher"] = round(
+            model["sentences_per_second"] / deployed_teacher["sentences_per_second"], 2)
+    return ratio >= minimum
 
 
 def _describe(reference, family):

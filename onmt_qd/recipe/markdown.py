@@ -1,6 +1,7 @@
 """report.md: the paper's tables and its claims judged on this run, each number
 traceable to its config, log and evaluated file."""
-from onmt_qd.recipe.claims import fp32_bytes
+from onmt_qd.recipe.claims import fp32_bytes, run_label, run_of
+from onmt_qd.recipe.deployment import REFERENCE
 from onmt_qd.recipe.identity import TEACHER, ModelId
 
 
@@ -15,6 +16,8 @@ def _mb(n):
 
 
 def _numbers(row):
+    if "not_measured_because" in row:
+        return f"not measured: {row['not_measured_because']}"
     return ", ".join(f"{k} {v}" for k, v in row["numbers"].items()) or "-"
 
 
@@ -28,7 +31,11 @@ def render_claims(rows, margin, test_sets):
              "beam and batch, measured once on the pooled test sets. The goals are issue "
              "11's thresholds, judged apart from the noise margin: a 2-bit student 2.9 "
              "BLEU under the teacher does not hold \"reaches the teacher\" yet meets "
-             "\"within 3 BLEU\".", ""]
+             "\"within 3 BLEU\". The deployed claim (issue 22's) compares the student's "
+             "deployment run with the teacher in fp32 through OpenNMT-py, the model a user "
+             "starts from, both timed one at a time in the deploy stage (see \"Deployed "
+             "models\"); speed_ratio_vs_deployed_teacher is the ratio to the teacher "
+             "deployed the same way.", ""]
     several = len({r.get("family") for r in rows}) > 1
     table = [([r["family"]] if several else []) +
              [r["claim"], _numbers(r), r["verdict"],
@@ -95,5 +102,49 @@ def render(title, test_sets, entries, claim_rows, margin):
     if rows:
         out += ["## Distillation vs normal loss when quantizing", "",
                 _table(["model", "bits", "ppl", "BLEU"], rows), ""]
+    out += render_deployed(entries, test_sets)
     out += ["![BLEU vs size](bleu_vs_size.png)", ""]
     return "\n".join(out)
+
+
+def _settings(run):
+    """The engine's settings that decide its speed."""
+    engine = run["engine"]
+    threads = (f"{engine['inter_threads']} translators x {engine['intra_threads']} "
+               "threads" if "inter_threads" in engine else
+               f"{engine['threads']} threads" if engine.get("threads") else "")
+    return ", ".join(x for x in (engine["device"], threads, f"beam {run['beam_size']}",
+                                 f"batch {run['batch_size']}") if x)
+
+
+def render_deployed(entries, test_sets):
+    """Each model as a user ships and runs it: the deploy stage's runs."""
+    reference = run_of(next(e for e in entries if ModelId.of(e) == TEACHER), REFERENCE)
+    rows = []
+    for entry in entries:
+        for run in entry.get("runs", []):
+            if "skipped" in run:
+                rows.append([run_label(entry, run), f"skipped: {run['skipped']}", "-"] +
+                            ["-"] * len(test_sets) + ["-", "-", "-"])
+                continue
+            speed = run["sentences_per_second"]
+            ratio = f"{speed / reference['sentences_per_second']:.2f}x" if reference else "-"
+            rows.append([run_label(entry, run), _settings(run), _mb(run["size_bytes"])] +
+                        [run["test_sets"][s]["bleu"] for s in test_sets] +
+                        [run["bleu"], speed, ratio])
+    if not rows:
+        return []
+    return ["## Deployed models", "",
+            "Each model as a user ships and runs it, timed in the deploy stage one model at "
+            "a time, nothing else running, on every core unless OMP_NUM_THREADS was set "
+            "(sentences per second of the pooled test sets after one warm-up batch; model "
+            "loading excluded): a Transformer exported by "
+            "`onmt_qd_export` to CTranslate2 int8 and translated from that directory (its "
+            "size: the directory); an LSTM, which CTranslate2 does not convert, by "
+            "OpenNMT-py with `-precision int8` (torch dynamic quantization of its Linear "
+            "and LSTM layers at load time, CPU only; its size: the file it loads); the "
+            "teacher also in fp32 through OpenNMT-py, the reference of the last column. "
+            "Settings: the device, torch's threads or CTranslate2's translators x threads "
+            "each, beam and batch size.", "",
+            _table(["model (engine)", "settings", "size MB", *test_sets, "BLEU pooled",
+                    "sentences/s", "vs teacher fp32"], rows), ""]

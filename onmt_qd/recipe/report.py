@@ -40,7 +40,7 @@ def per_set_scores(hypotheses, test_sets, pooled_references):
 def collect(pipeline):
     """One entry per evaluated model (its identity's keys first): bleu, chrf, ppl and
     speed over all test sets pooled (the single set when there is one), per-set BLEU
-    and chrF under test_sets."""
+    and chrF under test_sets; the deploy stage's runs of it under runs."""
     from onmt_qd.evaluate.metrics import read_lines
 
     test_sets, pooled = pipeline.test_sets(), pipeline.pooled_test_set()
@@ -60,12 +60,37 @@ def collect(pipeline):
                  "config": f"configs/{name}.yaml" if os.path.exists(
                      pipeline.path("configs", f"{name}.yaml")) else None,
                  "log": f"logs/{name}.log"}
+        entry["runs"] = deployed_runs(pipeline, name, test_sets, pooled["tgt"])
         size_file = pipeline.path("sizes", f"{name}.json")
         if os.path.exists(size_file):
             with open(size_file) as handle:
                 entry["size_report"] = json.load(handle)
         entries.append(entry)
     return entries
+
+
+def deployed_runs(pipeline, name, test_sets, pooled_references):
+    """The deploy stage's runs of one model (recipe/deployment.py): engine and settings,
+    size on disk, BLEU pooled and per test set (cut from its translations as the
+    evaluate stage's are), sentences per second; a skipped run keeps its reason."""
+    from onmt_qd.evaluate.metrics import read_lines
+
+    with open(pipeline.path("deployed", f"{name}.json")) as handle:
+        runs = json.load(handle)
+    kept = []
+    for run in runs:
+        if "skipped" in run:
+            kept.append({k: run[k] for k in ("role", "engine", "skipped")})
+            continue
+        hypotheses = read_lines(pipeline.path("deployed", run["hyp"]))
+        kept.append({**{k: run[k] for k in RUN_KEYS},
+                     "path": os.path.relpath(run["model"], pipeline.work),
+                     "test_sets": per_set_scores(hypotheses, test_sets, pooled_references)})
+    return kept
+
+
+RUN_KEYS = ("role", "engine", "beam_size", "batch_size", "size_bytes", "bleu", "chrf",
+            "sentences_per_second", "translate_seconds")
 
 
 def write_report(pipeline):

@@ -26,6 +26,7 @@ from onmt_qd.recipe.runner import RecipeError, Runner, Stage
 # made (its optimizer and learning rate are its own)
 BATCH_KEYS = ("batch_type", "batch_size", "valid_batch_size", "num_workers")
 TRANSLATION_CHUNKS = 10  # the teacher translates the training source in this many parts
+DEPLOY_BEAM = 5  # the evaluate stage's beam (onmt_qd_eval's default)
 
 
 class Pipeline(Runner):
@@ -104,9 +105,10 @@ class Pipeline(Runner):
                             needs=["data", *(m.name for m in self.evaluated), "compress"],
                             progress=lambda: self.models_done("eval", self.evaluated,
                                                               "evaluated")))
+        stages.append(self.deploy_stage(evaluated_on))
         stages.append(Stage("report", self.report, [self.path("report.md")],
                             lambda: f"{evaluated_on()} noise={p.noise_bleu}",
-                            needs=["evaluate"]))
+                            needs=["evaluate", "deploy"]))
         return stages
 
     def student_families(self):
@@ -322,6 +324,33 @@ class Pipeline(Runner):
             "-output", self.path("eval", f"{model.name}.hyp"),
             "-batch_size", self.profile.translate_batch_size, "-gpu", 0 if self.gpu else -1),
             log_name=f"evaluate.{model.name}"), self.evaluated)
+
+    def deploy_stage(self, evaluated_on):
+        """Every evaluated model through its deployment path (recipe/deployment.py).
+        It needs the evaluate stage so that it runs alone: its speeds are timed on
+        every core, one model at a time."""
+        from importlib.metadata import version
+
+        from onmt_qd.recipe.deployment import QUANTIZATION
+
+        return Stage("deploy", self.deploy_all, [self.path("deployed")],
+                     lambda: f"{evaluated_on()} {QUANTIZATION} gpu={self.gpu} "
+                             f"ctranslate2={version('ctranslate2')}",
+                     needs=["data", *(m.name for m in self.evaluated), "compress", "evaluate"],
+                     progress=lambda: self.models_done("deployed", self.evaluated, "deployed"))
+
+    def deploy_all(self):
+        from onmt_qd.recipe.deployment import deploy_threads
+
+        os.makedirs(self.path("deployed"), exist_ok=True)
+        test = self.pooled_test_set()
+        plan = {"models": [{"name": m.name, "file": self.evaluated_file(m),
+                            "reference": m == TEACHER} for m in self.evaluated],
+                "src": test["src"], "tgt": test["tgt"], "beam_size": DEPLOY_BEAM,
+                "batch_size": self.profile.translate_batch_size, "gpu": self.gpu,
+                "threads": deploy_threads(), "folder": self.path("deployed")}
+        self.command("deploy", [sys.executable, "-m", "onmt_qd.recipe.deployment",
+                                self.write_config("deploy", plan)])
 
     def translate_training_source(self):
         """Sequence-level distillation data: the teacher's beam-5 translation of every
