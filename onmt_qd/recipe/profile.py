@@ -83,27 +83,7 @@ class Profile:
         for key in settings:
             if key not in known:
                 raise RecipeError(f"unknown key '{key}' in {where}{did_you_mean(key, known)}")
-        if given_teacher and "teacher" in settings:
-            raise RecipeError(f"{where} sets teacher options, but the recipe names its "
-                              "teacher_model: remove one of them")
-        if not given_teacher and not isinstance(settings.get("teacher"), dict):
-            raise RecipeError(f"{where} needs teacher: its onmt_qd_train options (or the "
-                              "recipe a teacher_model)")
-        students = settings.get("students", {})
-        if not isinstance(students, dict) or not all(
-                isinstance(v, dict) for v in students.values()):
-            raise RecipeError(f"students in {where} must map a family name to its "
-                              f"onmt_qd_train options, got {students!r}")
-        for family in students:
-            if not FAMILY_NAME.fullmatch(str(family)) or family == DEFAULT_FAMILY:
-                raise RecipeError(f"student family '{family}' in {where}: a name is letters, "
-                                  "digits, _ and - (starting with a letter), not "
-                                  f"'{DEFAULT_FAMILY}' (that family is the student key)")
-        if "student" in settings and not isinstance(settings["student"], dict):
-            raise RecipeError(f"student in {where} must be its onmt_qd_train options")
-        if "student" not in settings and not students:
-            raise RecipeError(f"{where} needs student (its onmt_qd_train options) or "
-                              "students (family name -> options)")
+        _check_models(settings, where, given_teacher)
         bits = {key: value for key, value in settings.items() if key.endswith("_bits")}
         for key, value in bits.items():
             if not isinstance(value, list):
@@ -115,28 +95,58 @@ class Profile:
                 except ValueError as exc:
                     raise RecipeError(str(exc)) from None
         profile = cls(name, **{**settings, **{key: tuple(v) for key, v in bits.items()}})
-        if profile.distill_data not in DISTILL_DATA:
-            raise RecipeError(f"distill_data in {where} must be one of "
-                              f"{', '.join(DISTILL_DATA)}, got '{profile.distill_data}'")
-        for key, least in WHOLE_NUMBERS.items():
-            value = getattr(profile, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise RecipeError(f"{key} in {where} must be a whole number >= {least}, got "
-                                  f"{value!r}")
-        if profile.subset is not None and not (
-                isinstance(profile.subset, dict) and set(profile.subset) <= set(SPLITS) and all(
-                    type(n) is int and n >= 1 for n in profile.subset.values())):
-            raise RecipeError(f"subset in {where} must map {', '.join(SPLITS)} to a number of "
-                              f"lines >= 1, got {profile.subset!r}")
-        noise = profile.noise_bleu
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
-            raise RecipeError(f"noise_bleu in {where} must be a number of BLEU points >= 0, "
-                              f"got {noise!r}")
+        profile._check_values(where)
         parser = train_parser()
         check_keys(parser, profile.train, f"train options of {where}")
         for model, options in profile.trained_models():
             check_keys(parser, options, f"{model} options of {where}")
         return profile
+
+    def _check_values(self, where):
+        """The profile's own settings (not onmt_qd_train options): choices and ranges."""
+        if self.distill_data not in DISTILL_DATA:
+            raise RecipeError(f"distill_data in {where} must be one of "
+                              f"{', '.join(DISTILL_DATA)}, got '{self.distill_data}'")
+        for key, least in WHOLE_NUMBERS.items():
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise RecipeError(f"{key} in {where} must be a whole number >= {least}, got "
+                                  f"{value!r}")
+        if self.subset is not None and not (
+                isinstance(self.subset, dict) and set(self.subset) <= set(SPLITS) and all(
+                    type(n) is int and n >= 1 for n in self.subset.values())):
+            raise RecipeError(f"subset in {where} must map {', '.join(SPLITS)} to a number of "
+                              f"lines >= 1, got {self.subset!r}")
+        noise = self.noise_bleu
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
+            raise RecipeError(f"noise_bleu in {where} must be a number of BLEU points >= 0, "
+                              f"got {noise!r}")
+
+
+def _check_models(settings, where, given_teacher):
+    """The models a profile trains: a teacher unless the recipe gives one, and at least
+    one student family, each a mapping of onmt_qd_train options under a valid name."""
+    if given_teacher and "teacher" in settings:
+        raise RecipeError(f"{where} sets teacher options, but the recipe names its "
+                          "teacher_model: remove one of them")
+    if not given_teacher and not isinstance(settings.get("teacher"), dict):
+        raise RecipeError(f"{where} needs teacher: its onmt_qd_train options (or the "
+                          "recipe a teacher_model)")
+    students = settings.get("students", {})
+    if not isinstance(students, dict) or not all(
+            isinstance(v, dict) for v in students.values()):
+        raise RecipeError(f"students in {where} must map a family name to its "
+                          f"onmt_qd_train options, got {students!r}")
+    for family in students:
+        if not FAMILY_NAME.fullmatch(str(family)) or family == DEFAULT_FAMILY:
+            raise RecipeError(f"student family '{family}' in {where}: a name is letters, "
+                              "digits, _ and - (starting with a letter), not "
+                              f"'{DEFAULT_FAMILY}' (that family is the student key)")
+    if "student" in settings and not isinstance(settings["student"], dict):
+        raise RecipeError(f"student in {where} must be its onmt_qd_train options")
+    if "student" not in settings and not students:
+        raise RecipeError(f"{where} needs student (its onmt_qd_train options) or "
+                          "students (family name -> options)")
 
 
 def recipe_path(name):
