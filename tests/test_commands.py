@@ -93,6 +93,8 @@ def test_diffquant_refuses_an_average_width_before_reading_any_model(tmp_path):
     model.write_bytes(b"not read before the options are checked")
     stand_ins = ["-data", "{}", "-src_vocab", model, "-teacher_model", model, "-bits", 2]
     for avg, rule in ((0.5, "-avg_bits 0.5 is less than the 1-bit minimum"),
+                      (0, "-avg_bits 0.0 is less than"),  # once: -bits, silently
+                      ("nan", "-avg_bits nan is less than"),
                       (9, "-avg_bits 9.0 is more than the 8-bit maximum")):
         refused("diffquant", "-model", model, *stand_ins, "-avg_bits", avg,
                 "-output", tmp_path / "d.pt", message=rule)
