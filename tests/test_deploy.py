@@ -172,14 +172,14 @@ def test_precision_int8_on_a_gpu_is_refused_before_loading(teacher, data):
 
 def test_recipe_deploy_stage_exports_transformers_and_skips_lstm_int8_on_a_gpu(
         transformer, teacher, data, tmp_path):
-    """The recipe's deploy command (recipe/deployment.py) on a plan: the Transformer's
+    """The recipe's deploy command (bin/recipe_deploy.py) on a plan: the Transformer's
     .qdz exported to CTranslate2 int8 and evaluated from the directory, with its
     translators named; on a GPU run an LSTM's int8 path is skipped with the reason,
     before anything touches a GPU."""
     import torch
     import yaml
 
-    from onmt_qd.recipe.deployment import deploy_all, deploy_model
+    from onmt_qd.bin.recipe_deploy import deploy_all, deploy_model
 
     plan = {"models": [{"name": "q4", "file": transformer["qdz"], "reference": False}],
             "src": data["test.de"], "tgt": data["test.en"], "beam_size": 2, "batch_size": 8,

@@ -349,7 +349,7 @@ class Pipeline(Runner):
                 "src": test["src"], "tgt": test["tgt"], "beam_size": DEPLOY_BEAM,
                 "batch_size": self.profile.translate_batch_size, "gpu": self.gpu,
                 "threads": deploy_threads(), "folder": self.path("deployed")}
-        self.command("deploy", [sys.executable, "-m", "onmt_qd.recipe.deployment",
+        self.command("deploy", [sys.executable, "-m", "onmt_qd.bin.recipe_deploy",
                                 self.write_config("deploy", plan)])
 
     def translate_training_source(self):
