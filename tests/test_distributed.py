@@ -12,7 +12,6 @@ import sys
 import time
 
 import pytest
-import torch
 import yaml
 
 from onmt_qd.compat import load_checkpoint
@@ -141,3 +140,15 @@ def test_a_killed_process_ends_the_run_with_one_line_naming_its_rank(four_lines,
     assert left and all(re.fullmatch(r"m_step_\d+\.pt", name) for name in left), left
     for name in left:
         load_checkpoint(str(tmp_path / name))  # complete, loadable
+
+
+def test_an_error_in_the_processes_is_one_line_naming_a_rank(four_lines, cache, tmp_path):
+    """Each process refuses the cache (made from the 600-pair corpus, not these 4 pairs):
+    the error travels through OpenNMT-py's error queue and ends the run in one line."""
+    code, _, err = command("train", "-config", four_lines, "-teacher_cache", cache,
+                           "-save_model", tmp_path / "m", "-train_steps", 2, *ranks(2))
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert re.match(r"onmt_qd_train: error: training process of rank [01] failed: "
+                    r"ValueError: teacher cache .* was made from other data", last), err
+    assert "Traceback" not in err and list(tmp_path.iterdir()) == []

@@ -7,6 +7,7 @@ CUDA tensors), so on CPU processes it is built for one process (n_gpu 0) and the
 live here: the normalization (sentences or tokens) and the gradients, summed over the
 processes, so that N processes with batch b take the step one process takes with batch
 N*b."""
+import contextlib
 import copy
 import hashlib
 import multiprocessing.connection
@@ -175,17 +176,18 @@ class RankErrorHandler(ErrorHandler):
         rank, what = self.blame()
         for proc in self.procs.values():
             if proc.is_alive():
-                os.kill(proc.pid, signal.SIGINT)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGINT)
         for proc in self.procs.values():
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
                 proc.join()
         remove_stale_temporaries(self.save_model)
-        signal.signal(signal.SIGUSR1, self.previous_handler)
+        self.end_listener()  # the handler stays: a late SIGUSR1 finds it (stopping)
         raise ValueError(f"training process of rank {rank} {what}; all {len(self.procs)} "
-                         "processes stopped (no half-written checkpoint is left: resume "
-                         "with -train_from from the last one written)")
+                         "processes stopped, and the checkpoints written so far are whole "
+                         "(resume from the last with -train_from)")
 
     def join(self):
         """Wait for every process; the first that fails ends the run (stop)."""
@@ -196,8 +198,13 @@ class RankErrorHandler(ErrorHandler):
                 waiting.pop(rank).join()
             if self.blame() is not None:
                 self.stop()
-        self.error_queue.put((None, None))
-        self.error_thread.join()
+        self.end_listener()
         if self.blame() is not None:
             self.stop()
         signal.signal(signal.SIGUSR1, self.previous_handler)
+
+    def end_listener(self):
+        """Let the listener thread end: it takes the end-of-run mark unless it has
+        taken an error first (and then signalled before ending)."""
+        self.error_queue.put((None, None))
+        self.error_thread.join()
