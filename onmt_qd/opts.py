@@ -82,6 +82,21 @@ def checkpoint_opts(parser):
               "does not allow this.")
 
 
+def distributed_help(parser):
+    """What -world_size and -gpu_backend do in onmt_qd_train (OpenNMT-py declares them;
+    its help says nothing of CPU processes)."""
+    helps = {
+        "world_size": "Number of data-parallel processes: one per -gpu_ranks entry, or, "
+        "without -gpu_ranks and with -gpu_backend gloo, that many CPU processes on this "
+        "machine (ranks 0..N-1, each with batch -batch_size and its share of the cores; "
+        "gradients are summed, so N processes step as one with N times the batch).",
+        "gpu_backend": "torch.distributed backend: nccl for GPUs; gloo for -world_size CPU "
+        "processes (no -gpu_ranks)."}
+    for action in parser._actions:
+        if action.dest in helps:
+            action.help = helps[action.dest]
+
+
 def policy_opts(parser, prefix):
     """Quantization policy options; ``prefix`` is "quant_" for training and "" for
     the stand-alone commands (``onmt_qd_quantize -bits 4``)."""
@@ -180,6 +195,7 @@ def train_parser():
     parser = ArgumentParser(description="onmt_qd_train: onmt_train plus distillation, "
                             "quantized training and the paper's learning-rate rule")
     train_opts(parser)
+    distributed_help(parser)
     distill_opts(parser)
     schedule_opts(parser)
     precision_opts(parser)

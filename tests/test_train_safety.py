@@ -90,7 +90,9 @@ def test_a_resume_keeps_or_refuses_quantization_and_vocabulary(data, tmp_path):
      "-quant_bits is not set: add -quant_bits (1 to 8), or drop -quant_bucket_size"),
     (["-distill_temperature", "1e30"], "-distill_temperature must be > 0 and at most 100, "
      "got 1e+30"),
-    (["-world_size", 2], "distributed CPU training is not supported yet"),
+    (["-world_size", 2], "CPU processes, which need -gpu_backend gloo (not nccl)"),
+    (["-world_size", 2, "-gpu_backend", "gloo", "-parallel_mode", "tensor_parallel"],
+     "-parallel_mode tensor_parallel on CPU processes is not supported"),
 ])
 def test_impossible_values_are_refused_with_the_range_that_works(data, tmp_path, extra,
                                                                 message):

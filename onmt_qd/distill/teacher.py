@@ -96,11 +96,18 @@ class LiveTeacher:
             return DenseDistribution(teacher_forced_logits(self.model, batch))
 
 
+def process_stride(opt):
+    """How many data-parallel processes share the training lines: one per -gpu_ranks
+    entry, or -world_size CPU processes (onmt_qd/train/distributed.py), else one."""
+    if opt.parallel_mode != "data_parallel":
+        return 1
+    return max(1, len(opt.gpu_ranks) or opt.world_size)
+
+
 def loader_stride(opt):
     """The line stride of OpenNMT-py's training reader: data-loader workers times
-    data-parallel GPUs (see onmt_qd_train's iterator and DynamicDatasetIter)."""
-    gpus = max(1, len(opt.gpu_ranks)) if opt.parallel_mode == "data_parallel" else 1
-    return gpus * max(1, opt.num_workers)
+    data-parallel processes (see onmt_qd_train's iterator and DynamicDatasetIter)."""
+    return process_stride(opt) * max(1, opt.num_workers)
 
 
 class CachedTeacher:

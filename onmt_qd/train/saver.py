@@ -13,18 +13,23 @@ from onmt.utils.logging import logger
 from onmt_qd.compat import load_checkpoint, save_atomic
 from onmt_qd.fileio import atomic_output, remove_stale_temporaries
 from onmt_qd.models import model_weights, parameter_shapes, split_weights
-from onmt_qd.quant_checkpoint import (RUN_KEY, SHADOW_KEY, VALID_KEY, attach_quantization,
-                                      quantize_weights)
+from onmt_qd.quant_checkpoint import (QUANT_KEY, RUN_KEY, SHADOW_KEY, VALID_KEY,
+                                      attach_quantization, quantize_weights)
 from onmt_qd.train.checks import foreign_checkpoints
+from onmt_qd.train.distributed import check_same_state
 
 
 class QDModelSaver(ModelSaver):
     """Checkpoints in the stock layout, written atomically. With quantized training the
     stock keys hold Q(w) and ``qd_quant``/``qd_shadow`` what resuming and compression
     need; the best validation checkpoint is also kept as ``<save_model>_best.pt``.
-    Every checkpoint records ``run`` (RUN_KEY), the run that wrote it."""
+    Every checkpoint records ``run`` (RUN_KEY), the run that wrote it. With several
+    data-parallel processes (``lockstep``) every process builds the checkpoint and
+    rank 0 writes it only if all hold the same weights, optimizer state and rounding
+    state (check_same_state)."""
 
     fake_quant = None
+    lockstep = False
     valid_ppl = None
     best_ppl = math.inf
     run = None
@@ -35,7 +40,7 @@ class QDModelSaver(ModelSaver):
         return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
 
     def _save(self, step, model):
-        if not self.writes():
+        if not self.writes() and not self.lockstep:
             return None, None
         if self.fake_quant is not None:
             self.fake_quant.restore()
@@ -53,6 +58,16 @@ class QDModelSaver(ModelSaver):
             checkpoint[SHADOW_KEY] = shadow
         else:
             checkpoint["model"], checkpoint["generator"] = split_weights(weights)
+        if self.lockstep:
+            parts = [checkpoint.get(key) for key in
+                     ("model", "generator", QUANT_KEY, SHADOW_KEY, "optim")]
+            if self.fake_quant is not None:
+                parts.append(self.fake_quant.generator.get_state())
+            digest = check_same_state(step, parts)
+            logger.info(f"Step {step}: the data-parallel processes hold the same weights "
+                        f"(sha256 {digest[:16]})")
+        if not self.writes():
+            return None, None
         if self.valid_ppl is not None:
             checkpoint[VALID_KEY] = {"ppl": self.valid_ppl, "step": step}
         path = f"{self.base_path}_step_{step}.pt"

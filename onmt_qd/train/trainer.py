@@ -12,7 +12,7 @@ from onmt.inputters.dynamic_iterator import build_dynamic_dataset_iter
 from onmt.model_builder import build_model
 from onmt.train_single import _get_model_opts, _init_train, configure_process
 from onmt.trainer import Trainer, build_trainer
-from onmt.utils.distributed import ErrorHandler, spawned_train
+from onmt.utils.distributed import spawned_train
 from onmt.utils.logging import init_logger, logger
 
 from onmt_qd.distill import DistillLossCompute, teacher_from_opts
@@ -20,6 +20,9 @@ from onmt_qd.models import named_weights, split_weights
 from onmt_qd.opts import AUTOCAST_DTYPES, QUANT_OPTIONS
 from onmt_qd.quant_checkpoint import RUN_KEY, SHADOW_KEY
 from onmt_qd.train.checks import check_opts, check_resume
+from onmt_qd.train.distributed import (RankErrorHandler, collective_device, cpu_processes,
+                                       cpu_rank, data_shard, in_lockstep, launch_opts,
+                                       sum_gradients, sum_over_processes)
 from onmt_qd.train.epochs import apply_epochs
 from onmt_qd.train.fakequant import FakeQuantizer
 from onmt_qd.train.precision import use_autocast
@@ -28,11 +31,14 @@ from onmt_qd.train.schedule import PlateauHalving, QDOptimizer
 
 
 class QDTrainer(Trainer):
-    """Stock Trainer plus the per-epoch learning-rate rule.
+    """Stock Trainer plus the per-epoch learning-rate rule, and the sums that keep CPU
+    processes in lockstep (``cpu_ranks``; OpenNMT-py's own sums are for GPUs).
 
     Validation sees the quantized weights (the fake quantizer's forward hook rounds
     deterministically in eval mode), so perplexity, halving and the best checkpoint
     are those of the quantized model."""
+
+    cpu_ranks = False
 
     @classmethod
     def adopt(cls, trainer):
@@ -56,6 +62,8 @@ class QDTrainer(Trainer):
 
     def _gradient_accumulation(self, batches, normalization, total_stats, report_stats):
         self._share_halving()
+        if self.cpu_ranks:
+            normalization = sum_over_processes(normalization)
         step = self.optim.training_step
         super()._gradient_accumulation(batches, normalization, total_stats, report_stats)
         loss = float(total_stats.loss)
@@ -63,14 +71,15 @@ class QDTrainer(Trainer):
             raise self.model_saver.diverged(step, f"the loss is {loss}")
 
     def _share_halving(self):
-        """Only rank 0 validates: after each validation step every rank takes its
-        learning-rate scale, so all GPUs keep stepping with the same rate."""
+        """Rank 0 decides: after each validation step every rank takes its learning-rate
+        scale, so all processes keep stepping with the same rate (only rank 0 validates
+        on GPUs; every CPU process validates, as OpenNMT-py's CPU trainer does)."""
         plateau = self.optim.plateau
-        if plateau is None or self.n_gpu <= 1 or self.parallel_mode != "data_parallel":
+        if plateau is None or not in_lockstep(self.parallel_mode):
             return
         step = self.optim.training_step
         if step > 1 and (step - 1) % self.valid_steps == 0:
-            scale = torch.tensor([plateau.scale], device=f"cuda:{torch.cuda.current_device()}")
+            scale = torch.tensor([plateau.scale], device=collective_device())
             torch.distributed.broadcast(scale, 0)
             plateau.scale = scale.item()
 
@@ -111,6 +120,7 @@ def train_single(opt, device_id, policy=None):
     saver = QDModelSaver(opt.save_model, model, model_opt, vocabs, optim,
                          opt.keep_checkpoint, opt.save_format, device_id)
     saver.run = run
+    saver.lockstep = in_lockstep(opt.parallel_mode)
     saver.begin(opt, resumed)
     if policy is not None:
         saver.fake_quant = FakeQuantizer(model, policy)
@@ -122,6 +132,9 @@ def train_single(opt, device_id, policy=None):
     trainer = QDTrainer.adopt(build_trainer(opt, device_id, model, vocabs, optim,
                                             model_saver=saver))
     trainer.valid_steps = opt.valid_steps
+    if device_id < 0 and in_lockstep(opt.parallel_mode):
+        trainer.cpu_ranks = True
+        optim.before_step.insert(0, functools.partial(sum_gradients, model))
     if teacher is not None:
         loss = DistillLossCompute.from_opts(opt, model, vocabs["tgt"])
         loss.set_teacher(teacher, opt.distill_weight, opt.distill_temperature)
@@ -130,11 +143,10 @@ def train_single(opt, device_id, policy=None):
                     f"lambda={opt.distill_weight}, "
                     f"T={opt.distill_temperature}")
 
-    parallel = opt.parallel_mode == "data_parallel"
+    stride, offset = data_shard(opt, device_id)
     train_iter = build_dynamic_dataset_iter(
         opt, transforms_cls, vocabs, task=CorpusTask.TRAIN, copy=opt.copy_attn,
-        stride=max(1, len(opt.gpu_ranks)) if parallel else 1,
-        offset=max(0, device_id) if parallel else 0, device_id=device_id)
+        stride=stride, offset=offset, device_id=device_id)
     valid_iter = build_dynamic_dataset_iter(
         valid_loading(opt), transforms_cls, vocabs, task=CorpusTask.VALID, copy=opt.copy_attn,
         device_id=device_id)
@@ -160,17 +172,16 @@ def train(opt):
     apply_epochs(opt)
     process = functools.partial(train_single, policy=check_resume(opt, policy))
     if opt.world_size > 1:
+        if cpu_processes(opt):
+            process = functools.partial(cpu_rank, process)
+        launch = launch_opts(opt)
         context = torch.multiprocessing.get_context("spawn")
         error_queue = context.SimpleQueue()
-        error_handler = ErrorHandler(error_queue)
-        procs = []
-        for device_id in range(len(opt.gpu_ranks)):
-            proc = context.Process(target=spawned_train,
-                                   args=(process, opt, device_id, error_queue))
-            proc.start()
-            error_handler.add_child(proc.pid)
-            procs.append(proc)
-        for proc in procs:
-            proc.join()
+        error_handler = RankErrorHandler(error_queue, opt.save_model)
+        for device_id, rank in enumerate(launch.gpu_ranks):
+            error_handler.start(rank, context.Process(
+                target=spawned_train, args=(process, launch, device_id, error_queue)))
+            logger.info(f"Rank {rank}: process {error_handler.procs[rank].pid}")
+        error_handler.join()
     else:
         process(opt, 0 if len(opt.gpu_ranks) == 1 else -1)

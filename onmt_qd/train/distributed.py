@@ -1,0 +1,210 @@
+"""Data-parallel training on CPU processes (torch.distributed's gloo backend), built on
+OpenNMT-py's launch (spawned_train, multi_init, ErrorHandler), and what keeps every
+data-parallel process in lockstep.
+
+OpenNMT-py's Trainer synchronizes data-parallel GPUs only (its all_gather_list makes
+CUDA tensors), so on CPU processes it is built for one process (n_gpu 0) and the sums
+live here: the normalization (sentences or tokens) and the gradients, summed over the
+processes, so that N processes with batch b take the step one process takes with batch
+N*b."""
+import contextlib
+import copy
+import hashlib
+import multiprocessing.connection
+import os
+import signal
+
+import torch
+import torch.distributed as dist
+from onmt.utils.distributed import ErrorHandler
+
+from onmt_qd.distill.teacher import process_stride
+from onmt_qd.fileio import remove_stale_temporaries
+
+
+def cpu_processes(opt):
+    """Whether this run trains on -world_size CPU processes (no -gpu_ranks)."""
+    return opt.world_size > 1 and not opt.gpu_ranks
+
+
+def launch_opts(opt):
+    """The options spawned_train starts each process with: on CPU processes, ranks
+    0..world_size-1 in -gpu_ranks, which OpenNMT-py's multi_init reads as the process
+    ranks (cpu_rank gives every process its CPU options back)."""
+    if not cpu_processes(opt):
+        return opt
+    launch = copy.copy(opt)
+    launch.gpu_ranks = list(range(opt.world_size))
+    return launch
+
+
+def cpu_rank(process, opt, device_id):
+    """spawned_train's process function on CPU: multi_init has made this process rank
+    ``device_id``; it trains on the CPU (device -1) with its share of the cores, unless
+    OMP_NUM_THREADS says otherwise."""
+    opt = copy.copy(opt)
+    opt.gpu_ranks = []
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // opt.world_size))
+    process(opt, -1)
+
+
+def in_lockstep(parallel_mode):
+    """Whether this process is one of several data-parallel processes (which must hold
+    the same weights after every step)."""
+    return (parallel_mode == "data_parallel" and dist.is_initialized()
+            and dist.get_world_size() > 1)
+
+
+def collective_device():
+    """Where the tensors of a collective live: the CPU for gloo, this GPU for NCCL."""
+    return "cpu" if dist.get_backend() == "gloo" else f"cuda:{torch.cuda.current_device()}"
+
+
+def data_shard(opt, device_id):
+    """(stride, offset) of this process's training lines: OpenNMT-py's, one share per
+    -gpu_ranks entry by device, or one per CPU process by rank."""
+    if opt.parallel_mode != "data_parallel":
+        return 1, 0
+    rank = dist.get_rank() if dist.is_initialized() and device_id < 0 else max(0, device_id)
+    return process_stride(opt), rank
+
+
+def sum_over_processes(value):
+    """The sum of a number over the CPU processes."""
+    total = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(total)
+    return total.item()
+
+
+def sum_gradients(model):
+    """Sum every trainable parameter's gradient over the CPU processes, in one
+    all-reduce (a parameter this process gave no gradient counts as zeros)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                      for p in params])
+    dist.all_reduce(flat)
+    offset = 0
+    for p in params:
+        summed = flat[offset:offset + p.numel()].view_as(p)
+        if p.grad is None:
+            p.grad = summed.clone()
+        else:
+            p.grad.copy_(summed)
+        offset += p.numel()
+
+
+def state_digest(value, sha=None):
+    """SHA-256 of the tensors and numbers in a (nested) checkpoint dictionary."""
+    sha = sha or hashlib.sha256()
+    if isinstance(value, dict):
+        for key in sorted(value, key=str):
+            sha.update(str(key).encode())
+            state_digest(value[key], sha)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            state_digest(item, sha)
+    elif isinstance(value, torch.Tensor):
+        sha.update(str((value.dtype, tuple(value.shape))).encode())
+        sha.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    elif value is None or isinstance(value, (bool, int, float, str)):
+        sha.update(repr(value).encode())
+    return sha
+
+
+def check_same_state(step, parts):
+    """Refuse to save unless every data-parallel process holds the same ``parts`` (the
+    checkpoint's weights and optimizer state, the rounding's random state); returns
+    the digest, the same for all."""
+    digest = state_digest(parts).hexdigest()
+    digests = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, digest)
+    differ = [rank for rank, other in enumerate(digests) if other != digests[0]]
+    if differ:
+        raise ValueError(f"step {step}: the weights of rank {differ[0]} differ from rank "
+                         "0's (data-parallel processes out of step); no checkpoint written")
+    return digest
+
+
+class RankErrorHandler(ErrorHandler):
+    """OpenNMT-py's ErrorHandler (a child's error queued as (rank, traceback), SIGUSR1
+    to the parent, the children stopped), ending the run with one line naming the rank
+    (a ValueError, which the command prints) instead of an Exception carrying the
+    traceback, and also when a process dies without a word (killed, out of memory)."""
+
+    def __init__(self, error_queue, save_model):
+        self.save_model = save_model
+        self.procs = {}
+        self.failure = None
+        self.stopping = False
+        self.previous_handler = signal.getsignal(signal.SIGUSR1)
+        super().__init__(error_queue)
+
+    def start(self, rank, proc):
+        proc.start()
+        self.procs[rank] = proc
+        self.add_child(proc.pid)
+
+    def error_listener(self):
+        rank, trace = self.error_queue.get()
+        if rank is None:  # join's end-of-run mark: no process failed
+            return
+        last = trace.strip().splitlines()[-1] if trace.strip() else "no message"
+        self.failure = (rank, f"failed: {last}")
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def signal_handler(self, signalnum, stackframe):
+        if not self.stopping:
+            self.stop()
+
+    def blame(self):
+        """(rank, what): a process killed by a signal first (the others then fail in
+        their next collective), else the first error queued, else an abnormal exit."""
+        for rank, proc in self.procs.items():
+            if proc.exitcode is not None and proc.exitcode < 0:
+                return rank, f"was killed by {signal.Signals(-proc.exitcode).name}"
+        if self.failure is not None:
+            return self.failure
+        for rank, proc in self.procs.items():
+            if proc.exitcode:
+                return rank, f"exited with status {proc.exitcode}"
+        return None
+
+    def stop(self):
+        """Stop every process, remove what they left half-written, raise one line."""
+        self.stopping = True
+        rank, what = self.blame()
+        for proc in self.procs.values():
+            if proc.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGINT)
+        for proc in self.procs.values():
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        remove_stale_temporaries(self.save_model)
+        self.end_listener()  # the handler stays: a late SIGUSR1 finds it (stopping)
+        raise ValueError(f"training process of rank {rank} {what}; all {len(self.procs)} "
+                         "processes stopped, and the checkpoints written so far are whole "
+                         "(resume from the last with -train_from)")
+
+    def join(self):
+        """Wait for every process; the first that fails ends the run (stop)."""
+        waiting = dict(self.procs)
+        while waiting:
+            ended = multiprocessing.connection.wait([p.sentinel for p in waiting.values()])
+            for rank in [r for r, p in waiting.items() if p.sentinel in ended]:
+                waiting.pop(rank).join()
+            if self.blame() is not None:
+                self.stop()
+        self.end_listener()
+        if self.blame() is not None:
+            self.stop()
+        signal.signal(signal.SIGUSR1, self.previous_handler)
+
+    def end_listener(self):
+        """Let the listener thread end: it takes the end-of-run mark unless it has
+        taken an error first (and then signalled before ending)."""
+        self.error_queue.put((None, None))
+        self.error_thread.join()

@@ -1,0 +1,154 @@
+"""Data-parallel training on 2 CPU processes (torch.distributed's gloo backend, issue 23):
+the step of 2 processes with batch b is the step of one with batch 2b; quantized
+distillation from the teacher cache keeps every process's weights identical; one
+process writes each checkpoint; a resumed run continues the schedule; a killed process
+ends the run with one line. Each process uses one thread (OMP_NUM_THREADS=1)."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from onmt_qd.compat import load_checkpoint
+from test_bad_input import command
+
+SGD = ["-optim", "sgd", "-learning_rate", "1.0", "-dropout", "0", "-seed", "1"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread_per_process(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ranks(n):
+    return ["-world_size", n, "-gpu_backend", "gloo", "-master_port", free_port()]
+
+
+def trained(*args):
+    code, _, err = command("train", *args)
+    assert code == 0, err
+    return err
+
+
+def weights(path):
+    checkpoint = load_checkpoint(path)
+    return {**{f"model.{k}": v for k, v in checkpoint["model"].items()},
+            **{f"generator.{k}": v for k, v in checkpoint["generator"].items()}}
+
+
+@pytest.fixture(scope="module")
+def four_lines(data, tmp_path_factory):
+    """The fixture's data config on its first 4 training pairs: every step of one process
+    with batch 4 sees the 4 pairs, and of 2 processes with batch 2 lines 0-1 and 2-3
+    (OpenNMT-py's reader gives each process blocks of 2 lines)."""
+    root = tmp_path_factory.mktemp("four")
+    config = yaml.safe_load(open(data["config"]))
+    for side in ("src", "tgt"):
+        path = config["data"]["train"][f"path_{side}"]
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.readlines()[:4]
+        (root / f"train.{side}").write_text("".join(lines), encoding="utf-8")
+        config["data"]["train"][f"path_{side}"] = str(root / f"train.{side}")
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_two_processes_with_batch_b_step_as_one_with_batch_2b(four_lines, tmp_path):
+    common = ["-config", four_lines, "-train_steps", 3, "-valid_steps", 100, *SGD]
+    trained(*common, "-save_model", tmp_path / "one" / "m", "-batch_size", 4,
+            "-bucket_size", 4)
+    trained(*common, "-save_model", tmp_path / "two" / "m", "-batch_size", 2,
+            "-bucket_size", 2, *ranks(2))
+    one, two = weights(tmp_path / "one" / "m_step_3.pt"), weights(tmp_path / "two" / "m_step_3.pt")
+    moved = max((one[k] - two[k]).abs().max().item() for k in one)
+    # Same sentences, same start, same normalization (sentences summed over processes),
+    # gradients summed: only the order of float32 sums differs (two batches of 2 padded
+    # to their own lengths against one of 4, then gloo's sum of two gradients), about
+    # 1e-7 relative per step; 1e-5 leaves room for 3 steps of SGD at rate 1. Halving
+    # the summed gradient (OpenNMT-py 3.5.1's GPU rescaling) moves some weight by 0.9.
+    assert moved < 1e-5, moved
+
+
+@pytest.fixture(scope="module")
+def cache(data, teacher, tmp_path_factory):
+    path = tmp_path_factory.mktemp("dcache") / "top8"
+    code, _, err = command("teacher_cache", "-config", data["config"], "-teacher_model",
+                           teacher, "-topk", 8, "-output", path)
+    assert code == 0, err
+    return str(path)
+
+
+def test_quantized_distillation_from_the_cache_keeps_every_process_identical(
+        data, cache, tmp_path, capfd):
+    """4-bit stochastic rounding from the cache: at every save each process digests the
+    checkpoint it would write (shadow weights, Q(w), optimizer state) and the rounding's
+    random state, rank 0 gathers the digests and writes only if all agree; then a
+    resumed 2-process run continues the plateau schedule."""
+    save = tmp_path / "m"
+    common = ["-config", data["config"], "-teacher_cache", cache, "-distill_weight", 0.5,
+              "-quant_bits", 4, "-quant_rounding", "stochastic", "-save_model", save,
+              "-valid_steps", 2, "-save_checkpoint_steps", 2, "-lr_halving", "plateau",
+              "-start_decay_at_epoch", 1, *SGD]
+    trained(*common, "-train_steps", 4, *ranks(2))
+    # rank 0's log (the processes write on the stderr they inherit)
+    agreed = re.findall(r"Step (\d+): the data-parallel processes hold the same weights",
+                        capfd.readouterr().err)
+    assert agreed == ["2", "4"]
+    # one file per save, written by rank 0 alone (no copies, no temporaries)
+    assert sorted(p.name for p in tmp_path.iterdir()) == \
+        ["m_best.pt", "m_step_2.pt", "m_step_4.pt"]
+    trained(*common, "-train_steps", 6, "-train_from", f"{save}_step_4.pt", *ranks(2))
+    schedule = load_checkpoint(f"{save}_step_6.pt")["optim"]["lr_schedule"]
+    # validations at steps 2, 4 (first run) and 6: halved at each, from the first epoch
+    assert (schedule["epoch"], schedule["scale"]) == (3, 0.125)
+    assert load_checkpoint(f"{save}_step_6.pt")["optim"]["training_step"] == 7
+
+
+def test_a_killed_process_ends_the_run_with_one_line_naming_its_rank(four_lines, tmp_path):
+    save = tmp_path / "m"
+    log = tmp_path / "train.log"
+    args = ["-config", four_lines, "-save_model", save, "-train_steps", 100000,
+            "-save_checkpoint_steps", 2, "-valid_steps", 100000, "-batch_size", 2,
+            "-log_file", log, *SGD, *ranks(2)]
+    run = subprocess.Popen([sys.executable, "-m", "onmt_qd.bin.train", *map(str, args)],
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not os.path.exists(f"{save}_step_2.pt") and run.poll() is None:
+        assert time.time() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.2)
+    pid = int(re.search(r"Rank 1: process (\d+)", log.read_text()).group(1))
+    os.kill(pid, signal.SIGKILL)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 2, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith(
+        "onmt_qd_train: error: training process of rank 1 was killed by SIGKILL; all 2 "
+        "processes stopped"), err
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name != "train.log")
+    assert left and all(re.fullmatch(r"m_step_\d+\.pt", name) for name in left), left
+    for name in left:
+        load_checkpoint(str(tmp_path / name))  # complete, loadable
+
+
+def test_an_error_in_the_processes_is_one_line_naming_a_rank(four_lines, cache, tmp_path):
+    """Each process refuses the cache (made from the 600-pair corpus, not these 4 pairs):
+    the error travels through OpenNMT-py's error queue and ends the run in one line."""
+    code, _, err = command("train", "-config", four_lines, "-teacher_cache", cache,
+                           "-save_model", tmp_path / "m", "-train_steps", 2, *ranks(2))
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert re.match(r"onmt_qd_train: error: training process of rank [01] failed: "
+                    r"ValueError: teacher cache .* was made from other data", last), err
+    assert "Traceback" not in err and list(tmp_path.iterdir()) == []
