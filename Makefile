@@ -18,7 +18,7 @@ $(STAMP): setup.py constraints.txt
 	$(BIN)/pip install -q --no-deps -c constraints.txt OpenNMT-py
 	$(BIN)/pip install -q -c constraints.txt ConfigArgParse PyYAML pyonmttok sacrebleu \
 	    sentencepiece rapidfuzz pyahocorasick regex numpy spacy fasttext-wheel safetensors \
-	    bitarray constriction matplotlib scipy ctranslate2 pytest
+	    bitarray constriction matplotlib scipy ctranslate2 pytest pytest-xdist
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
@@ -26,7 +26,7 @@ demo: install
 	$(BIN)/onmt_qd_recipe multi30k -profile quick -work_dir runs/multi30k_quick
 
 test: install
-	$(BIN)/python -m pytest -q --durations=20 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=20 tests
 
 clean:
 	rm -rf $(VENV) runs
