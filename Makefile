@@ -25,8 +25,9 @@ $(STAMP): setup.py constraints.txt
 demo: install
 	$(BIN)/onmt_qd_recipe multi30k -profile quick -work_dir runs/multi30k_quick
 
+# two workers, one core each: a worker's torch on two threads would fight the other for a core
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=20 tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=20 tests
 
 clean:
 	rm -rf $(VENV) runs

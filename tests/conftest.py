@@ -14,6 +14,17 @@ needs_multi30k = pytest.mark.skipif(not os.path.isdir(MULTI30K),
                                     reason="Multi30K mirror not found (set ONMT_QD_DATA_MIRROR)")
 
 
+# Files whose fixtures run a whole recipe or train several models, started first so that
+# under `make test`'s two workers (one file each at a time) no long file ends the run alone.
+LONGEST_FIRST = ("test_recipe.py", "test_recipe_own.py", "test_recipe_standins.py",
+                 "test_diffquant.py", "test_train.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 def run_cli(module, *args, check=True, cwd=None):
     """Run an onmt_qd command as users do; returns the CompletedProcess."""
     result = subprocess.run([sys.executable, "-m", f"onmt_qd.bin.{module}", *map(str, args)],
