@@ -297,16 +297,16 @@ def data_parser():
 
 def recipe_parser():
     parser = argparse.ArgumentParser(
-        prog="onmt_qd_recipe", description="onmt_qd_recipe NAME [-profile quick|gpu|paper|"
-        "mini] [-data_dir D] [-work_dir W] [-stages S ...] [-jobs N]: run a recipe's stages; "
+        prog="onmt_qd_recipe", description="onmt_qd_recipe NAME [-profile P] [-data_dir D] [-work_dir W] [-stages S ...] [-jobs N]: run a recipe's stages; "
         "finished stages are skipped, unless their settings changed. One run at a time per "
         "work folder; its commands stop with it.")
     parser.add_argument("name", help="multi30k, integ200k or wmt13, or the path of your own "
                         "recipe file (docs/architecture.md, \"A user's recipe file\")")
     parser.add_argument("-profile", default="quick",
-                        help="quick (2 CPU cores, under 30 minutes), gpu (the paper's sizes, "
-                        "fast settings, one GPU), paper (the paper's settings, GPU), mini "
-                        "(tests)")
+                        help="a profile of the recipe; multi30k has quick (2 CPU cores, "
+                        "under 30 minutes), transformer (its Transformer twin), gpu and "
+                        "gpu_transformer (the paper's sizes, fast settings, one GPU), "
+                        "paper (the paper's settings, GPU), mini (tests)")
     parser.add_argument("-data_dir", default=None,
                         help="where the dataset is (fetched if absent)")
     parser.add_argument("-work_dir", default=None, help="default: runs/NAME_PROFILE")
