@@ -5,16 +5,20 @@ build time as a fraction of one teacher training epoch and its bytes per target 
 and the time to quantize a 79M-parameter model.
 
     python benchmarks/step_time.py -config DATA.yaml -teacher T.pt [-student brnn]
-        [-layers 1] [-hidden_size 256] [-heads 4] [-bits 4] [-steps 30] [-topk 8] [-gpu]
+        [-layers 1] [-hidden_size 256] [-heads 4] [-bits 4] [-steps 30] [-topk 8]
+        [-train_lines N] [-gpu]
 
 -student transformer times a Transformer student (-heads heads, feed-forward 4 x
 hidden, sinusoidal position encoding) instead of the brnn LSTM one; the teacher may be
 of either family.
 
 DATA.yaml is a data config (a recipe's data_config.yaml too) whose vocabulary matches
-the teacher's; the cache is built over its whole training corpus (in a temporary folder)."""
+the teacher's; the cache is built over its whole training corpus (in a temporary folder),
+or over its first -train_lines sentences: the step ratios need only the cache of the
+timed batches, and the build's fraction of a teacher epoch is of the same sentences."""
 import argparse
 import copy
+import itertools
 import os
 import shutil
 import statistics
@@ -41,9 +45,11 @@ from onmt_qd.recipe import TEST_KEYS
 from onmt_qd.train.epochs import steps_per_epoch
 
 
-def training_config(path, folder):
+def training_config(path, folder, train_lines=0):
     """The data config less the recipe's evaluation keys (onmt_qd_train refuses
-    them), written to ``folder``; returns its path."""
+    them), written to ``folder``; returns its path. ``train_lines``: each training
+    corpus cut to its first lines (copies in ``folder``), so that the cache is built,
+    and the teacher's epoch counted, over those alone."""
     try:
         with open(path) as handle:
             config = yaml.safe_load(handle)
@@ -51,10 +57,22 @@ def training_config(path, folder):
         raise ValueError(f"cannot read -config {path}: {error.strerror}") from None
     if not isinstance(config, dict) or "data" not in config:
         raise ValueError(f"{path} is not a data config (a YAML mapping with 'data:')")
+    for name, corpus in config["data"].items():
+        if train_lines and name != "valid":
+            for key in ("path_src", "path_tgt"):
+                corpus[key] = head(corpus[key], train_lines,
+                                   os.path.join(folder, f"{name}.{key}"))
     training = os.path.join(folder, "data_config.yaml")
     with open(training, "w") as handle:
         yaml.safe_dump({k: v for k, v in config.items() if k not in TEST_KEYS}, handle)
     return training
+
+
+def head(path, lines, output):
+    """The first ``lines`` lines of ``path`` written to ``output``; returns ``output``."""
+    with open(path, encoding="utf-8") as source, open(output, "w", encoding="utf-8") as out:
+        out.writelines(itertools.islice(source, lines))
+    return output
 
 
 def sync(device):
@@ -156,11 +174,14 @@ def main():
     p.add_argument("-bits", type=int, default=4)
     p.add_argument("-steps", type=int, default=30)
     p.add_argument("-topk", type=int, default=8)
+    p.add_argument("-train_lines", type=int, default=0,
+                   help="cache only this many training sentences (default: all)")
     p.add_argument("-gpu", action="store_true")
     args = p.parse_args()
     device = torch.device("cuda:0" if args.gpu else "cpu")
     workdir = tempfile.mkdtemp(prefix="step_time")
-    args.config = training_config(args.config, workdir)  # a recipe's config works as is
+    # a recipe's config works as is
+    args.config = training_config(args.config, workdir, args.train_lines)
     student, vocabs, batches, opt = student_and_batches(args, device)
     teacher = load_teacher(args.teacher, vocabs, device)
     padding = vocabs["tgt"][DefaultTokens.PAD]

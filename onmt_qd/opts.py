@@ -336,9 +336,10 @@ def eval_parser():
     parser.add_argument("-beam_size", type=int, default=5)
     parser.add_argument("-batch_size", type=int, default=64)
     parser.add_argument("-gpu", type=int, default=-1)
-    parser.add_argument("-precision", choices=["fp32", "int8"], default="fp32",
-                        help="int8: torch dynamic quantization of Linear and LSTM layers "
-                        "(CPU only; an onmt_qd_export directory has its own quantization)")
+    parser.add_argument("-precision", choices=["fp32", "int8"], default=None,
+                        help="default: the model's own; int8: torch dynamic quantization of "
+                        "Linear and LSTM layers (CPU only); refused with an onmt_qd_export "
+                        "directory, which has its own quantization (as onmt_qd_translate)")
     return parser
 
 

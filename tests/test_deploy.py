@@ -69,8 +69,20 @@ def test_translate_from_the_directory_keeps_one_line_per_source_line(transformer
     assert len(translations) == 2 * len(source) and translations[2:6] == [""] * 4
     best = translations[:1] + translations[6::2]
     assert all(line and "▁" not in line for line in best)  # detokenized
-    refused("translate", "-model", transformer["int8"], "-src", src, "-output", out,
-            "-precision", "int8", message="-precision does not apply to a CTranslate2 directory")
+
+
+def test_precision_with_a_directory_is_refused_alike_by_translate_and_eval(transformer, data,
+                                                                        tmp_path):
+    """One rule for both commands (engine.check_precision): a directory runs at the
+    quantization it was exported with; eval accepted -precision fp32 and translate did not."""
+    for precision in ("fp32", "int8"):
+        args = ["-model", transformer["int8"], "-src", data["test.de"], "-precision", precision]
+        lines = [refused("translate", *args, "-output", tmp_path / "out.txt",
+                         message=f"-precision {precision} does not apply to a CTranslate2 "
+                         "directory"),
+                 refused("eval", *args, "-tgt", data["test.en"], message="int8 as exported")]
+        assert lines[0].split(": error: ")[1] == lines[1].split(": error: ")[1]
+    assert os.listdir(tmp_path) == []
 
 
 def evaluated(model, data, folder, name):

@@ -19,7 +19,7 @@ def deploy_model(item, plan):
     folder, name, model = plan["folder"], item["name"], item["file"]
     gpu = 0 if plan["gpu"] else -1
 
-    def run(role, path, precision="fp32"):
+    def run(role, path, precision=None):
         hyp = os.path.join(folder, f"{name}.{role}.hyp")
         result = evaluate(path, plan["src"], plan["tgt"], plan["beam_size"],
                           plan["batch_size"], gpu, hyp, precision=precision)

@@ -33,8 +33,8 @@ def directory_size(path):
 
 
 # onmt_qd_translate options that CTranslate2's search does not take: refused unless
-# left at their defaults (the directory's quantization replaces -precision).
-UNSUPPORTED_OPTIONS = ("tgt", "transforms", "precision", "batch_type", "min_length", "ratio",
+# left at their defaults (-precision: engine.check_precision, for onmt_qd_eval too).
+UNSUPPORTED_OPTIONS = ("tgt", "transforms", "batch_type", "min_length", "ratio",
                        "length_penalty", "alpha", "beta", "coverage_penalty",
                        "block_ngram_repeat", "ignore_when_blocking", "replace_unk",
                        "random_sampling_topk", "random_sampling_topp", "stepwise_penalty",

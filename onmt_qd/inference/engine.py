@@ -67,18 +67,16 @@ def check_model_input(path):
 
 def check_inference(opt, sentences):
     """Refuse, before the model is loaded, what this engine would not do as asked:
-    options CTranslate2 does not take for an export directory, -precision int8 on a GPU,
+    options CTranslate2 does not take for an export directory, -precision (check_precision),
     several processes, OpenNMT-py's bitsandbytes -quant_type, and a search whose
     hypotheses in flight (beam x sentences per batch, a batch being at most the corpus)
     would exhaust memory. With -batch_type tokens, sentences per batch are known only
     once tokenized: -beam_size alone is bounded."""
-    from onmt_qd.deploy.int8 import check_int8
-
     if os.path.isdir(opt.models[0]):
         from onmt_qd.deploy.ct2 import check_translate_options
 
         check_translate_options(opt)
-    check_int8(opt.precision, opt.gpu)
+    check_precision(opt.precision, opt.models[0], opt.gpu)
     if opt.world_size > 1:
         raise ValueError(f"-world_size {opt.world_size}: this translates in one process; "
                          "leave -world_size out")
@@ -91,6 +89,23 @@ def check_inference(opt, sentences):
         raise ValueError(f"-beam_size {opt.beam_size} x -batch_size {opt.batch_size} is "
                          f"{hypotheses:,} hypotheses at once here, more than "
                          f"{MAX_HYPOTHESES:,} (memory): lower -beam_size or -batch_size")
+
+
+def check_precision(precision, model, gpu):
+    """-precision, one rule for onmt_qd_translate and onmt_qd_eval: unset is the model's
+    own precision; an onmt_qd_export directory's is the quantization it was exported
+    with, so any -precision with one is refused rather than not applied; int8 (torch
+    dynamic quantization) runs on the CPU only."""
+    from onmt_qd.deploy.int8 import check_int8
+
+    if precision and os.path.isdir(model):
+        from onmt_qd.deploy.ct2 import read_manifest
+
+        raise ValueError(f"-precision {precision} does not apply to a CTranslate2 directory "
+                         f"({model}, {read_manifest(model)['quantization']} as exported): "
+                         "leave -precision out, or export again with onmt_qd_export "
+                         "-quantization")
+    check_int8(precision, gpu)
 
 
 class LoadedModel(NamedTuple):

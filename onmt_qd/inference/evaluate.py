@@ -89,7 +89,7 @@ def _torch_threads(device):
 
 
 def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
-             json_path=None, precision="fp32"):
+             json_path=None, precision=None):
     """Scores of ``model`` on ``src``/``tgt`` (its translations kept in ``output``, the
     scores in ``json_path``);
     ``translate_seconds`` times the translation of the corpus alone, after one untimed
@@ -113,9 +113,7 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
             src = write_lines(os.path.join(tmp, "src"), sources)
         if tgt == STDIN:
             tgt = write_lines(os.path.join(tmp, "tgt"), references)
-        # fp32: the model's own precision (OpenNMT-py's default ""), which an export
-        # directory, quantized by onmt_qd_export, takes too
-        precision_args = ["-precision", precision] if precision != "fp32" else []
+        precision_args = ["-precision", precision] if precision else []  # None: the model's
         opt = parse(translate_parser(), ["-model", model, "-src", src, "-output", os.devnull,
                                          "-beam_size", str(beam_size), "-batch_size",
                                          str(batch_size), "-gpu", str(gpu), *precision_args])
