@@ -152,3 +152,19 @@ def test_an_error_in_the_processes_is_one_line_naming_a_rank(four_lines, cache, 
     assert re.match(r"onmt_qd_train: error: training process of rank [01] failed: "
                     r"ValueError: teacher cache .* was made from other data", last), err
     assert "Traceback" not in err and list(tmp_path.iterdir()) == []
+
+
+def test_a_cache_built_by_two_processes_is_the_cache_built_by_one(data, teacher, cache, tmp_path):
+    """Each process runs the teacher on every other batch of the one-process build's
+    batches (the same padding, hence the same values at the same thread count); the
+    parent writes the rows in the one-process order: every file byte for byte."""
+    two = tmp_path / "top8"
+    code, _, err = command("teacher_cache", "-config", data["config"], "-teacher_model",
+                           teacher, "-topk", 8, "-output", two, *ranks(2))
+    assert code == 0, err
+    one = sorted(os.listdir(cache))
+    assert sorted(os.listdir(two)) == one and "header.json" in one
+    for name in one:
+        assert (two / name).read_bytes() == open(os.path.join(cache, name), "rb").read(), name
+    assert command("teacher_cache", "-verify", two)[0] == 0
+    assert sorted(os.listdir(tmp_path)) == ["top8"]  # no parts, no temporaries left

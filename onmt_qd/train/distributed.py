@@ -9,6 +9,7 @@ processes, so that N processes with batch b take the step one process takes with
 N*b."""
 import contextlib
 import copy
+import functools
 import hashlib
 import multiprocessing.connection
 import os
@@ -16,10 +17,11 @@ import signal
 
 import torch
 import torch.distributed as dist
-from onmt.utils.distributed import ErrorHandler
+from onmt.utils.distributed import ErrorHandler, spawned_train
+from onmt.utils.logging import logger
 
 from onmt_qd.distill.teacher import process_stride
-from onmt_qd.fileio import remove_stale_temporaries
+from onmt_qd.opts import OptionError
 
 
 def cpu_processes(opt):
@@ -38,9 +40,18 @@ def launch_opts(opt):
     return launch
 
 
+def check_cpu_backend(opt, command):
+    """Refuse -world_size CPU processes without gloo (NCCL is for GPUs)."""
+    if cpu_processes(opt) and opt.gpu_backend != "gloo":
+        raise OptionError(f"-world_size {opt.world_size} without -gpu_ranks {command} on CPU "
+                          f"processes, which need -gpu_backend gloo (not {opt.gpu_backend}): "
+                          "add -gpu_backend gloo, give one -gpu_ranks index per GPU on a "
+                          "GPU machine, or drop -world_size to run in one process")
+
+
 def cpu_rank(process, opt, device_id):
     """spawned_train's process function on CPU: multi_init has made this process rank
-    ``device_id``; it trains on the CPU (device -1) with its share of the cores, unless
+    ``device_id``; it runs on the CPU (device -1) with its share of the cores, unless
     OMP_NUM_THREADS says otherwise."""
     opt = copy.copy(opt)
     opt.gpu_ranks = []
@@ -130,10 +141,12 @@ class RankErrorHandler(ErrorHandler):
     """OpenNMT-py's ErrorHandler (a child's error queued as (rank, traceback), SIGUSR1
     to the parent, the children stopped), ending the run with one line naming the rank
     (a ValueError, which the command prints) instead of an Exception carrying the
-    traceback, and also when a process dies without a word (killed, out of memory)."""
+    traceback, and also when a process dies without a word (killed, out of memory).
+    ``job`` names the processes and ``outcome`` says what is left on disk, after
+    ``cleanup`` (if any) has removed what they left half-written."""
 
-    def __init__(self, error_queue, save_model):
-        self.save_model = save_model
+    def __init__(self, error_queue, job, outcome, cleanup=None):
+        self.job, self.outcome, self.cleanup = job, outcome, cleanup
         self.procs = {}
         self.failure = None
         self.stopping = False
@@ -183,11 +196,11 @@ class RankErrorHandler(ErrorHandler):
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-        remove_stale_temporaries(self.save_model)
+        if self.cleanup is not None:
+            self.cleanup()
         self.end_listener()  # the handler stays: a late SIGUSR1 finds it (stopping)
-        raise ValueError(f"training process of rank {rank} {what}; all {len(self.procs)} "
-                         "processes stopped, and the checkpoints written so far are whole "
-                         "(resume from the last with -train_from)")
+        raise ValueError(f"{self.job} process of rank {rank} {what}; all {len(self.procs)} "
+                         f"processes stopped, and {self.outcome}")
 
     def join(self):
         """Wait for every process; the first that fails ends the run (stop)."""
@@ -208,3 +221,20 @@ class RankErrorHandler(ErrorHandler):
         taken an error first (and then signalled before ending)."""
         self.error_queue.put((None, None))
         self.error_thread.join()
+
+
+def run_processes(process, opt, job, outcome, cleanup=None):
+    """Run ``process(opt, device_id)`` in this machine's -world_size processes through
+    OpenNMT-py's spawned_train (on CPU processes through cpu_rank); the first that
+    fails ends them all with one line (RankErrorHandler, whose arguments follow)."""
+    if cpu_processes(opt):
+        process = functools.partial(cpu_rank, process)
+    launch = launch_opts(opt)
+    context = torch.multiprocessing.get_context("spawn")
+    error_queue = context.SimpleQueue()
+    error_handler = RankErrorHandler(error_queue, job, outcome, cleanup)
+    for device_id, rank in enumerate(launch.gpu_ranks):
+        error_handler.start(rank, context.Process(
+            target=spawned_train, args=(process, launch, device_id, error_queue)))
+        logger.info(f"Rank {rank}: process {error_handler.procs[rank].pid}")
+    error_handler.join()
