@@ -218,7 +218,7 @@ def build_teacher_cache(opt):
         writer = CacheWriter(tmp, corpus_lines, topk, len(vocabs["tgt"]))
         if opt.world_size > 1:
             run_processes(functools.partial(build_part, parts=parts, header=header), opt,
-                          "teacher-cache", f"{opt.output} was not written")
+                          "teacher cache build", f"{opt.output} was not written")
             merge_parts(parts, opt.world_size, writer)
         else:
             device = torch.device(f"cuda:{opt.gpu_ranks[0]}" if opt.gpu_ranks else "cpu")

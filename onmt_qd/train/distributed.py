@@ -8,12 +8,14 @@ live here: the normalization (sentences or tokens) and the gradients, summed ove
 processes, so that N processes with batch b take the step one process takes with batch
 N*b."""
 import contextlib
+import ctypes
 import copy
 import functools
 import hashlib
 import multiprocessing.connection
 import os
 import signal
+import sys
 
 import torch
 import torch.distributed as dist
@@ -22,6 +24,9 @@ from onmt.utils.logging import logger
 
 from onmt_qd.distill.teacher import process_stride
 from onmt_qd.opts import OptionError
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def cpu_processes(opt):
@@ -141,8 +146,9 @@ class RankErrorHandler(ErrorHandler):
     """OpenNMT-py's ErrorHandler (a child's error queued as (rank, traceback), SIGUSR1
     to the parent, the children stopped), ending the run with one line naming the rank
     (a ValueError, which the command prints) instead of an Exception carrying the
-    traceback, and also when a process dies without a word (killed, out of memory).
-    ``job`` names the processes and ``outcome`` says what is left on disk, after
+    traceback, and also when a process dies without a word (killed, out of memory),
+    or when this process is sent SIGTERM (the processes end with it: a batch scheduler's
+    stop leaves no process behind). ``job`` names the processes and ``outcome`` says what is left on disk, after
     ``cleanup`` (if any) has removed what they left half-written."""
 
     def __init__(self, error_queue, job, outcome, cleanup=None):
@@ -150,7 +156,9 @@ class RankErrorHandler(ErrorHandler):
         self.procs = {}
         self.failure = None
         self.stopping = False
+        self.terminated = None
         self.previous_handler = signal.getsignal(signal.SIGUSR1)
+        self.previous_sigterm = signal.signal(signal.SIGTERM, self.terminate)
         super().__init__(error_queue)
 
     def start(self, rank, proc):
@@ -170,6 +178,11 @@ class RankErrorHandler(ErrorHandler):
         if not self.stopping:
             self.stop()
 
+    def terminate(self, signalnum, stackframe):
+        self.terminated = signal.Signals(signalnum).name
+        if not self.stopping:
+            self.stop()
+
     def blame(self):
         """(rank, what): a process killed by a signal first (the others then fail in
         their next collective), else the first error queued, else an abnormal exit."""
@@ -184,13 +197,18 @@ class RankErrorHandler(ErrorHandler):
         return None
 
     def stop(self):
-        """Stop every process, remove what they left half-written, raise one line."""
+        """Stop every process (SIGTERM: silent wherever it finds them, even importing),
+        remove what they left half-written, raise one line."""
         self.stopping = True
-        rank, what = self.blame()
+        if self.terminated:
+            cause = f"{self.job} stopped by {self.terminated}"
+        else:
+            rank, what = self.blame()
+            cause = f"{self.job} process of rank {rank} {what}"
         for proc in self.procs.values():
             if proc.is_alive():
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGINT)
+                    os.kill(proc.pid, signal.SIGTERM)
         for proc in self.procs.values():
             proc.join(10)
             if proc.is_alive():
@@ -199,8 +217,8 @@ class RankErrorHandler(ErrorHandler):
         if self.cleanup is not None:
             self.cleanup()
         self.end_listener()  # the handler stays: a late SIGUSR1 finds it (stopping)
-        raise ValueError(f"{self.job} process of rank {rank} {what}; all {len(self.procs)} "
-                         f"processes stopped, and {self.outcome}")
+        signal.signal(signal.SIGTERM, self.previous_sigterm)
+        raise ValueError(f"{cause}; all {len(self.procs)} processes stopped, and {self.outcome}")
 
     def join(self):
         """Wait for every process; the first that fails ends the run (stop)."""
@@ -215,12 +233,24 @@ class RankErrorHandler(ErrorHandler):
         if self.blame() is not None:
             self.stop()
         signal.signal(signal.SIGUSR1, self.previous_handler)
+        signal.signal(signal.SIGTERM, self.previous_sigterm)
 
     def end_listener(self):
         """Let the listener thread end: it takes the end-of-run mark unless it has
         taken an error first (and then signalled before ending)."""
         self.error_queue.put((None, None))
         self.error_thread.join()
+
+
+def rank_main(parent, *args):
+    """A process of run_processes: spawned_train(*args), ended by the kernel when its
+    parent ends (prctl PR_SET_PDEATHSIG, Linux), even by SIGKILL, which the parent
+    cannot forward."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent ended before prctl
+            os._exit(1)
+    spawned_train(*args)
 
 
 def run_processes(process, opt, job, outcome, cleanup=None):
@@ -235,6 +265,6 @@ def run_processes(process, opt, job, outcome, cleanup=None):
     error_handler = RankErrorHandler(error_queue, job, outcome, cleanup)
     for device_id, rank in enumerate(launch.gpu_ranks):
         error_handler.start(rank, context.Process(
-            target=spawned_train, args=(process, launch, device_id, error_queue)))
+            target=rank_main, args=(os.getpid(), process, launch, device_id, error_queue)))
         logger.info(f"Rank {rank}: process {error_handler.procs[rank].pid}")
     error_handler.join()
