@@ -156,8 +156,8 @@ def test_an_error_in_the_processes_is_one_line_naming_a_rank(four_lines, cache, 
 
 def test_a_cache_built_by_two_processes_is_the_cache_built_by_one(data, teacher, cache, tmp_path):
     """Each process runs the teacher on every other batch of the one-process build's
-    batches (the same padding, hence the same values at the same thread count); the
-    parent writes the rows in the one-process order: every file byte for byte."""
+    batches (the same padding, hence the same values); the parent writes the rows in
+    the one-process order: every file byte for byte."""
     two = tmp_path / "top8"
     code, _, err = command("teacher_cache", "-config", data["config"], "-teacher_model",
                            teacher, "-topk", 8, "-output", two, *ranks(2))
