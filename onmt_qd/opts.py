@@ -179,6 +179,12 @@ def teacher_cache_parser():
                           "corpora and store its top-K distribution per target position "
                           "(onmt_qd_teacher_cache -verify CACHE checks a cache)")
     teacher_cache_opts(parser)
+    for action in parser._actions:
+        if action.dest == "world_size":
+            action.help = ("Build with this many processes on this machine, each running the "
+                           "teacher on every N-th batch (the cache is the same bytes as one "
+                           "process's): one per -gpu_ranks entry, or CPU processes with "
+                           "-gpu_backend gloo.")
     return parser
 
 

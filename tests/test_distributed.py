@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from onmt_qd.compat import load_checkpoint
-from test_bad_input import command
+from test_bad_input import command, refused
 
 SGD = ["-optim", "sgd", "-learning_rate", "1.0", "-dropout", "0", "-seed", "1"]
 
@@ -152,3 +152,49 @@ def test_an_error_in_the_processes_is_one_line_naming_a_rank(four_lines, cache, 
     assert re.match(r"onmt_qd_train: error: training process of rank [01] failed: "
                     r"ValueError: teacher cache .* was made from other data", last), err
     assert "Traceback" not in err and list(tmp_path.iterdir()) == []
+
+
+def test_a_cache_built_by_two_processes_is_the_cache_built_by_one(data, teacher, cache, tmp_path):
+    """Each process runs the teacher on every other batch of the one-process build's
+    batches (the same padding, hence the same values); the parent writes the rows in
+    the one-process order: every file byte for byte."""
+    two = tmp_path / "top8"
+    code, _, err = command("teacher_cache", "-config", data["config"], "-teacher_model",
+                           teacher, "-topk", 8, "-output", two, *ranks(2))
+    assert code == 0, err
+    one = sorted(os.listdir(cache))
+    assert sorted(os.listdir(two)) == one and "header.json" in one
+    for name in one:
+        assert (two / name).read_bytes() == open(os.path.join(cache, name), "rb").read(), name
+    assert command("teacher_cache", "-verify", two)[0] == 0
+    assert sorted(os.listdir(tmp_path)) == ["top8"]  # no parts, no temporaries left
+
+
+def test_a_parallel_cache_build_on_cpu_processes_without_gloo_is_refused(data, teacher,
+                                                                         tmp_path):
+    refused("teacher_cache", "-config", data["config"], "-teacher_model", teacher,
+            "-output", tmp_path / "c", "-world_size", 2,
+            message="-world_size 2 without -gpu_ranks builds the cache on CPU processes, "
+            "which need -gpu_backend gloo (not nccl)")
+
+
+def test_sigterm_to_the_parent_ends_every_process(data, teacher, tmp_path):
+    """A batch scheduler stops a job with SIGTERM to the command: its processes end with
+    it (forwarded), in one line, and nothing is left (no cache, no temporaries)."""
+    log = tmp_path / "build.log"
+    args = ["-config", data["config"], "-teacher_model", teacher, "-output", tmp_path / "c",
+            "-log_file", log, *ranks(2)]
+    run = subprocess.Popen([sys.executable, "-m", "onmt_qd.bin.teacher_cache", *map(str, args)],
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while "Rank 1: process" not in (log.read_text() if log.exists() else ""):
+        assert time.time() < deadline and run.poll() is None, "no processes within 120 s"
+        time.sleep(0.2)
+    pids = [int(pid) for pid in re.findall(r"Rank \d: process (\d+)", log.read_text())]
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 2 and err.strip().splitlines()[-1] == (
+        f"onmt_qd_teacher_cache: error: teacher cache build stopped by SIGTERM; all 2 "
+        f"processes stopped, and {tmp_path / 'c'} was not written"), err
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build.log"]

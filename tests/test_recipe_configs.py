@@ -73,3 +73,57 @@ def test_edited_settings_rerun_the_stages_they_change_and_no_others(tmp_path, mo
     # another profile in the same work folder: its data and teacher are not "done already"
     mini = signatures(tmp_path, "mini")
     assert mini["data"] != before["data"] and mini["teacher"] != before["teacher"]
+
+
+class Ran(Exception):
+    """A stage's command, caught instead of run."""
+
+
+def test_world_size_gives_training_and_the_cache_build_cpu_processes(tmp_path, monkeypatch):
+    """world_size 2 on the CPU: every training stage and the cache build run 2 gloo
+    processes, each on its own port; with 2 stages side by side on 8 cores, 2 threads
+    each; a student trained so is another model than one process's (twice the batch)."""
+    before = signatures(tmp_path / "one")
+    edited_recipe(tmp_path, monkeypatch, lambda r: r["profiles"]["quick"].update(world_size=2))
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("onmt_qd.recipe.stages.data_config", lambda work: {"data": {}})
+    pipeline = Pipeline("multi30k", "quick", tmp_path / "work")
+
+    def command(stage, args, log_name=None):
+        raise Ran(yaml.safe_load(open(args[args.index("-config") + 1])))
+
+    monkeypatch.setattr(pipeline, "command", command)
+    stages = {stage.name: stage for stage in pipeline.stages}
+    ports = set()
+    for name in ("teacher", "teacher_cache", "quantized_distillation_2bit"):
+        with pytest.raises(Ran) as ran:
+            stages[name].run()
+        config = ran.value.args[0]
+        assert (config["world_size"], config["gpu_backend"]) == (2, "gloo"), name
+        ports.add(config["master_port"])
+    assert len(ports) == 3
+    assert pipeline.command_environment()["OMP_NUM_THREADS"] == "2"
+    assert stages["quantized_distillation_2bit"].signature != before["quantized_distillation_2bit"]
+    assert stages["teacher_cache"].signature == before["teacher_cache"]
+
+
+@pytest.mark.parametrize("size, message", [
+    ("all", "world_size all in profile quick .* means every visible GPU, for a profile with "
+     "gpu: true"),
+    (0, "world_size in profile quick .* must be a whole number >= 1 or all")])
+def test_a_world_size_the_profile_cannot_use_is_refused(tmp_path, monkeypatch, size, message):
+    edited_recipe(tmp_path, monkeypatch, lambda r: r["profiles"]["quick"].update(world_size=size))
+    with pytest.raises(RecipeError, match=message):
+        load_recipe("multi30k", "quick")
+
+
+def test_world_size_all_is_every_visible_gpu(tmp_path, monkeypatch):
+    edited_recipe(tmp_path, monkeypatch, lambda r: r["profiles"]["gpu"].update(world_size="all"))
+    monkeypatch.setattr("onmt_qd.recipe.stages._cuda", lambda: True)
+    monkeypatch.setattr("onmt_qd.recipe.stages._cuda_devices", lambda: 4)
+    options = Pipeline("multi30k", "gpu", tmp_path / "work").process_options()
+    assert (options["world_size"], options["gpu_ranks"]) == (4, [0, 1, 2, 3])
+    edited_recipe(tmp_path, monkeypatch, lambda r: r["profiles"]["gpu"].update(world_size=8))
+    with pytest.raises(RecipeError, match="world_size 8 in profile gpu: torch sees 4 GPUs"):
+        Pipeline("multi30k", "gpu", tmp_path / "work")

@@ -187,6 +187,25 @@ def source_checksum(src_ids, src_len):
     return ((src_ids.long() + 1) * weights * real).sum(1)
 
 
+def row_dtypes(vocab_size):
+    return {"ids": id_dtype(vocab_size), "logp": LOGP_DTYPE, "rest": LOGP_DTYPE,
+            "gold": id_dtype(vocab_size)}
+
+
+def corpus_bases(corpus_lines):
+    """{corpus: index position of its first line}: the corpora one after another."""
+    bases, total = {}, 0
+    for name, lines in corpus_lines.items():
+        bases[name] = total
+        total += lines
+    return bases
+
+
+def index_positions(bases, cids, lines):
+    """Index positions of the given corpus lines."""
+    return np.array([bases[c] for c in cids], dtype=np.int64) + lines
+
+
 class CacheWriter:
     """Appends each batch's rows as it comes (nothing is held in memory) and fills the
     (corpus, line) index; ``finish`` writes the header that makes the folder a cache."""
@@ -194,22 +213,22 @@ class CacheWriter:
     def __init__(self, folder, corpus_lines, topk, vocab_size):
         os.makedirs(folder)
         self.folder, self.topk = folder, topk
-        self.dtypes = {"ids": id_dtype(vocab_size), "logp": LOGP_DTYPE, "rest": LOGP_DTYPE,
-                       "gold": id_dtype(vocab_size)}
-        self.bases, total = {}, 0
-        for name, lines in corpus_lines.items():
-            self.bases[name] = total
-            total += lines
+        self.dtypes = row_dtypes(vocab_size)
+        self.bases = corpus_bases(corpus_lines)
         self.index = np.memmap(os.path.join(folder, "index.bin"), INDEX_DTYPE, "w+",
-                               shape=(max(total, 1),))
+                               shape=(max(sum(corpus_lines.values()), 1),))
         self.index["length"] = -1
         self.files = {name: open(os.path.join(folder, f"{name}.bin"), "wb") for name in ROW_ARRAYS}
         self.rows = self.sentences = 0
 
     def add(self, cids, lines, checksums, lengths, arrays):
-        """One batch: ``lengths[b]`` rows for sentence b; ``arrays`` (ids, logp, rest,
-        gold) hold the rows of all sentences, sentence after sentence."""
-        positions = np.array([self.bases[c] for c in cids], dtype=np.int64) + lines
+        """One batch: ``lengths[b]`` rows for sentence b (line ``lines[b]`` of corpus
+        ``cids[b]``); ``arrays`` (ids, logp, rest, gold) hold the rows of all sentences,
+        sentence after sentence."""
+        self.add_at(index_positions(self.bases, cids, lines), checksums, lengths, arrays)
+
+    def add_at(self, positions, checksums, lengths, arrays):
+        """``add`` with the sentences given by their index positions."""
         if (self.index["length"][positions] >= 0).any():
             raise ValueError("a corpus line came twice while building the teacher cache")
         offsets = self.rows + np.cumsum(lengths) - lengths
@@ -324,9 +343,7 @@ class TeacherCache:
 
     def lookup(self, cids, lines):
         """(offsets, lengths, checksums) of the given corpus lines."""
-        bases = self.header["bases"]
-        positions = np.array([bases[c] for c in cids], dtype=np.int64) + lines
-        entries = self.index[positions]
+        entries = self.index[index_positions(self.header["bases"], cids, lines)]
         return entries["offset"], entries["length"], entries["checksum"]
 
     def gather(self, offsets, lengths, width):

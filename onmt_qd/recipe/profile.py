@@ -57,6 +57,9 @@ class Profile:
     # 27.77 on test_2016_flickr); a claim holds only by more than this
     noise_bleu: float = 1.0
     jobs: int = 1  # stages (and models or parts within one) side by side
+    # data-parallel processes of each training stage and of the cache build: CPU
+    # processes (gloo), or GPUs 0..N-1 with gpu: true, where "all" is every visible GPU
+    world_size: int | str = 1
     translate_batch_size: int = 64
 
     def families(self):
@@ -117,6 +120,13 @@ class Profile:
                     type(n) is int and n >= 1 for n in self.subset.values())):
             raise RecipeError(f"subset in {where} must map {', '.join(SPLITS)} to a number of "
                               f"lines >= 1, got {self.subset!r}")
+        size = self.world_size
+        if size == "all" and not self.gpu:
+            raise RecipeError(f"world_size all in {where} means every visible GPU, for a "
+                              "profile with gpu: true; give a number of CPU processes instead")
+        if size != "all" and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise RecipeError(f"world_size in {where} must be a whole number >= 1 or all (every "
+                              f"visible GPU), got {size!r}")
         noise = self.noise_bleu
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
             raise RecipeError(f"noise_bleu in {where} must be a number of BLEU points >= 0, "
@@ -306,6 +316,8 @@ def check_model(recipe, profile, model, model_options, bits, where, parser, conf
         opt = parse(parser, ["-config", config, "-data", "{}", "-src_vocab", config])
         if profile.gpu:
             opt.world_size, opt.gpu_ranks = 1, [0]
+        elif profile.world_size > 1:
+            opt.world_size, opt.gpu_backend = profile.world_size, "gloo"
         check_opts(opt)
     except (ValueError, AssertionError) as exc:
         quantized = f" (quantized to {bits} bits)" if bits else ""

@@ -47,6 +47,7 @@ class Runner:
     """Runs ``stages`` in ``work``, up to ``jobs`` at a time."""
 
     jobs = 1  # stages at a time
+    processes = 1  # CPU processes a stage's command may start (data-parallel ranks)
     progress_seconds = 30  # how often running stages say where they are, at most
 
     def __init__(self, work, jobs=1):
@@ -82,12 +83,12 @@ class Runner:
                               f"see {log}")
 
     def command_environment(self):
-        """Commands running side by side share the CPU cores instead of each starting a
-        thread per core (oversubscribed, torch's threads spin and every job crawls);
-        a thread count the user set is kept."""
+        """Commands running side by side, and the processes each starts, share the CPU
+        cores instead of each starting a thread per core (oversubscribed, torch's threads
+        spin and every job crawls); a thread count the user set is kept."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if self.jobs > 1:
-            threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
+        if self.jobs * self.processes > 1:
+            threads = str(max(1, (os.cpu_count() or 1) // (self.jobs * self.processes)))
             env.setdefault("OMP_NUM_THREADS", threads)
             env.setdefault("MKL_NUM_THREADS", threads)
         return env

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
 import threading
 
@@ -44,6 +45,9 @@ class Pipeline(Runner):
                               "-gpu given but torch sees no CUDA device: leave -gpu out to "
                               "run on the CPU")
         super().__init__(work_dir, self.profile.jobs if jobs is None else jobs)
+        self.world_size = self.processes_per_stage()
+        if not self.gpu:
+            self.processes = self.world_size
         self.data_dir = os.path.abspath(data_dir or self.path("data"))
         self.mirror = mirror
         self.progress_lock = threading.Lock()  # translation parts report progress in turn
@@ -51,6 +55,33 @@ class Pipeline(Runner):
         for sub in ("configs", "models", "eval"):
             os.makedirs(self.path(sub), exist_ok=True)
         self.stages = self.build_stages()
+
+    def processes_per_stage(self):
+        """The profile's world_size, "all" resolved to the GPUs torch sees."""
+        size = self.profile.world_size
+        if self.gpu:
+            visible = _cuda_devices()
+            if size == "all":
+                return visible
+            if size > visible:
+                raise RecipeError(f"world_size {size} in profile {self.profile.name}: torch sees "
+                                  f"{visible} GPU{'s' if visible > 1 else ''}; lower it or use "
+                                  "world_size: all")
+        return size
+
+    def process_options(self):
+        """The processes of a training stage or the cache build: GPUs 0..N-1 (NCCL), or
+        N CPU processes (gloo); each run on its own rendezvous port, as stages run side
+        by side."""
+        if self.gpu:
+            config = {"world_size": self.world_size, "gpu_ranks": list(range(self.world_size))}
+        elif self.world_size > 1:
+            config = {"world_size": self.world_size, "gpu_backend": "gloo"}
+        else:
+            return {}
+        if self.world_size > 1:
+            config["master_port"] = free_port()
+        return config
 
     def model_path(self, name, ext=".pt"):
         return self.path("models", name + ext)
@@ -256,8 +287,7 @@ class Pipeline(Runner):
                 config.update(teacher_cache=self.teacher_cache_path(), topk=p.teacher_topk)
             elif teacher and self.word_level:
                 config["teacher_model"] = self.model_path("teacher")
-            if self.gpu:
-                config.update(world_size=1, gpu_ranks=[0])
+            config.update(self.process_options())
             self.command(name, self.py("train", "-config", self.write_config(name, config)))
             os.replace(self.path("models", name, "model_best.pt"), self.model_path(name))
         distillation = f"data={p.distill_data} teacher=" + (
@@ -265,7 +295,9 @@ class Pipeline(Runner):
             "live" if self.word_level else "none") + " " if teacher else ""
         signature = distillation + settings_digest(
             {**self.train_options(), **model, "quant_bits": bits,
-             "quantized_epochs": p.quantized_epochs if resumes else None})
+             "quantized_epochs": p.quantized_epochs if resumes else None,
+             # N processes train with N times the batch (the cache is the same bytes)
+             **({"world_size": self.world_size} if self.world_size > 1 else {})})
         needs = ["data", *(self.teacher_stages() if teacher else ())]
         if resumes:
             needs.append(warm_start)
@@ -385,8 +417,7 @@ class Pipeline(Runner):
         """The teacher's top-k outputs over the corpus the distilled students train on."""
         config = self.training_data(distilled=True)
         config.update(self.train_options())
-        if self.gpu:
-            config.update(world_size=1, gpu_ranks=[0])
+        config.update(self.process_options())
         self.command("teacher_cache", self.py(
             "teacher_cache", "-config", self.write_config("teacher_cache", config),
             "-teacher_model", self.model_path("teacher"),
@@ -402,6 +433,19 @@ def _cuda():
     import torch
 
     return torch.cuda.is_available()
+
+
+def _cuda_devices():
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def free_port():
+    """A TCP port free on this machine now (the rendezvous of one command's processes)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def settings_digest(settings):

@@ -20,17 +20,13 @@ from onmt_qd.distill.rules import check_distill_opts
 from onmt_qd.opts import QUANT_OPTIONS, OptionError, policy_from_opts, policy_options, train_parser
 from onmt_qd.quant import MAX_BITS, QuantPolicy
 from onmt_qd.quant_checkpoint import QUANT_KEY, RUN_KEY
-from onmt_qd.train.distributed import cpu_processes
+from onmt_qd.train.distributed import check_cpu_backend, cpu_processes
 
 
 def check_opts(opt):
     """Every option check that can fail, before any process starts or file is written;
     returns the quantization policy the options describe (None: full precision)."""
-    if cpu_processes(opt) and opt.gpu_backend != "gloo":
-        raise OptionError(f"-world_size {opt.world_size} without -gpu_ranks trains on CPU "
-                          f"processes, which need -gpu_backend gloo (not {opt.gpu_backend}): "
-                          "add -gpu_backend gloo, give one -gpu_ranks index per GPU on a "
-                          "GPU machine, or drop -world_size to train in one process")
+    check_cpu_backend(opt, "trains")
     if cpu_processes(opt) and opt.parallel_mode != "data_parallel":
         raise OptionError(f"-parallel_mode {opt.parallel_mode} on CPU processes is not "
                           "supported: use -parallel_mode data_parallel, or -gpu_ranks")

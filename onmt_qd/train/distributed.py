@@ -8,18 +8,25 @@ live here: the normalization (sentences or tokens) and the gradients, summed ove
 processes, so that N processes with batch b take the step one process takes with batch
 N*b."""
 import contextlib
+import ctypes
 import copy
+import functools
 import hashlib
 import multiprocessing.connection
 import os
 import signal
+import sys
 
 import torch
 import torch.distributed as dist
-from onmt.utils.distributed import ErrorHandler
+from onmt.utils.distributed import ErrorHandler, spawned_train
+from onmt.utils.logging import logger
 
 from onmt_qd.distill.teacher import process_stride
-from onmt_qd.fileio import remove_stale_temporaries
+from onmt_qd.opts import OptionError
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def cpu_processes(opt):
@@ -38,9 +45,18 @@ def launch_opts(opt):
     return launch
 
 
+def check_cpu_backend(opt, command):
+    """Refuse -world_size CPU processes without gloo (NCCL is for GPUs)."""
+    if cpu_processes(opt) and opt.gpu_backend != "gloo":
+        raise OptionError(f"-world_size {opt.world_size} without -gpu_ranks {command} on CPU "
+                          f"processes, which need -gpu_backend gloo (not {opt.gpu_backend}): "
+                          "add -gpu_backend gloo, give one -gpu_ranks index per GPU on a "
+                          "GPU machine, or drop -world_size to run in one process")
+
+
 def cpu_rank(process, opt, device_id):
     """spawned_train's process function on CPU: multi_init has made this process rank
-    ``device_id``; it trains on the CPU (device -1) with its share of the cores, unless
+    ``device_id``; it runs on the CPU (device -1) with its share of the cores, unless
     OMP_NUM_THREADS says otherwise."""
     opt = copy.copy(opt)
     opt.gpu_ranks = []
@@ -130,14 +146,19 @@ class RankErrorHandler(ErrorHandler):
     """OpenNMT-py's ErrorHandler (a child's error queued as (rank, traceback), SIGUSR1
     to the parent, the children stopped), ending the run with one line naming the rank
     (a ValueError, which the command prints) instead of an Exception carrying the
-    traceback, and also when a process dies without a word (killed, out of memory)."""
+    traceback, and also when a process dies without a word (killed, out of memory),
+    or when this process is sent SIGTERM (the processes end with it: a batch scheduler's
+    stop leaves no process behind). ``job`` names the processes and ``outcome`` says what is left on disk, after
+    ``cleanup`` (if any) has removed what they left half-written."""
 
-    def __init__(self, error_queue, save_model):
-        self.save_model = save_model
+    def __init__(self, error_queue, job, outcome, cleanup=None):
+        self.job, self.outcome, self.cleanup = job, outcome, cleanup
         self.procs = {}
         self.failure = None
         self.stopping = False
+        self.terminated = None
         self.previous_handler = signal.getsignal(signal.SIGUSR1)
+        self.previous_sigterm = signal.signal(signal.SIGTERM, self.terminate)
         super().__init__(error_queue)
 
     def start(self, rank, proc):
@@ -157,6 +178,11 @@ class RankErrorHandler(ErrorHandler):
         if not self.stopping:
             self.stop()
 
+    def terminate(self, signalnum, stackframe):
+        self.terminated = signal.Signals(signalnum).name
+        if not self.stopping:
+            self.stop()
+
     def blame(self):
         """(rank, what): a process killed by a signal first (the others then fail in
         their next collective), else the first error queued, else an abnormal exit."""
@@ -171,23 +197,28 @@ class RankErrorHandler(ErrorHandler):
         return None
 
     def stop(self):
-        """Stop every process, remove what they left half-written, raise one line."""
+        """Stop every process (SIGTERM: silent wherever it finds them, even importing),
+        remove what they left half-written, raise one line."""
         self.stopping = True
-        rank, what = self.blame()
+        if self.terminated:
+            cause = f"{self.job} stopped by {self.terminated}"
+        else:
+            rank, what = self.blame()
+            cause = f"{self.job} process of rank {rank} {what}"
         for proc in self.procs.values():
             if proc.is_alive():
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGINT)
+                    os.kill(proc.pid, signal.SIGTERM)
         for proc in self.procs.values():
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-        remove_stale_temporaries(self.save_model)
+        if self.cleanup is not None:
+            self.cleanup()
         self.end_listener()  # the handler stays: a late SIGUSR1 finds it (stopping)
-        raise ValueError(f"training process of rank {rank} {what}; all {len(self.procs)} "
-                         "processes stopped, and the checkpoints written so far are whole "
-                         "(resume from the last with -train_from)")
+        signal.signal(signal.SIGTERM, self.previous_sigterm)
+        raise ValueError(f"{cause}; all {len(self.procs)} processes stopped, and {self.outcome}")
 
     def join(self):
         """Wait for every process; the first that fails ends the run (stop)."""
@@ -202,9 +233,38 @@ class RankErrorHandler(ErrorHandler):
         if self.blame() is not None:
             self.stop()
         signal.signal(signal.SIGUSR1, self.previous_handler)
+        signal.signal(signal.SIGTERM, self.previous_sigterm)
 
     def end_listener(self):
         """Let the listener thread end: it takes the end-of-run mark unless it has
         taken an error first (and then signalled before ending)."""
         self.error_queue.put((None, None))
         self.error_thread.join()
+
+
+def rank_main(parent, *args):
+    """A process of run_processes: spawned_train(*args), ended by the kernel when its
+    parent ends (prctl PR_SET_PDEATHSIG, Linux), even by SIGKILL, which the parent
+    cannot forward."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent ended before prctl
+            os._exit(1)
+    spawned_train(*args)
+
+
+def run_processes(process, opt, job, outcome, cleanup=None):
+    """Run ``process(opt, device_id)`` in this machine's -world_size processes through
+    OpenNMT-py's spawned_train (on CPU processes through cpu_rank); the first that
+    fails ends them all with one line (RankErrorHandler, whose arguments follow)."""
+    if cpu_processes(opt):
+        process = functools.partial(cpu_rank, process)
+    launch = launch_opts(opt)
+    context = torch.multiprocessing.get_context("spawn")
+    error_queue = context.SimpleQueue()
+    error_handler = RankErrorHandler(error_queue, job, outcome, cleanup)
+    for device_id, rank in enumerate(launch.gpu_ranks):
+        error_handler.start(rank, context.Process(
+            target=rank_main, args=(os.getpid(), process, launch, device_id, error_queue)))
+        logger.info(f"Rank {rank}: process {error_handler.procs[rank].pid}")
+    error_handler.join()

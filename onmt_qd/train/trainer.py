@@ -12,16 +12,15 @@ from onmt.inputters.dynamic_iterator import build_dynamic_dataset_iter
 from onmt.model_builder import build_model
 from onmt.train_single import _get_model_opts, _init_train, configure_process
 from onmt.trainer import Trainer, build_trainer
-from onmt.utils.distributed import spawned_train
 from onmt.utils.logging import init_logger, logger
 
 from onmt_qd.distill import DistillLossCompute, teacher_from_opts
+from onmt_qd.fileio import remove_stale_temporaries
 from onmt_qd.models import named_weights, split_weights
 from onmt_qd.opts import AUTOCAST_DTYPES, QUANT_OPTIONS
 from onmt_qd.quant_checkpoint import RUN_KEY, SHADOW_KEY
 from onmt_qd.train.checks import check_opts, check_resume
-from onmt_qd.train.distributed import (RankErrorHandler, collective_device, cpu_processes,
-                                       cpu_rank, data_shard, in_lockstep, launch_opts,
+from onmt_qd.train.distributed import (collective_device, data_shard, in_lockstep, run_processes,
                                        sum_gradients, sum_over_processes)
 from onmt_qd.train.epochs import apply_epochs
 from onmt_qd.train.fakequant import FakeQuantizer
@@ -172,16 +171,8 @@ def train(opt):
     apply_epochs(opt)
     process = functools.partial(train_single, policy=check_resume(opt, policy))
     if opt.world_size > 1:
-        if cpu_processes(opt):
-            process = functools.partial(cpu_rank, process)
-        launch = launch_opts(opt)
-        context = torch.multiprocessing.get_context("spawn")
-        error_queue = context.SimpleQueue()
-        error_handler = RankErrorHandler(error_queue, opt.save_model)
-        for device_id, rank in enumerate(launch.gpu_ranks):
-            error_handler.start(rank, context.Process(
-                target=spawned_train, args=(process, launch, device_id, error_queue)))
-            logger.info(f"Rank {rank}: process {error_handler.procs[rank].pid}")
-        error_handler.join()
+        run_processes(process, opt, "training", "the checkpoints written so far are whole "
+                      "(resume from the last with -train_from)",
+                      functools.partial(remove_stale_temporaries, opt.save_model))
     else:
         process(opt, 0 if len(opt.gpu_ranks) == 1 else -1)
