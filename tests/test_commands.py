@@ -99,3 +99,16 @@ def test_diffquant_refuses_an_average_width_before_reading_any_model(tmp_path):
         refused("diffquant", "-model", model, *stand_ins, "-avg_bits", avg,
                 "-output", tmp_path / "d.pt", message=rule)
     assert os.listdir(tmp_path) == ["m.pt"]
+
+
+def test_a_command_starts_without_spacy_and_a_terminology_transform_still_gets_it():
+    """OpenNMT-py imports spaCy for its terminology transform only: a command does not
+    pay for it at every start (about 1.3 s of CPU), and the transform still loads it."""
+    import subprocess
+    import sys
+
+    script = ("import sys, onmt_qd.opts, onmt.transforms.terminology as t\n"
+              "print('thinc' in sys.modules, t.spacy.load.__module__)")
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", script], cwd=REPO,
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "spacy"]
