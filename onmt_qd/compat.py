@@ -106,6 +106,8 @@ def defer_spacy():
 
 class _DeferredSpacy(types.ModuleType):
     def __getattr__(self, name):
+        if name == "__file__":  # inspect.getmodule asks every module (torch does, often)
+            raise AttributeError(name)
         if sys.modules.get("spacy") is self:
             del sys.modules["spacy"]
         return getattr(importlib.import_module("spacy"), name)
