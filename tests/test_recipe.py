@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from conftest import MULTI30K, REPO
-from test_bad_input import command
+from conftest import MULTI30K, REPO, run_cli
 
 METHODS = {"teacher", "student_fp", "student_distilled_fp", "pm_quantization",
            "quantized_distillation", "differentiable_quantization", "quantized_normal_loss"}
@@ -101,9 +100,8 @@ def test_each_test_sets_scores_match_its_own_evaluation(finished):
     teacher = next(m for m in results["models"] if m["name"] == "teacher")
     for test_set, files in results["test_sets"].items():
         alone = work / f"teacher.{test_set}.json"
-        code, _, err = command("eval", "-model", work / "models" / "teacher.pt", "-src",
-                               files["src"], "-tgt", files["tgt"], "-json", alone)
-        assert code == 0, err
+        run_cli("eval", "-model", work / "models" / "teacher.pt", "-src", files["src"],
+                "-tgt", files["tgt"], "-json", alone)
         scores = json.loads(alone.read_text())
         assert teacher["test_sets"][test_set]["bleu"] == round(scores["bleu"], 2), test_set
         assert teacher["test_sets"][test_set]["chrf"] == round(scores["chrf"], 2), test_set
