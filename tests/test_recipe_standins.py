@@ -26,7 +26,7 @@ def test_integ200k_recipe_end_to_end_on_standin_files(tmp_path):
     mirror.mkdir()
     # German side from tgt-*, English from src-*: the real set's names and tokenization
     for lang, side in (("de", "tgt"), ("en", "src")):
-        head(f"{INTEG}/{side}-train.txt", mirror / f"{lang}-train-clean.200K.txt", 1500)
+        head(f"{INTEG}/{side}-train.txt", mirror / f"{lang}-train-clean.200K.txt", 600)
         head(f"{INTEG}/{side}-val-3000.txt", mirror / f"{lang}-val-clean.10K.txt", 60)
     work = tmp_path / "work"
     run_recipe("integ200k", work, mirror, "data", "teacher", "teacher_cache",
