@@ -105,6 +105,8 @@ def defer_spacy():
 
 
 class _DeferredSpacy(types.ModuleType):
+    """``spacy`` until an attribute is asked for, then the real module."""
+
     def __getattr__(self, name):
         if name == "__file__":  # inspect.getmodule asks every module (torch does, often)
             raise AttributeError(name)
