@@ -3,8 +3,11 @@ whose options are an ``argparse.Namespace``. We allow-list exactly that class;
 weights-only loading stays on, so a checkpoint can still run no code."""
 import argparse
 import functools
+import importlib.util
 import os
 import pickle
+import sys
+import types
 
 import torch
 
@@ -90,6 +93,26 @@ def quiet_onmt_warnings():
     warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp.*", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r"dropout option adds dropout after all but "
                             "last recurrent layer", category=UserWarning)
+
+
+def defer_spacy():
+    """OpenNMT-py imports every transform at startup, terminology's spaCy among them:
+    about 1.3 s of CPU for every command, which never uses it. A stand-in module
+    imports spaCy at its first use (spacy.load in a terminology transform)."""
+    if "spacy" not in sys.modules and "onmt" not in sys.modules and \
+            importlib.util.find_spec("spacy") is not None:
+        sys.modules["spacy"] = _DeferredSpacy("spacy")
+
+
+class _DeferredSpacy(types.ModuleType):
+    """``spacy`` until an attribute is asked for, then the real module."""
+
+    def __getattr__(self, name):
+        if name == "__file__":  # inspect.getmodule asks every module (torch does, often)
+            raise AttributeError(name)
+        if sys.modules.get("spacy") is self:
+            del sys.modules["spacy"]
+        return getattr(importlib.import_module("spacy"), name)
 
 
 class ContiguousRNNState:

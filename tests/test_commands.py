@@ -3,6 +3,8 @@ rule shared by several commands reads the same wherever it is broken (issue 20).
 refusal here comes before any model or data is read: no training, a few seconds."""
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -99,3 +101,14 @@ def test_diffquant_refuses_an_average_width_before_reading_any_model(tmp_path):
         refused("diffquant", "-model", model, *stand_ins, "-avg_bits", avg,
                 "-output", tmp_path / "d.pt", message=rule)
     assert os.listdir(tmp_path) == ["m.pt"]
+
+
+def test_a_command_starts_without_spacy_and_a_terminology_transform_still_gets_it():
+    """OpenNMT-py imports spaCy for its terminology transform only: a command does not
+    pay for it at every start (about 1.3 s of CPU), and the transform still loads it."""
+    script = ("import inspect, sys, onmt_qd.opts, onmt.transforms.terminology as t\n"
+              "inspect.getmodule(sys._getframe(), 'x.py')  # as torch registering an operator\n"
+              "print('thinc' in sys.modules, t.spacy.load.__module__)")
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", script], cwd=REPO,
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "spacy"]

@@ -8,7 +8,15 @@ import torch
 from conftest import run_cli
 from onmt_qd.compat import load_checkpoint
 from onmt_qd.qdz import checkpoint_from_compressed
+from test_bad_input import command
 from test_train import stock_translate
+
+
+def in_process(module, *args):
+    """Run a command's main() here: a subprocess would spend seconds importing OpenNMT-py
+    for a tiny model (the refusals below run as subprocesses, as users see them)."""
+    code, _, err = command(module, *args)
+    assert code == 0, err
 
 
 @pytest.fixture(scope="module")
@@ -18,10 +26,10 @@ def quantized(teacher, tmp_path_factory):
     out = {}
     for bits, method in ((2, "uniform"), (4, "uniform"), (8, "uniform"), (2, "quantile")):
         name = f"{method}{bits}"
-        run_cli("quantize", "-model", teacher, "-bits", bits, "-method", method,
-                "-output", root / f"{name}.pt")
-        run_cli("compress", "-model", root / f"{name}.pt", "-output", root / f"{name}.qdz",
-                "-report_json", root / f"{name}.json")
+        in_process("quantize", "-model", teacher, "-bits", bits, "-method", method,
+                   "-output", root / f"{name}.pt")
+        in_process("compress", "-model", root / f"{name}.pt", "-output", root / f"{name}.qdz",
+                   "-report_json", root / f"{name}.json")
         out[name] = root / name
     return out
 
@@ -59,9 +67,9 @@ def test_translation_and_eval_from_the_file_equal_the_checkpoint(quantized, data
     results = {}
     for ext in (".pt", ".qdz"):
         out = tmp_path / f"hyp{ext}.txt"
-        run_cli("eval", "-model", f"{base}{ext}", "-src", data["test.de"], "-tgt",
-                data["test.en"], "-json", tmp_path / f"r{ext}.json", "-output", out,
-                "-beam_size", 2)
+        in_process("eval", "-model", f"{base}{ext}", "-src", data["test.de"], "-tgt",
+                   data["test.en"], "-json", tmp_path / f"r{ext}.json", "-output", out,
+                   "-beam_size", 2)
         with open(tmp_path / f"r{ext}.json") as handle:
             results[ext] = json.load(handle)
         results[ext]["hyp"] = out.read_text()
@@ -78,8 +86,8 @@ def test_translation_and_eval_from_the_file_equal_the_checkpoint(quantized, data
 
 def test_translate_command_reads_the_file(quantized, data, tmp_path):
     out = tmp_path / "out.txt"
-    run_cli("translate", "-model", f"{quantized['uniform2']}.qdz", "-src", data["test.de"],
-            "-output", out, "-beam_size", 2)
+    in_process("translate", "-model", f"{quantized['uniform2']}.qdz", "-src", data["test.de"],
+               "-output", out, "-beam_size", 2)
     expected = stock_translate(f"{quantized['uniform2']}.pt", data["test.de"],
                                str(tmp_path / "stock.txt"), data["spm"])
     assert out.read_text().splitlines() == expected
@@ -129,8 +137,8 @@ def test_compressing_an_unquantized_checkpoint_points_to_quantize(teacher, tmp_p
 def test_pm_quantization_rounds_stochastically_when_asked(teacher, quantized, tmp_path):
     levels = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        run_cli("quantize", "-model", teacher, "-bits", 2, "-rounding", "stochastic",
-                "-seed", seed, "-output", tmp_path / f"{name}.pt")
+        in_process("quantize", "-model", teacher, "-bits", 2, "-rounding", "stochastic",
+                   "-seed", seed, "-output", tmp_path / f"{name}.pt")
         state = load_checkpoint(tmp_path / f"{name}.pt")["qd_quant"]
         assert state["policy"]["rounding"] == "stochastic"
         # the fp model's validation perplexity does not describe these weights
