@@ -57,6 +57,26 @@ def test_export_from_pt_and_qdz_carries_its_models_and_manifest(transformer):
         < os.path.getsize(os.path.join(transformer["float32"], "model.bin"))
 
 
+def test_a_translator_counts_the_cores_and_leaves_torchs_threads_alone(transformer,
+                                                                        monkeypatch):
+    """Creating a CTranslate2 translator sets the OpenMP threads torch shares to its
+    intra_threads: the recipe's deploy stage then gave every model after the first one
+    translator instead of one per core, and an OpenNMT-py run after it one thread."""
+    import torch
+
+    from onmt_qd.deploy.ct2 import DeployedModel
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        for _ in range(2):
+            assert DeployedModel(transformer["int8"]).inter_threads == 2
+            assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_translate_from_the_directory_keeps_one_line_per_source_line(transformer, data,
                                                                      tmp_path):
     source = lines_of(data["test.de"])[:5]

@@ -26,6 +26,14 @@ FLASH_ATTENTION = "scaled-dot-flash"
 DEFAULT_INTRA_THREADS = 1
 
 
+def cpu_threads():
+    """The cores this process may use: OMP_NUM_THREADS when set, else the CPUs it is
+    allowed to run on. Not torch.get_num_threads(): creating a CTranslate2 translator
+    sets the OpenMP threads torch shares to its intra_threads."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else len(os.sched_getaffinity(0))
+
+
 def directory_size(path):
     """Bytes of the files under ``path`` (what a user ships)."""
     return sum(os.path.getsize(os.path.join(root, name))
@@ -224,16 +232,19 @@ class DeployedModel:
         if device == "cuda" and device_index >= ctranslate2.get_cuda_device_count():
             raise ValueError(f"-gpu {device_index}: CTranslate2 sees "
                              f"{ctranslate2.get_cuda_device_count()} CUDA device(s)")
-        if inter_threads is None:  # one translator per core torch would use
-            import torch  # (all of them, unless OMP_NUM_THREADS says otherwise)
-
-            cores = torch.get_num_threads()
-            inter_threads = 1 if device == "cuda" else max(1, cores // intra_threads)
+        if inter_threads is None:  # one translator per core
+            inter_threads = 1 if device == "cuda" else max(1, cpu_threads() // intra_threads)
         self.device, self.inter_threads, self.intra_threads = (
             device if device == "cpu" else f"cuda:{device_index}", inter_threads, intra_threads)
+        import torch
+
+        torch_threads = torch.get_num_threads()
         self.translator = ctranslate2.Translator(
             model_dir, device=device, device_index=device_index,
             inter_threads=inter_threads, intra_threads=intra_threads)
+        # the translator set the OpenMP threads torch shares to intra_threads: an
+        # OpenNMT-py model translated later in this process keeps its own
+        torch.set_num_threads(torch_threads)
         self.source = sentencepiece.SentencePieceProcessor(
             model_file=os.path.join(model_dir, manifest["source_spm"]))
         self.target = sentencepiece.SentencePieceProcessor(

@@ -11,18 +11,8 @@ This module decides; the stage runs ``python -m onmt_qd.bin.recipe_deploy PLAN.y
 (bin/, the floor that may use both inference/ and recipe/), which writes, in the plan's
 folder, NAME.json (the model's runs), NAME.ROLE.hyp (their translations) and NAME.ct2
 (an export)."""
-import os
-
 QUANTIZATION = "int8"
 DEPLOYED, REFERENCE = "deployed", "reference"  # a run's role
-
-
-def deploy_threads():
-    """Threads the deploy stage translates with: the user's OMP_NUM_THREADS (which the
-    runner keeps), else every core, as the stage runs alone. CTranslate2 gets as many
-    single-threaded translators (ct2.DeployedModel), so both engines use the same cores."""
-    value = os.environ.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else os.cpu_count() or 1
 
 
 def deployment(model_opt, gpu):

@@ -372,7 +372,7 @@ class Pipeline(Runner):
                      progress=lambda: self.models_done("deployed", self.evaluated, "deployed"))
 
     def deploy_all(self):
-        from onmt_qd.recipe.deployment import deploy_threads
+        from onmt_qd.deploy.ct2 import cpu_threads
 
         os.makedirs(self.path("deployed"), exist_ok=True)
         test = self.pooled_test_set()
@@ -380,7 +380,7 @@ class Pipeline(Runner):
                             "reference": m == TEACHER} for m in self.evaluated],
                 "src": test["src"], "tgt": test["tgt"], "beam_size": DEPLOY_BEAM,
                 "batch_size": self.profile.translate_batch_size, "gpu": self.gpu,
-                "threads": deploy_threads(), "folder": self.path("deployed")}
+                "threads": cpu_threads(), "folder": self.path("deployed")}
         self.command("deploy", [sys.executable, "-m", "onmt_qd.bin.recipe_deploy",
                                 self.write_config("deploy", plan)])
 
