@@ -99,3 +99,33 @@ def test_stages_side_by_side_share_the_cores_and_keep_a_users_thread_count(tmp_p
     assert "OMP_NUM_THREADS" not in Runner(tmp_path, jobs=1).command_environment()
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert Runner(tmp_path, jobs=2).command_environment()["OMP_NUM_THREADS"] == "3"
+
+
+def test_a_stage_every_other_waits_for_has_every_core(tmp_path, monkeypatch):
+    """With jobs 2, the teacher and the student start side by side (half the cores
+    each); the cache, which every remaining stage waits for, starts alone and gets them
+    all; the two students after it share again; a stage's own side-by-side commands
+    (evaluate's models) share too."""
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    seen, pipeline = {}, None
+
+    def stage(name, needs=()):
+        def run():
+            seen[name] = pipeline.command_environment().get("OMP_NUM_THREADS", "all")
+            if name == "evaluate":
+                pipeline.side_by_side(lambda m: seen.__setitem__(
+                    m, pipeline.command_environment()["OMP_NUM_THREADS"]), ["m1", "m2"])
+            if name in ("teacher", "student"):
+                both_started.wait()
+        return Stage(name, run, (), "", needs)
+
+    both_started = threading.Barrier(2, timeout=10)
+    pipeline = pipeline_of(tmp_path, [
+        stage("teacher"), stage("student"), stage("cache", ["teacher"]),
+        stage("distilled", ["cache"]), stage("quantized", ["cache"]),
+        stage("evaluate", ["student", "distilled", "quantized"])])
+    pipeline.jobs = 2
+    pipeline.run()
+    assert seen == {"teacher": "4", "student": "4", "cache": "all", "distilled": "4",
+                    "quantized": "4", "evaluate": "all", "m1": "4", "m2": "4"}

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -49,6 +50,7 @@ class Runner:
     jobs = 1  # stages at a time
     processes = 1  # CPU processes a stage's command may start (data-parallel ranks)
     progress_seconds = 30  # how often running stages say where they are, at most
+    running_alone = threading.local()  # .value: the stage this thread runs started alone
 
     def __init__(self, work, jobs=1):
         if jobs < 1:
@@ -85,10 +87,13 @@ class Runner:
     def command_environment(self):
         """Commands running side by side, and the processes each starts, share the CPU
         cores instead of each starting a thread per core (oversubscribed, torch's threads
-        spin and every job crawls); a thread count the user set is kept."""
+        spin and every job crawls); a thread count the user set is kept. A stage that
+        started alone, every other stage waiting for it, has every core: nothing can
+        start beside it until it ends."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if self.jobs * self.processes > 1:
-            threads = str(max(1, (os.cpu_count() or 1) // (self.jobs * self.processes)))
+        sharing = 1 if getattr(self.running_alone, "value", False) else self.jobs
+        if sharing * self.processes > 1:
+            threads = str(max(1, (os.cpu_count() or 1) // (sharing * self.processes)))
             env.setdefault("OMP_NUM_THREADS", threads)
             env.setdefault("MKL_NUM_THREADS", threads)
         return env
@@ -137,11 +142,13 @@ class Runner:
         running = {}
         with ThreadPoolExecutor(self.jobs) as pool:
             while pending or running:
-                for item in [(i, s) for i, s in pending if not waiting & set(s.needs)]:
+                ready = [(i, s) for i, s in pending if not waiting & set(s.needs)]
+                for item in ready:
                     if len(running) == self.jobs:
                         break
                     pending.remove(item)
-                    running[pool.submit(self.run_stage, *item, len(todo))] = item[1]
+                    alone = not running and len(ready) == 1
+                    running[pool.submit(self.run_stage, *item, len(todo), alone)] = item[1]
                 if not running:
                     raise RecipeError("stages wait on each other: " +
                                       ", ".join(s.name for _, s in pending))
@@ -156,7 +163,8 @@ class Runner:
                 for future in finished:
                     future.result()
 
-    def run_stage(self, i, stage, total):
+    def run_stage(self, i, stage, total, alone=False):
+        self.running_alone.value = alone  # this pool thread's commands (command_environment)
         done = self.path("stages", stage.name + ".done")
         prefix = f"[{i}/{total}] {stage.name}"
         key = self.stage_key(stage)
