@@ -27,7 +27,7 @@ from onmt_qd.fileio import remove_stale_temporaries, temporary_name
 from onmt_qd.distill.rules import DEFAULT_TOPK, check_teacher_model, check_topk
 from onmt_qd.opts import OptionError
 from onmt_qd.progress import Progress
-from onmt_qd.train.distributed import check_cpu_backend, run_processes
+from onmt_qd.processes import check_cpu_backend, run_processes
 
 
 def one_pass_batches(opt, transforms_cls, vocabs, device):

@@ -98,7 +98,7 @@ class LiveTeacher:
 
 def process_stride(opt):
     """How many data-parallel processes share the training lines: one per -gpu_ranks
-    entry, or -world_size CPU processes (onmt_qd/train/distributed.py), else one."""
+    entry, or -world_size CPU processes (onmt_qd/processes.py), else one."""
     if opt.parallel_mode != "data_parallel":
         return 1
     return max(1, len(opt.gpu_ranks) or opt.world_size)

@@ -20,7 +20,7 @@ from onmt_qd.distill.rules import check_distill_opts
 from onmt_qd.opts import QUANT_OPTIONS, OptionError, policy_from_opts, policy_options, train_parser
 from onmt_qd.quant import MAX_BITS, QuantPolicy
 from onmt_qd.quant_checkpoint import QUANT_KEY, RUN_KEY
-from onmt_qd.train.distributed import check_cpu_backend, cpu_processes
+from onmt_qd.processes import check_cpu_backend, cpu_processes
 
 
 def check_opts(opt):

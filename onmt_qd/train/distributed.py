@@ -1,68 +1,17 @@
-"""Data-parallel training on CPU processes (torch.distributed's gloo backend), built on
-OpenNMT-py's launch (spawned_train, multi_init, ErrorHandler), and what keeps every
-data-parallel process in lockstep.
+"""Data-parallel training on CPU processes (torch.distributed's gloo backend; the
+launch is onmt_qd/processes.py): what keeps every data-parallel process in lockstep.
 
 OpenNMT-py's Trainer synchronizes data-parallel GPUs only (its all_gather_list makes
 CUDA tensors), so on CPU processes it is built for one process (n_gpu 0) and the sums
 live here: the normalization (sentences or tokens) and the gradients, summed over the
 processes, so that N processes with batch b take the step one process takes with batch
 N*b."""
-import contextlib
-import ctypes
-import copy
-import functools
 import hashlib
-import multiprocessing.connection
-import os
-import signal
-import sys
 
 import torch
 import torch.distributed as dist
-from onmt.utils.distributed import ErrorHandler, spawned_train
-from onmt.utils.logging import logger
 
 from onmt_qd.distill.teacher import process_stride
-from onmt_qd.opts import OptionError
-
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def cpu_processes(opt):
-    """Whether this run trains on -world_size CPU processes (no -gpu_ranks)."""
-    return opt.world_size > 1 and not opt.gpu_ranks
-
-
-def launch_opts(opt):
-    """The options spawned_train starts each process with: on CPU processes, ranks
-    0..world_size-1 in -gpu_ranks, which OpenNMT-py's multi_init reads as the process
-    ranks (cpu_rank gives every process its CPU options back)."""
-    if not cpu_processes(opt):
-        return opt
-    launch = copy.copy(opt)
-    launch.gpu_ranks = list(range(opt.world_size))
-    return launch
-
-
-def check_cpu_backend(opt, command):
-    """Refuse -world_size CPU processes without gloo (NCCL is for GPUs)."""
-    if cpu_processes(opt) and opt.gpu_backend != "gloo":
-        raise OptionError(f"-world_size {opt.world_size} without -gpu_ranks {command} on CPU "
-                          f"processes, which need -gpu_backend gloo (not {opt.gpu_backend}): "
-                          "add -gpu_backend gloo, give one -gpu_ranks index per GPU on a "
-                          "GPU machine, or drop -world_size to run in one process")
-
-
-def cpu_rank(process, opt, device_id):
-    """spawned_train's process function on CPU: multi_init has made this process rank
-    ``device_id``; it runs on the CPU (device -1) with its share of the cores, unless
-    OMP_NUM_THREADS says otherwise."""
-    opt = copy.copy(opt)
-    opt.gpu_ranks = []
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // opt.world_size))
-    process(opt, -1)
 
 
 def in_lockstep(parallel_mode):
@@ -140,131 +89,3 @@ def check_same_state(step, parts):
         raise ValueError(f"step {step}: the weights of rank {differ[0]} differ from rank "
                          "0's (data-parallel processes out of step); no checkpoint written")
     return digest
-
-
-class RankErrorHandler(ErrorHandler):
-    """OpenNMT-py's ErrorHandler (a child's error queued as (rank, traceback), SIGUSR1
-    to the parent, the children stopped), ending the run with one line naming the rank
-    (a ValueError, which the command prints) instead of an Exception carrying the
-    traceback, and also when a process dies without a word (killed, out of memory),
-    or when this process is sent SIGTERM (the processes end with it: a batch scheduler's
-    stop leaves no process behind). ``job`` names the processes and ``outcome`` says what is left on disk, after
-    ``cleanup`` (if any) has removed what they left half-written."""
-
-    def __init__(self, error_queue, job, outcome, cleanup=None):
-        self.job, self.outcome, self.cleanup = job, outcome, cleanup
-        self.procs = {}
-        self.failure = None
-        self.stopping = False
-        self.terminated = None
-        self.previous_handler = signal.getsignal(signal.SIGUSR1)
-        self.previous_sigterm = signal.signal(signal.SIGTERM, self.terminate)
-        super().__init__(error_queue)
-
-    def start(self, rank, proc):
-        proc.start()
-        self.procs[rank] = proc
-        self.add_child(proc.pid)
-
-    def error_listener(self):
-        rank, trace = self.error_queue.get()
-        if rank is None:  # join's end-of-run mark: no process failed
-            return
-        last = trace.strip().splitlines()[-1] if trace.strip() else "no message"
-        self.failure = (rank, f"failed: {last}")
-        os.kill(os.getpid(), signal.SIGUSR1)
-
-    def signal_handler(self, signalnum, stackframe):
-        if not self.stopping:
-            self.stop()
-
-    def terminate(self, signalnum, stackframe):
-        self.terminated = signal.Signals(signalnum).name
-        if not self.stopping:
-            self.stop()
-
-    def blame(self):
-        """(rank, what): a process killed by a signal first (the others then fail in
-        their next collective), else the first error queued, else an abnormal exit."""
-        for rank, proc in self.procs.items():
-            if proc.exitcode is not None and proc.exitcode < 0:
-                return rank, f"was killed by {signal.Signals(-proc.exitcode).name}"
-        if self.failure is not None:
-            return self.failure
-        for rank, proc in self.procs.items():
-            if proc.exitcode:
-                return rank, f"exited with status {proc.exitcode}"
-        return None
-
-    def stop(self):
-        """Stop every process (SIGTERM: silent wherever it finds them, even importing),
-        remove what they left half-written, raise one line."""
-        self.stopping = True
-        if self.terminated:
-            cause = f"{self.job} stopped by {self.terminated}"
-        else:
-            rank, what = self.blame()
-            cause = f"{self.job} process of rank {rank} {what}"
-        for proc in self.procs.values():
-            if proc.is_alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-        if self.cleanup is not None:
-            self.cleanup()
-        self.end_listener()  # the handler stays: a late SIGUSR1 finds it (stopping)
-        signal.signal(signal.SIGTERM, self.previous_sigterm)
-        raise ValueError(f"{cause}; all {len(self.procs)} processes stopped, and {self.outcome}")
-
-    def join(self):
-        """Wait for every process; the first that fails ends the run (stop)."""
-        waiting = dict(self.procs)
-        while waiting:
-            ended = multiprocessing.connection.wait([p.sentinel for p in waiting.values()])
-            for rank in [r for r, p in waiting.items() if p.sentinel in ended]:
-                waiting.pop(rank).join()
-            if self.blame() is not None:
-                self.stop()
-        self.end_listener()
-        if self.blame() is not None:
-            self.stop()
-        signal.signal(signal.SIGUSR1, self.previous_handler)
-        signal.signal(signal.SIGTERM, self.previous_sigterm)
-
-    def end_listener(self):
-        """Let the listener thread end: it takes the end-of-run mark unless it has
-        taken an error first (and then signalled before ending)."""
-        self.error_queue.put((None, None))
-        self.error_thread.join()
-
-
-def rank_main(parent, *args):
-    """A process of run_processes: spawned_train(*args), ended by the kernel when its
-    parent ends (prctl PR_SET_PDEATHSIG, Linux), even by SIGKILL, which the parent
-    cannot forward."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent ended before prctl
-            os._exit(1)
-    spawned_train(*args)
-
-
-def run_processes(process, opt, job, outcome, cleanup=None):
-    """Run ``process(opt, device_id)`` in this machine's -world_size processes through
-    OpenNMT-py's spawned_train (on CPU processes through cpu_rank); the first that
-    fails ends them all with one line (RankErrorHandler, whose arguments follow)."""
-    if cpu_processes(opt):
-        process = functools.partial(cpu_rank, process)
-    launch = launch_opts(opt)
-    context = torch.multiprocessing.get_context("spawn")
-    error_queue = context.SimpleQueue()
-    error_handler = RankErrorHandler(error_queue, job, outcome, cleanup)
-    for device_id, rank in enumerate(launch.gpu_ranks):
-        error_handler.start(rank, context.Process(
-            target=rank_main, args=(os.getpid(), process, launch, device_id, error_queue)))
-        logger.info(f"Rank {rank}: process {error_handler.procs[rank].pid}")
-    error_handler.join()

@@ -18,10 +18,11 @@ from onmt_qd.distill import DistillLossCompute, teacher_from_opts
 from onmt_qd.fileio import remove_stale_temporaries
 from onmt_qd.models import named_weights, split_weights
 from onmt_qd.opts import AUTOCAST_DTYPES, QUANT_OPTIONS
+from onmt_qd.processes import run_processes
 from onmt_qd.quant_checkpoint import RUN_KEY, SHADOW_KEY
 from onmt_qd.train.checks import check_opts, check_resume
-from onmt_qd.train.distributed import (collective_device, data_shard, in_lockstep, run_processes,
-                                       sum_gradients, sum_over_processes)
+from onmt_qd.train.distributed import (collective_device, data_shard, in_lockstep, sum_gradients,
+                                       sum_over_processes)
 from onmt_qd.train.epochs import apply_epochs
 from onmt_qd.train.fakequant import FakeQuantizer
 from onmt_qd.train.precision import use_autocast
