@@ -115,6 +115,21 @@ class _DeferredSpacy(types.ModuleType):
         return getattr(importlib.import_module("spacy"), name)
 
 
+def keep_log_file():
+    """OpenNMT-py 3.5's training-data mixer calls init_logger() each time it opens a
+    corpus, to give its loader worker processes (which start with no handler) a console;
+    in the training process that drops the -log_file handler, so after the first corpus
+    is opened nothing more reaches the log file. Its call now keeps the handlers the
+    logger has, if any."""
+    from onmt.inputters import dynamic_iterator
+    from onmt.utils.logging import init_logger, logger
+
+    def init_unless_set(*args, **kwargs):
+        return logger if logger.handlers else init_logger(*args, **kwargs)
+
+    dynamic_iterator.init_logger = init_unless_set
+
+
 class ContiguousRNNState:
     """Mixin for OpenNMT-py's RNN decoders: keep the recurrent state contiguous.
 

@@ -95,6 +95,13 @@ def distributed_help(parser):
     for action in parser._actions:
         if action.dest in helps:
             action.help = helps[action.dest]
+    group = parser.add_argument_group("Distributed (onmt_qd)")
+    group.add("-cpu_ranks", "--cpu_ranks", type=int, nargs="+", default=[],
+              help="The ranks (of -world_size) that this machine runs as CPU processes "
+              "(gloo, no -gpu_ranks); default: all of them. On several machines, each "
+              "runs the same command with its own ranks, e.g. -world_size 4 -cpu_ranks 2 3 "
+              "-master_ip HOST_OF_RANK_0 -master_port PORT; rank 0's machine writes the "
+              "checkpoints.")
 
 
 def policy_opts(parser, prefix):

@@ -27,34 +27,50 @@ def cpu_processes(opt):
     return opt.world_size > 1 and not opt.gpu_ranks
 
 
+def local_ranks(opt):
+    """The ranks this machine runs as CPU processes: -cpu_ranks, else all of them."""
+    return list(opt.cpu_ranks or range(opt.world_size))
+
+
 def launch_opts(opt):
-    """The options spawned_train starts each process with: on CPU processes, ranks
-    0..world_size-1 in -gpu_ranks, which OpenNMT-py's multi_init reads as the process
+    """The options spawned_train starts each process with: on CPU processes, this
+    machine's ranks in -gpu_ranks, which OpenNMT-py's multi_init reads as the process
     ranks (cpu_rank gives every process its CPU options back)."""
     if not cpu_processes(opt):
         return opt
     launch = copy.copy(opt)
-    launch.gpu_ranks = list(range(opt.world_size))
+    launch.gpu_ranks = local_ranks(opt)
     return launch
 
 
 def check_cpu_backend(opt, command):
-    """Refuse -world_size CPU processes without gloo (NCCL is for GPUs)."""
+    """Refuse -world_size CPU processes without gloo (NCCL is for GPUs), and -cpu_ranks
+    that are not distinct ranks of -world_size CPU processes."""
     if cpu_processes(opt) and opt.gpu_backend != "gloo":
         raise OptionError(f"-world_size {opt.world_size} without -gpu_ranks {command} on CPU "
                           f"processes, which need -gpu_backend gloo (not {opt.gpu_backend}): "
                           "add -gpu_backend gloo, give one -gpu_ranks index per GPU on a "
                           "GPU machine, or drop -world_size to run in one process")
+    ranks = opt.cpu_ranks
+    if not ranks:
+        return
+    if not cpu_processes(opt):
+        raise OptionError("-cpu_ranks names CPU processes of a -world_size above 1 without "
+                          "-gpu_ranks: drop -cpu_ranks (GPUs take -gpu_ranks) or give "
+                          "-world_size")
+    if len(set(ranks)) != len(ranks) or not all(0 <= r < opt.world_size for r in ranks):
+        raise OptionError(f"-cpu_ranks {' '.join(map(str, ranks))}: give distinct ranks "
+                          f"from 0 to {opt.world_size - 1} (-world_size {opt.world_size})")
 
 
 def cpu_rank(process, opt, device_id):
     """spawned_train's process function on CPU: multi_init has made this process rank
-    ``device_id``; it runs on the CPU (device -1) with its share of the cores, unless
+    ``opt.gpu_ranks[device_id]`` (launch_opts); it runs on the CPU (device -1) with its share of the cores, unless
     OMP_NUM_THREADS says otherwise."""
     opt = copy.copy(opt)
     opt.gpu_ranks = []
     if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // opt.world_size))
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // len(local_ranks(opt))))
     process(opt, -1)
 
 

@@ -3,6 +3,7 @@ the step of 2 processes with batch b is the step of one with batch 2b; quantized
 distillation from the teacher cache keeps every process's weights identical; one
 process writes each checkpoint; a resumed run continues the schedule; a killed process
 ends the run with one line. Each process uses one thread (OMP_NUM_THREADS=1)."""
+import argparse
 import os
 import re
 import signal
@@ -12,9 +13,11 @@ import sys
 import time
 
 import pytest
+import torch
 import yaml
 
 from onmt_qd.compat import load_checkpoint
+from onmt_qd.distill.teacher import loader_stride, process_stride
 from test_bad_input import command, refused
 
 SGD = ["-optim", "sgd", "-learning_rate", "1.0", "-dropout", "0", "-seed", "1"]
@@ -90,30 +93,71 @@ def cache(data, teacher, tmp_path_factory):
     return str(path)
 
 
-def test_quantized_distillation_from_the_cache_keeps_every_process_identical(
-        data, cache, tmp_path, capfd):
-    """4-bit stochastic rounding from the cache: at every save each process digests the
-    checkpoint it would write (shadow weights, Q(w), optimizer state) and the rounding's
-    random state, rank 0 gathers the digests and writes only if all agree; then a
-    resumed 2-process run continues the plateau schedule."""
-    save = tmp_path / "m"
-    common = ["-config", data["config"], "-teacher_cache", cache, "-distill_weight", 0.5,
-              "-quant_bits", 4, "-quant_rounding", "stochastic", "-save_model", save,
-              "-valid_steps", 2, "-save_checkpoint_steps", 2, "-lr_halving", "plateau",
-              "-start_decay_at_epoch", 1, *SGD]
-    trained(*common, "-train_steps", 4, *ranks(2))
-    # rank 0's log (the processes write on the stderr they inherit)
-    agreed = re.findall(r"Step (\d+): the data-parallel processes hold the same weights",
-                        capfd.readouterr().err)
+QUANTIZED = ["-distill_weight", 0.5, "-quant_bits", 4, "-quant_rounding", "stochastic",
+             "-valid_steps", 2, "-save_checkpoint_steps", 2, "-lr_halving", "plateau",
+             "-start_decay_at_epoch", 1, *SGD]
+
+
+@pytest.fixture(scope="module")
+def quantized(data, cache, tmp_path_factory):
+    """4 steps of 4-bit stochastic-rounding distillation from the cache on 2 processes:
+    (the options, -save_model, rank 0's log)."""
+    folder, log = tmp_path_factory.mktemp("quantized"), tmp_path_factory.mktemp("log") / "log"
+    options = ["-config", data["config"], "-teacher_cache", cache, *QUANTIZED]
+    trained(*options, "-save_model", folder / "m", "-train_steps", 4, "-log_file", log,
+            *ranks(2))
+    return options, folder / "m", log.read_text()
+
+
+def test_quantized_distillation_from_the_cache_keeps_every_process_identical(quantized):
+    """At every save each process digests the checkpoint it would write (shadow
+    weights, Q(w), optimizer state) and the rounding's random state, rank 0 gathers the
+    digests and writes only if all agree; then a resumed 2-process run continues the
+    plateau schedule."""
+    options, save, log = quantized
+    agreed = re.findall(r"Step (\d+): the data-parallel processes hold the same weights", log)
     assert agreed == ["2", "4"]
     # one file per save, written by rank 0 alone (no copies, no temporaries)
-    assert sorted(p.name for p in tmp_path.iterdir()) == \
+    assert sorted(p.name for p in save.parent.iterdir()) == \
         ["m_best.pt", "m_step_2.pt", "m_step_4.pt"]
-    trained(*common, "-train_steps", 6, "-train_from", f"{save}_step_4.pt", *ranks(2))
+    trained(*options, "-save_model", save, "-train_steps", 6,
+            "-train_from", f"{save}_step_4.pt", *ranks(2))
     schedule = load_checkpoint(f"{save}_step_6.pt")["optim"]["lr_schedule"]
     # validations at steps 2, 4 (first run) and 6: halved at each, from the first epoch
     assert (schedule["epoch"], schedule["scale"]) == (3, 0.125)
     assert load_checkpoint(f"{save}_step_6.pt")["optim"]["training_step"] == 7
+
+
+def test_two_machines_with_a_rank_each_train_as_one_machine_with_both(quantized, tmp_path):
+    """Several machines: each runs the command with its -cpu_ranks and rank 0's address.
+    Two commands here, one rank each, meet at 127.0.0.1 and take the steps the
+    2-process command took, bit for bit; only rank 0's machine writes."""
+    options, save, _ = quantized
+    meet = ["-world_size", 2, "-gpu_backend", "gloo", "-master_ip", "127.0.0.1",
+            "-master_port", free_port()]
+    machines = []
+    for rank in (0, 1):
+        args = [*options, "-save_model", tmp_path / f"machine{rank}" / "m", "-train_steps", 4,
+                *meet, "-cpu_ranks", rank]
+        machines.append(subprocess.Popen(
+            [sys.executable, "-m", "onmt_qd.bin.train", *map(str, args)],
+            stderr=subprocess.PIPE, text=True))
+    try:
+        for machine in machines:
+            _, err = machine.communicate(timeout=300)
+            assert machine.returncode == 0, err
+    finally:
+        for machine in machines:
+            machine.kill()
+    assert not (tmp_path / "machine1").exists() or not os.listdir(tmp_path / "machine1")
+    written = sorted(p.name for p in (tmp_path / "machine0").iterdir())
+    assert written == ["m_best.pt", "m_step_2.pt", "m_step_4.pt"]
+    one, two = load_checkpoint(f"{save}_step_4.pt"), load_checkpoint(tmp_path / "machine0" /
+                                                                      "m_step_4.pt")
+    for key in ("model", "generator", "qd_shadow"):
+        assert one[key].keys() == two[key].keys()
+        for name in one[key]:
+            assert torch.equal(one[key][name], two[key][name]), (key, name)
 
 
 def test_a_killed_process_ends_the_run_with_one_line_naming_its_rank(four_lines, tmp_path):
@@ -176,6 +220,23 @@ def test_a_parallel_cache_build_on_cpu_processes_without_gloo_is_refused(data, t
             "-output", tmp_path / "c", "-world_size", 2,
             message="-world_size 2 without -gpu_ranks builds the cache on CPU processes, "
             "which need -gpu_backend gloo (not nccl)")
+
+
+def test_on_several_gpu_machines_each_process_reads_its_own_lines():
+    """The second of two 2-GPU machines (-gpu_ranks 2 3 of -world_size 4): its processes
+    take lines 2 and 3 of every 4 (OpenNMT-py's own stride, 2 by this machine's GPUs,
+    would give them the lines the first machine reads); the cache reader undoes the
+    same stride."""
+    opt = argparse.Namespace(parallel_mode="data_parallel", world_size=4, gpu_ranks=[2, 3],
+                             num_workers=0)
+    assert process_stride(opt) == loader_stride(opt) == 4
+
+
+def test_a_cache_build_split_over_machines_is_refused(data, teacher, tmp_path):
+    refused("teacher_cache", "-config", data["config"], "-teacher_model", teacher,
+            "-output", tmp_path / "c", *ranks(2), "-cpu_ranks", 1,
+            message="-cpu_ranks 1: the cache is built on one machine, which runs every "
+            "rank; drop -cpu_ranks")
 
 
 def test_sigterm_to_the_parent_ends_every_process(data, teacher, tmp_path):

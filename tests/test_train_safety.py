@@ -93,6 +93,9 @@ def test_a_resume_keeps_or_refuses_quantization_and_vocabulary(data, tmp_path):
     (["-world_size", 2], "CPU processes, which need -gpu_backend gloo (not nccl)"),
     (["-world_size", 2, "-gpu_backend", "gloo", "-parallel_mode", "tensor_parallel"],
      "-parallel_mode tensor_parallel on CPU processes is not supported"),
+    (["-world_size", 2, "-gpu_backend", "gloo", "-cpu_ranks", 1, 2],
+     "-cpu_ranks 1 2: give distinct ranks from 0 to 1 (-world_size 2)"),
+    (["-cpu_ranks", 0], "-cpu_ranks names CPU processes of a -world_size above 1"),
 ])
 def test_impossible_values_are_refused_with_the_range_that_works(data, tmp_path, extra,
                                                                 message):

@@ -96,6 +96,9 @@ def check_processes(opt):
                           f"{' '.join(map(str, opt.gpu_ranks))}: the cache is built on one "
                           "machine, one process per GPU; give -gpu_ranks 0 .. "
                           f"{opt.world_size - 1} (or drop -gpu_ranks for CPU processes)")
+    if opt.cpu_ranks and sorted(opt.cpu_ranks) != list(range(opt.world_size)):
+        raise OptionError(f"-cpu_ranks {' '.join(map(str, opt.cpu_ranks))}: the cache is "
+                          "built on one machine, which runs every rank; drop -cpu_ranks")
 
 
 def teacher_rows(opt, transforms_cls, vocabs, teacher, device, topk, shard=(0, 1)):

@@ -97,11 +97,13 @@ class LiveTeacher:
 
 
 def process_stride(opt):
-    """How many data-parallel processes share the training lines: one per -gpu_ranks
-    entry, or -world_size CPU processes (onmt_qd/processes.py), else one."""
+    """How many data-parallel processes share the training lines: all -world_size of
+    them, on every machine (GPUs or CPU processes), else one. OpenNMT-py 3.5 strides by
+    this machine's -gpu_ranks alone, so on several machines each would read the lines
+    the others read."""
     if opt.parallel_mode != "data_parallel":
         return 1
-    return max(1, len(opt.gpu_ranks) or opt.world_size)
+    return max(1, opt.world_size)
 
 
 def loader_stride(opt):

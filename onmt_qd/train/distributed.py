@@ -26,13 +26,11 @@ def collective_device():
     return "cpu" if dist.get_backend() == "gloo" else f"cuda:{torch.cuda.current_device()}"
 
 
-def data_shard(opt, device_id):
-    """(stride, offset) of this process's training lines: OpenNMT-py's, one share per
-    -gpu_ranks entry by device, or one per CPU process by rank."""
-    if opt.parallel_mode != "data_parallel":
-        return 1, 0
-    rank = dist.get_rank() if dist.is_initialized() and device_id < 0 else max(0, device_id)
-    return process_stride(opt), rank
+def data_shard(opt):
+    """(stride, offset) of this process's training lines: one share per data-parallel
+    process of the whole run (process_stride), taken by its rank."""
+    stride = process_stride(opt)
+    return stride, (dist.get_rank() if stride > 1 else 0)
 
 
 def sum_over_processes(value):

@@ -14,6 +14,7 @@ from onmt.train_single import _get_model_opts, _init_train, configure_process
 from onmt.trainer import Trainer, build_trainer
 from onmt.utils.logging import init_logger, logger
 
+from onmt_qd.compat import keep_log_file
 from onmt_qd.distill import DistillLossCompute, teacher_from_opts
 from onmt_qd.fileio import remove_stale_temporaries
 from onmt_qd.models import named_weights, split_weights
@@ -96,6 +97,7 @@ def train_single(opt, device_id, policy=None):
     """One training process; ``policy``: the quantization train() settled (None: fp32)."""
     configure_process(opt, device_id)
     init_logger(opt.log_file)
+    keep_log_file()
     checkpoint, vocabs, transforms_cls = _init_train(opt)
     resume_from_shadow(checkpoint)
     model_opt = _get_model_opts(opt, checkpoint=checkpoint)
@@ -143,7 +145,7 @@ def train_single(opt, device_id, policy=None):
                     f"lambda={opt.distill_weight}, "
                     f"T={opt.distill_temperature}")
 
-    stride, offset = data_shard(opt, device_id)
+    stride, offset = data_shard(opt)
     train_iter = build_dynamic_dataset_iter(
         opt, transforms_cls, vocabs, task=CorpusTask.TRAIN, copy=opt.copy_attn,
         stride=stride, offset=offset, device_id=device_id)

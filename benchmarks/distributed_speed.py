@@ -1,0 +1,163 @@
+"""Data-parallel CPU processes against one process on the same cores (issue 23), in one
+run: onmt_qd_train with -processes gloo processes (one core's threads each, batch b)
+against one process on every core (batch processes x b), the same global batch, the
+same sentences; prints sentences/s of each and their ratio. With -teacher, also the
+teacher cache's build time with -processes processes against one.
+
+    python benchmarks/distributed_speed.py -config TRAIN.yaml [-processes 2]
+        [-batch_size 32] [-steps 80] [-from_step 20] [-teacher T.pt] [-topk 8]
+        [-- more onmt_qd_train options]
+
+TRAIN.yaml is a full onmt_qd_train config (a recipe's configs/*.yaml too): its
+save_model, train_from, epochs, checkpointing and validation are replaced (models go to
+a temporary folder; no validation, one checkpoint at the end). The speed is timed between the log
+lines of step -from_step and step -steps (their millisecond timestamps), so start-up,
+vocabulary and the first batches are left out. The rows run one after the other, each
+alone: time them on an idle machine."""
+import argparse
+import datetime
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import yaml
+
+# OpenNMT-py's log line: "[2026-12-03 13:14:54,123 INFO] Step 20/   80; ..."
+STEP_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO\] Step +(\d+)/")
+REPLACED = ("save_model", "train_from", "epochs", "keep_checkpoint", "train_steps",
+            "valid_steps", "save_checkpoint_steps", "report_every", "batch_size",
+            "world_size", "gpu_ranks", "gpu_backend", "log_file")
+
+
+def cores():
+    return len(os.sched_getaffinity(0))
+
+
+def training_config(path, folder, steps, report_every):
+    """``path`` with the keys this benchmark sets replaced, written to ``folder``."""
+    with open(path) as handle:
+        config = yaml.safe_load(handle)
+    config = {k: v for k, v in config.items() if k not in REPLACED}
+    config.update(train_steps=steps, valid_steps=10 ** 9, save_checkpoint_steps=10 ** 9,
+                  report_every=report_every, overwrite=True)
+    out = os.path.join(folder, "train.yaml")
+    with open(out, "w") as handle:
+        yaml.safe_dump(config, handle)
+    return out
+
+
+def step_times(log):
+    """{step: seconds since the epoch} from OpenNMT-py's step reports."""
+    times = {}
+    for line in log.splitlines():
+        match = STEP_LINE.match(line)
+        if match:
+            stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+            times[int(match.group(2))] = stamp.timestamp()
+    return times
+
+
+def run(command, threads):
+    """Run an onmt_qd command (list) with OMP_NUM_THREADS=threads; returns (stderr,
+    wall seconds); a failure ends the benchmark with the command's last line."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", *command], env=env, stderr=subprocess.PIPE,
+                          text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        last = done.stderr.strip().splitlines()[-1:] or ["no message"]
+        sys.exit(f"distributed_speed: {' '.join(command[:1])} failed: {last[0]}")
+    return done.stderr, wall
+
+
+def free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def parallel(processes):
+    return ["-world_size", str(processes), "-gpu_backend", "gloo", "-master_port",
+            str(free_port())]
+
+
+def training_speed(args, extra, folder):
+    """[(row name, sentences/s)] for one process and for -processes processes."""
+    config = training_config(args.config, folder, args.steps, args.from_step)
+    global_batch = args.batch_size * args.processes
+    rows = [(f"1 process, {cores()} threads, batch {global_batch}",
+             ["-batch_size", str(global_batch)], cores()),
+            (f"{args.processes} gloo processes, {max(1, cores() // args.processes)} "
+             f"thread(s) each, batch {args.batch_size} each",
+             ["-batch_size", str(args.batch_size), *parallel(args.processes)],
+             max(1, cores() // args.processes))]
+    speeds = []
+    for index, (name, options, threads) in enumerate(rows):
+        save = os.path.join(folder, f"row{index}", "model")
+        log, _ = run(["onmt_qd.bin.train", "-config", config, "-save_model", save, *options,
+                      *extra], threads)
+        times = step_times(log)
+        if args.from_step not in times or args.steps not in times:
+            sys.exit(f"distributed_speed: no step {args.from_step} or {args.steps} report "
+                     f"in the {name} log")
+        seconds = times[args.steps] - times[args.from_step]
+        speed = (args.steps - args.from_step) * global_batch / seconds
+        print(f"{name}: {seconds:.2f} s for steps {args.from_step}-{args.steps}, "
+              f"{speed:.1f} sentences/s", flush=True)
+        speeds.append((name, speed))
+    return speeds
+
+
+def cache_speed(args, folder):
+    """[(row name, wall seconds)] of the teacher cache build, one process and several."""
+    with open(args.config) as handle:
+        config = yaml.safe_load(handle)
+    data = {"data": config["data"], **{k: config[k] for k in config if k.endswith(
+        ("_vocab", "subword_model", "_seq_length")) or k in ("share_vocab",)}}
+    path = os.path.join(folder, "cache_data.yaml")
+    with open(path, "w") as handle:
+        yaml.safe_dump(data, handle)
+    rows = [(f"1 process, {cores()} threads", [], cores()),
+            (f"{args.processes} gloo processes", parallel(args.processes),
+             max(1, cores() // args.processes))]
+    walls = []
+    for index, (name, options, threads) in enumerate(rows):
+        _, wall = run(["onmt_qd.bin.teacher_cache", "-config", path, "-teacher_model",
+                       args.teacher, "-topk", str(args.topk), "-output",
+                       os.path.join(folder, f"cache{index}"), *options], threads)
+        print(f"teacher cache, {name}: {wall:.1f} s", flush=True)
+        walls.append((name, wall))
+    return walls
+
+
+def main():
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-config", required=True)
+    parser.add_argument("-processes", type=int, default=2)
+    parser.add_argument("-batch_size", type=int, default=32, help="per process")
+    parser.add_argument("-steps", type=int, default=80)
+    parser.add_argument("-from_step", type=int, default=20)
+    parser.add_argument("-teacher", help="also time the teacher cache build")
+    parser.add_argument("-topk", type=int, default=8)
+    args = parser.parse_args(argv)
+    if not 0 < args.from_step < args.steps or args.steps % args.from_step:
+        parser.error("-from_step must be above 0, below -steps and divide it (the log "
+                     "reports every -from_step steps)")
+    with tempfile.TemporaryDirectory() as folder:
+        (_, one), (_, many) = training_speed(args, extra, folder)
+        print(f"ratio {args.processes} processes / 1 process: {many / one:.2f}")
+        if args.teacher:
+            (_, one), (_, many) = cache_speed(args, folder)
+            print(f"teacher cache speed-up, {args.processes} processes / 1: {one / many:.2f}")
+
+
+if __name__ == "__main__":
+    main()
