@@ -1,18 +1,21 @@
 """Data-parallel CPU processes against one process on the same cores (issue 23), in one
-run: onmt_qd_train with -processes gloo processes (one core's threads each, batch b)
+run: onmt_qd_train with -processes gloo processes (cores/processes threads, batch b each)
 against one process on every core (batch processes x b), the same global batch, the
 same sentences; prints sentences/s of each and their ratio. With -teacher, also the
 teacher cache's build time with -processes processes against one.
 
-    python benchmarks/distributed_speed.py -config TRAIN.yaml [-processes 2]
+    python benchmarks/distributed_speed.py -config TRAIN.yaml [-processes 2 | -gpus N]
         [-batch_size 32] [-steps 80] [-from_step 20] [-teacher T.pt] [-topk 8]
         [-- more onmt_qd_train options]
 
+-gpus N times one GPU against N (NCCL), batch -batch_size on each, and prints the
+scaling efficiency (issue 23's goal: at least 0.85).
+
 TRAIN.yaml is a full onmt_qd_train config (a recipe's configs/*.yaml too): its
-save_model, train_from, epochs, checkpointing and validation are replaced (models go to
-a temporary folder; no validation, one checkpoint at the end). The speed is timed between the log
-lines of step -from_step and step -steps (their millisecond timestamps), so start-up,
-vocabulary and the first batches are left out. The rows run one after the other, each
+save_model, train_from, epochs, checkpointing and validation are replaced (models go
+to a temporary folder; no validation, one checkpoint at the end). The speed is timed
+between the log lines of step -from_step and step -steps (their millisecond
+timestamps), so start-up, vocabulary and the first batches are left out. The rows run one after the other, each
 alone: time them on an idle machine."""
 import argparse
 import datetime
@@ -86,18 +89,31 @@ def parallel(processes):
             str(free_port())]
 
 
+def training_rows(args):
+    """[(name, options, OMP threads, global batch)]: on CPU processes one process on
+    every core against -processes processes, the same global batch; with -gpus N one
+    GPU against N, batch -batch_size on each (a GPU's work stays the same, so N GPUs
+    ideally go N times as fast)."""
+    b = args.batch_size
+    if args.gpus:
+        return [(f"1 GPU, batch {b}", ["-batch_size", str(b), "-world_size", "1",
+                                       "-gpu_ranks", "0"], cores(), b),
+                (f"{args.gpus} GPUs, batch {b} each",
+                 ["-batch_size", str(b), "-world_size", str(args.gpus), "-gpu_ranks",
+                  *map(str, range(args.gpus)), "-master_port", str(free_port())],
+                 cores(), b * args.gpus)]
+    n = args.processes
+    return [(f"1 process, {cores()} threads, batch {n * b}", ["-batch_size", str(n * b)],
+             cores(), n * b),
+            (f"{n} gloo processes, {max(1, cores() // n)} thread(s) each, batch {b} each",
+             ["-batch_size", str(b), *parallel(n)], max(1, cores() // n), n * b)]
+
+
 def training_speed(args, extra, folder):
-    """[(row name, sentences/s)] for one process and for -processes processes."""
+    """[(row name, sentences/s)] of training_rows."""
     config = training_config(args.config, folder, args.steps, args.from_step)
-    global_batch = args.batch_size * args.processes
-    rows = [(f"1 process, {cores()} threads, batch {global_batch}",
-             ["-batch_size", str(global_batch)], cores()),
-            (f"{args.processes} gloo processes, {max(1, cores() // args.processes)} "
-             f"thread(s) each, batch {args.batch_size} each",
-             ["-batch_size", str(args.batch_size), *parallel(args.processes)],
-             max(1, cores() // args.processes))]
     speeds = []
-    for index, (name, options, threads) in enumerate(rows):
+    for index, (name, options, threads, batch) in enumerate(training_rows(args)):
         save = os.path.join(folder, f"row{index}", "model")
         log, _ = run(["onmt_qd.bin.train", "-config", config, "-save_model", save, *options,
                       *extra], threads)
@@ -106,7 +122,7 @@ def training_speed(args, extra, folder):
             sys.exit(f"distributed_speed: no step {args.from_step} or {args.steps} report "
                      f"in the {name} log")
         seconds = times[args.steps] - times[args.from_step]
-        speed = (args.steps - args.from_step) * global_batch / seconds
+        speed = (args.steps - args.from_step) * batch / seconds
         print(f"{name}: {seconds:.2f} s for steps {args.from_step}-{args.steps}, "
               f"{speed:.1f} sentences/s", flush=True)
         speeds.append((name, speed))
@@ -142,6 +158,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-config", required=True)
     parser.add_argument("-processes", type=int, default=2)
+    parser.add_argument("-gpus", type=int, default=0,
+                        help="time 1 GPU against this many instead (batch -batch_size each)")
     parser.add_argument("-batch_size", type=int, default=32, help="per process")
     parser.add_argument("-steps", type=int, default=80)
     parser.add_argument("-from_step", type=int, default=20)
@@ -153,6 +171,10 @@ def main():
                      "reports every -from_step steps)")
     with tempfile.TemporaryDirectory() as folder:
         (_, one), (_, many) = training_speed(args, extra, folder)
+        if args.gpus:
+            print(f"scaling efficiency, {args.gpus} GPUs: {many / (args.gpus * one):.2f} "
+                  f"(sentences/s of {args.gpus} GPUs / ({args.gpus} x 1 GPU's))")
+            return
         print(f"ratio {args.processes} processes / 1 process: {many / one:.2f}")
         if args.teacher:
             (_, one), (_, many) = cache_speed(args, folder)

@@ -11,7 +11,9 @@
 #      (benchmarks/translate_speed.py): the quick profile's 4-bit student carried by
 #      gpu_prepare.sh (needs no recipe step), the recipe's teacher and 4-bit student,
 #      and where the time of one translation run goes (cProfile, top 40 functions).
-#      STEPS="tests speed" fits the GPU tests and the speed goal in one short call.
+#      STEPS="tests speed" fits the GPU tests and the speed goal in one short call;
+#   5. on 2 or more GPUs only (STEPS=distributed, after the recipe step): data-parallel
+#      scaling of quantized distillation, 1 GPU against all (benchmarks/distributed_speed.py).
 # Everything is packed into $OUT/results.tgz after every step (so a run stopped at its
 # time limit still returns what it finished), with $OUT/summary.txt beside it
 # (default OUT: ./gpu_check_out).
@@ -114,5 +116,20 @@ if want speed && [ -f "$qdz" ]; then
         -m onmt_qd.bin.eval -model $qdz -src $test_src \
         -tgt $work/data/test_2016_flickr.en -batch_size 500 -gpu 0 > /dev/null &&
         python3 -c \"import pstats; pstats.Stats('$RES/translate.prof').sort_stats('tottime').print_stats(40)\""
+fi
+# 5. Data-parallel scaling (issue 23), on a machine with 2 or more GPUs only: one GPU
+#    against all of them, batch 64 each, the recipe's 4-bit quantized distillation from
+#    its teacher cache. One GPU cannot run it: NCCL takes one process per GPU.
+gpus=$(python3 -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+qd_config=$work/configs/quantized_distillation_4bit.yaml
+if want distributed; then
+    if [ "$gpus" -ge 2 ] && [ -f "$qd_config" ]; then
+        step distributed "$(left 0)" python3 benchmarks/distributed_speed.py \
+            -config "$qd_config" -gpus "$gpus" -batch_size 64 -steps 200 -from_step 50
+    else
+        echo "distributed skipped: $gpus GPU(s), $qd_config $( [ -f "$qd_config" ] &&
+            echo present || echo missing) (needs 2+ GPUs and the recipe step)" |
+            tee -a "$RES/summary.txt"
+    fi
 fi
 cat "$RES/summary.txt"
