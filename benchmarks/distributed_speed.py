@@ -1,24 +1,27 @@
-"""Data-parallel CPU processes against one process on the same cores (issue 23), in one
-run: onmt_qd_train with -processes gloo processes (cores/processes threads, batch b each)
-against one process on every core (batch processes x b), the same global batch, the
-same sentences; prints sentences/s of each and their ratio. With -teacher, also the
-teacher cache's build time with -processes processes against one.
+"""Data-parallel CPU processes against one process (issue 23), in one run, the same
+sentences: onmt_qd_train with -processes gloo processes (cores/processes threads, batch
+b each) against one process on every core with the same global batch (what the
+processes buy on these cores), and against one process on one process's share of the
+cores with batch b (the scaling efficiency: N processes ideally go N times as fast).
+With -teacher, the same three rows for the teacher cache build.
 
     python benchmarks/distributed_speed.py -config TRAIN.yaml [-processes 2 | -gpus N]
         [-batch_size 32] [-steps 80] [-from_step 20] [-teacher T.pt] [-topk 8]
         [-- more onmt_qd_train options]
 
--gpus N times one GPU against N (NCCL), batch -batch_size on each, and prints the
-scaling efficiency (issue 23's goal: at least 0.85).
+-gpus N times one GPU against N (NCCL), batch -batch_size on each: the scaling
+efficiency (issue 23's goal: at least 0.85).
 
 TRAIN.yaml is a full onmt_qd_train config (a recipe's configs/*.yaml too): its
 save_model, train_from, epochs, checkpointing and validation are replaced (models go
 to a temporary folder; no validation, one checkpoint at the end). The speed is timed
 between the log lines of step -from_step and step -steps (their millisecond
-timestamps), so start-up, vocabulary and the first batches are left out. The rows run one after the other, each
-alone: time them on an idle machine."""
+timestamps), so start-up, vocabulary and the first batches are left out; the cache
+build's time is the command's (start-up and merge included). The rows run one after
+the other, each alone: time them on an idle machine."""
 import argparse
 import datetime
+import json
 import os
 import re
 import subprocess
@@ -89,32 +92,38 @@ def parallel(processes):
             str(free_port())]
 
 
+def share(args):
+    """Threads of one of -processes processes on this machine's cores."""
+    return max(1, cores() // args.processes)
+
+
 def training_rows(args):
-    """[(name, options, OMP threads, global batch)]: on CPU processes one process on
-    every core against -processes processes, the same global batch; with -gpus N one
-    GPU against N, batch -batch_size on each (a GPU's work stays the same, so N GPUs
-    ideally go N times as fast)."""
-    b = args.batch_size
+    """{row: (name, options, OMP threads, global batch)}. "share": one process on the
+    cores one of N processes gets (one GPU), batch b; "parallel": N processes (GPUs),
+    batch b each, ideally N times as fast as "share"; on the CPU also "whole": one
+    process on every core with the parallel run's global batch N x b."""
+    b, n = args.batch_size, args.gpus or args.processes
     if args.gpus:
-        return [(f"1 GPU, batch {b}", ["-batch_size", str(b), "-world_size", "1",
-                                       "-gpu_ranks", "0"], cores(), b),
-                (f"{args.gpus} GPUs, batch {b} each",
-                 ["-batch_size", str(b), "-world_size", str(args.gpus), "-gpu_ranks",
-                  *map(str, range(args.gpus)), "-master_port", str(free_port())],
-                 cores(), b * args.gpus)]
-    n = args.processes
-    return [(f"1 process, {cores()} threads, batch {n * b}", ["-batch_size", str(n * b)],
-             cores(), n * b),
-            (f"{n} gloo processes, {max(1, cores() // n)} thread(s) each, batch {b} each",
-             ["-batch_size", str(b), *parallel(n)], max(1, cores() // n), n * b)]
+        return {"share": (f"1 GPU, batch {b}", ["-batch_size", str(b), "-world_size", "1",
+                                                "-gpu_ranks", "0"], cores(), b),
+                "parallel": (f"{n} GPUs, batch {b} each",
+                             ["-batch_size", str(b), "-world_size", str(n), "-gpu_ranks",
+                              *map(str, range(n)), "-master_port", str(free_port())],
+                             cores(), n * b)}
+    return {"share": (f"1 process, {share(args)} thread(s), batch {b}",
+                      ["-batch_size", str(b)], share(args), b),
+            "whole": (f"1 process, {cores()} threads, batch {n * b}",
+                      ["-batch_size", str(n * b)], cores(), n * b),
+            "parallel": (f"{n} gloo processes, {share(args)} thread(s) each, batch {b} each",
+                         ["-batch_size", str(b), *parallel(n)], share(args), n * b)}
 
 
 def training_speed(args, extra, folder):
-    """[(row name, sentences/s)] of training_rows."""
+    """{row: sentences/s} of training_rows."""
     config = training_config(args.config, folder, args.steps, args.from_step)
-    speeds = []
-    for index, (name, options, threads, batch) in enumerate(training_rows(args)):
-        save = os.path.join(folder, f"row{index}", "model")
+    speeds = {}
+    for row, (name, options, threads, batch) in training_rows(args).items():
+        save = os.path.join(folder, row, "model")
         log, _ = run(["onmt_qd.bin.train", "-config", config, "-save_model", save, *options,
                       *extra], threads)
         times = step_times(log)
@@ -122,15 +131,15 @@ def training_speed(args, extra, folder):
             sys.exit(f"distributed_speed: no step {args.from_step} or {args.steps} report "
                      f"in the {name} log")
         seconds = times[args.steps] - times[args.from_step]
-        speed = (args.steps - args.from_step) * batch / seconds
+        speeds[row] = (args.steps - args.from_step) * batch / seconds
         print(f"{name}: {seconds:.2f} s for steps {args.from_step}-{args.steps}, "
-              f"{speed:.1f} sentences/s", flush=True)
-        speeds.append((name, speed))
+              f"{speeds[row]:.1f} sentences/s", flush=True)
     return speeds
 
 
 def cache_speed(args, folder):
-    """[(row name, wall seconds)] of the teacher cache build, one process and several."""
+    """{row: sentences/s} of the teacher cache build (wall time of the command), rows as
+    training_rows' on the CPU."""
     with open(args.config) as handle:
         config = yaml.safe_load(handle)
     data = {"data": config["data"], **{k: config[k] for k in config if k.endswith(
@@ -138,17 +147,33 @@ def cache_speed(args, folder):
     path = os.path.join(folder, "cache_data.yaml")
     with open(path, "w") as handle:
         yaml.safe_dump(data, handle)
-    rows = [(f"1 process, {cores()} threads", [], cores()),
-            (f"{args.processes} gloo processes", parallel(args.processes),
-             max(1, cores() // args.processes))]
-    walls = []
-    for index, (name, options, threads) in enumerate(rows):
+    rows = {"share": (f"1 process, {share(args)} thread(s)", [], share(args)),
+            "whole": (f"1 process, {cores()} threads", [], cores()),
+            "parallel": (f"{args.processes} gloo processes, {share(args)} thread(s) each",
+                         parallel(args.processes), share(args))}
+    speeds = {}
+    for row, (name, options, threads) in rows.items():
+        output = os.path.join(folder, f"cache_{row}")
         _, wall = run(["onmt_qd.bin.teacher_cache", "-config", path, "-teacher_model",
-                       args.teacher, "-topk", str(args.topk), "-output",
-                       os.path.join(folder, f"cache{index}"), *options], threads)
-        print(f"teacher cache, {name}: {wall:.1f} s", flush=True)
-        walls.append((name, wall))
-    return walls
+                       args.teacher, "-topk", str(args.topk), "-output", output, *options],
+                      threads)
+        with open(os.path.join(output, "header.json")) as handle:
+            sentences = sum(c["lines"] for c in json.load(handle)["fingerprint"]["corpora"]
+                            .values())
+        speeds[row] = sentences / wall
+        print(f"teacher cache, {name}: {wall:.1f} s, {speeds[row]:.1f} sentences/s",
+              flush=True)
+    return speeds
+
+
+def report(speeds, n, what):
+    """The parallel row against one process on the same cores, and its scaling
+    efficiency against one process's share."""
+    if "whole" in speeds:
+        print(f"{what}: {n} processes / 1 process on the same cores: "
+              f"{speeds['parallel'] / speeds['whole']:.2f}")
+    print(f"{what}: scaling efficiency of {n} (sentences/s / ({n} x one's share)): "
+          f"{speeds['parallel'] / (n * speeds['share']):.2f}")
 
 
 def main():
@@ -166,20 +191,15 @@ def main():
     parser.add_argument("-teacher", help="also time the teacher cache build")
     parser.add_argument("-topk", type=int, default=8)
     args = parser.parse_args(argv)
+    if args.gpus and args.teacher:
+        parser.error("-teacher times the cache build on CPU processes: leave out -gpus")
     if not 0 < args.from_step < args.steps or args.steps % args.from_step:
         parser.error("-from_step must be above 0, below -steps and divide it (the log "
                      "reports every -from_step steps)")
     with tempfile.TemporaryDirectory() as folder:
-        (_, one), (_, many) = training_speed(args, extra, folder)
-        if args.gpus:
-            print(f"scaling efficiency, {args.gpus} GPUs: {many / (args.gpus * one):.2f} "
-                  f"(sentences/s of {args.gpus} GPUs / ({args.gpus} x 1 GPU's))")
-            return
-        print(f"ratio {args.processes} processes / 1 process: {many / one:.2f}")
+        report(training_speed(args, extra, folder), args.gpus or args.processes, "training")
         if args.teacher:
-            (_, one), (_, many) = cache_speed(args, folder)
-            print(f"teacher cache speed-up, {args.processes} processes / 1: {one / many:.2f}")
-
+            report(cache_speed(args, folder), args.processes, "teacher cache")
 
 if __name__ == "__main__":
     main()

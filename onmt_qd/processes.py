@@ -80,8 +80,14 @@ class RankErrorHandler(ErrorHandler):
     (a ValueError, which the command prints) instead of an Exception carrying the
     traceback, and also when a process dies without a word (killed, out of memory),
     or when this process is sent SIGTERM (the processes end with it: a batch scheduler's
-    stop leaves no process behind). ``job`` names the processes and ``outcome`` says what is left on disk, after
-    ``cleanup`` (if any) has removed what they left half-written."""
+    stop leaves no process behind). ``job`` names the processes and ``outcome`` says
+    what is left on disk, after ``cleanup`` (if any) has removed what they left
+    half-written.
+
+    The signal handlers only wake ``join`` (a byte on a pipe it waits on beside the
+    processes), which stops the run: stopping inside a handler could interrupt the
+    main thread while it holds the error queue's lock, and the handler's own put on
+    that queue would then wait for ever."""
 
     def __init__(self, error_queue, job, outcome, cleanup=None):
         self.job, self.outcome, self.cleanup = job, outcome, cleanup
@@ -89,6 +95,7 @@ class RankErrorHandler(ErrorHandler):
         self.failure = None
         self.stopping = False
         self.terminated = None
+        self.wake_read, self.wake_write = os.pipe()
         self.previous_handler = signal.getsignal(signal.SIGUSR1)
         self.previous_sigterm = signal.signal(signal.SIGTERM, self.terminate)
         super().__init__(error_queue)
@@ -106,14 +113,16 @@ class RankErrorHandler(ErrorHandler):
         self.failure = (rank, f"failed: {last}")
         os.kill(os.getpid(), signal.SIGUSR1)
 
-    def signal_handler(self, signalnum, stackframe):
+    def wake(self):
         if not self.stopping:
-            self.stop()
+            os.write(self.wake_write, b"\0")
+
+    def signal_handler(self, signalnum, stackframe):
+        self.wake()
 
     def terminate(self, signalnum, stackframe):
         self.terminated = signal.Signals(signalnum).name
-        if not self.stopping:
-            self.stop()
+        self.wake()
 
     def blame(self):
         """(rank, what): a process killed by a signal first (the others then fail in
@@ -127,6 +136,9 @@ class RankErrorHandler(ErrorHandler):
             if proc.exitcode:
                 return rank, f"exited with status {proc.exitcode}"
         return None
+
+    def must_stop(self):
+        return self.terminated is not None or self.blame() is not None
 
     def stop(self):
         """Stop every process (SIGTERM: silent wherever it finds them, even importing),
@@ -148,30 +160,41 @@ class RankErrorHandler(ErrorHandler):
                 proc.join()
         if self.cleanup is not None:
             self.cleanup()
-        self.end_listener()  # the handler stays: a late SIGUSR1 finds it (stopping)
-        signal.signal(signal.SIGTERM, self.previous_sigterm)
+        self.end()  # the SIGUSR1 handler stays: a late SIGUSR1 finds it (stopping)
         raise ValueError(f"{cause}; all {len(self.procs)} processes stopped, and {self.outcome}")
 
     def join(self):
-        """Wait for every process; the first that fails ends the run (stop)."""
+        """Wait for every process; the first that fails, or a SIGTERM, ends the run
+        (stop)."""
         waiting = dict(self.procs)
         while waiting:
-            ended = multiprocessing.connection.wait([p.sentinel for p in waiting.values()])
+            ended = multiprocessing.connection.wait(
+                [p.sentinel for p in waiting.values()] + [self.wake_read])
             for rank in [r for r, p in waiting.items() if p.sentinel in ended]:
                 waiting.pop(rank).join()
-            if self.blame() is not None:
+            if self.must_stop():
                 self.stop()
         self.end_listener()
-        if self.blame() is not None:
+        if self.must_stop():
             self.stop()
+        self.stopping = True
+        self.end()
         signal.signal(signal.SIGUSR1, self.previous_handler)
-        signal.signal(signal.SIGTERM, self.previous_sigterm)
 
     def end_listener(self):
         """Let the listener thread end: it takes the end-of-run mark unless it has
         taken an error first (and then signalled before ending)."""
         self.error_queue.put((None, None))
         self.error_thread.join()
+
+    def end(self):
+        """The listener ended, SIGTERM's handler given back, the wake-up pipe closed
+        (``stopping`` is set: a late signal writes nothing to it)."""
+        if self.error_thread.is_alive():
+            self.end_listener()
+        signal.signal(signal.SIGTERM, self.previous_sigterm)
+        os.close(self.wake_read)
+        os.close(self.wake_write)
 
 
 def rank_main(parent, *args):

@@ -160,6 +160,42 @@ def test_two_machines_with_a_rank_each_train_as_one_machine_with_both(quantized,
             assert torch.equal(one[key][name], two[key][name]), (key, name)
 
 
+def test_a_machine_that_dies_ends_the_others_with_one_line(four_lines, tmp_path):
+    """Two "machines" (commands with a rank each): the one running rank 1 is killed
+    outright; the other ends in one line naming its rank and its error (gloo's: the
+    connection to the peer closed), and leaves only whole checkpoints."""
+    meet = ["-world_size", 2, "-gpu_backend", "gloo", "-master_ip", "127.0.0.1",
+            "-master_port", free_port()]
+    save = tmp_path / "m"
+    machines = []
+    for rank in (0, 1):
+        args = ["-config", four_lines, "-save_model", save, "-train_steps", 100000,
+                "-save_checkpoint_steps", 2, "-valid_steps", 100000, "-batch_size", 2,
+                *SGD, *meet, "-cpu_ranks", rank]
+        machines.append(subprocess.Popen(
+            [sys.executable, "-m", "onmt_qd.bin.train", *map(str, args)],
+            stderr=subprocess.PIPE, text=True))
+    try:
+        deadline = time.time() + 120
+        while not os.path.exists(f"{save}_step_2.pt"):
+            assert time.time() < deadline and machines[0].poll() is None, "no checkpoint"
+            time.sleep(0.2)
+        machines[1].kill()  # its rank dies with it (PR_SET_PDEATHSIG)
+        _, err = machines[0].communicate(timeout=120)
+    finally:
+        for machine in machines:
+            machine.kill()
+            machine.communicate()
+    assert machines[0].returncode == 2 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("onmt_qd_train: error: training process of rank 0 failed: "), err
+    assert "all 1 processes stopped, and the checkpoints written so far are whole" in last
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left and all(re.fullmatch(r"m_step_\d+\.pt", name) for name in left), left
+    for name in left:
+        load_checkpoint(str(tmp_path / name))
+
+
 def test_a_killed_process_ends_the_run_with_one_line_naming_its_rank(four_lines, tmp_path):
     save = tmp_path / "m"
     log = tmp_path / "train.log"

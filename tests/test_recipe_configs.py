@@ -120,7 +120,6 @@ def test_a_world_size_the_profile_cannot_use_is_refused(tmp_path, monkeypatch, s
 
 def test_world_size_all_is_every_visible_gpu(tmp_path, monkeypatch):
     edited_recipe(tmp_path, monkeypatch, lambda r: r["profiles"]["gpu"].update(world_size="all"))
-    monkeypatch.setattr("onmt_qd.recipe.stages._cuda", lambda: True)
     monkeypatch.setattr("onmt_qd.recipe.stages._cuda_devices", lambda: 4)
     options = Pipeline("multi30k", "gpu", tmp_path / "work").process_options()
     assert (options["world_size"], options["gpu_ranks"]) == (4, [0, 1, 2, 3])

@@ -38,7 +38,7 @@ class Pipeline(Runner):
         self.name = name
         self.recipe, self.profile = load_recipe(name, profile)
         self.gpu = gpu or self.profile.gpu
-        if self.gpu and not _cuda():
+        if self.gpu and not _cuda_devices():
             raise RecipeError(f"profile {profile} trains on a GPU (gpu: true) but torch sees "
                               "no CUDA device: run it on a GPU machine, or use -profile "
                               "quick on the CPU" if self.profile.gpu else
@@ -429,13 +429,8 @@ class Pipeline(Runner):
         write_report(self)
 
 
-def _cuda():
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def _cuda_devices():
+    """How many GPUs torch sees (0 without CUDA)."""
     import torch
 
     return torch.cuda.device_count()
