@@ -105,7 +105,9 @@ def test_a_stage_every_other_waits_for_has_every_core(tmp_path, monkeypatch):
     """With jobs 2, the teacher and the student start side by side (half the cores
     each); the cache, which every remaining stage waits for, starts alone and gets them
     all; the two students after it share again; a stage's own side-by-side commands
-    (evaluate's models) share too."""
+    (evaluate's models) share too. (The cache needs the student here too: had the
+    student still been finishing when the cache started, the cache would rightly not
+    have been alone.)"""
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     seen, pipeline = {}, None
@@ -125,7 +127,7 @@ def test_a_stage_every_other_waits_for_has_every_core(tmp_path, monkeypatch):
     first, second = threading.Barrier(2, timeout=10), threading.Barrier(2, timeout=10)
     pairs = {"teacher": first, "student": first, "distilled": second, "quantized": second}
     pipeline = pipeline_of(tmp_path, [
-        stage("teacher"), stage("student"), stage("cache", ["teacher"]),
+        stage("teacher"), stage("student"), stage("cache", ["teacher", "student"]),
         stage("distilled", ["cache"]), stage("quantized", ["cache"]),
         stage("evaluate", ["student", "distilled", "quantized"])])
     pipeline.jobs = 2
