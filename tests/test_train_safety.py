@@ -96,6 +96,9 @@ def test_a_resume_keeps_or_refuses_quantization_and_vocabulary(data, tmp_path):
     (["-world_size", 2, "-gpu_backend", "gloo", "-cpu_ranks", 1, 2],
      "-cpu_ranks 1 2: give distinct ranks from 0 to 1 (-world_size 2)"),
     (["-cpu_ranks", 0], "-cpu_ranks names CPU processes of a -world_size above 1"),
+    (["-lr_halving", "plateau", "-decay_method", "noam"], "-lr_halving plateau replaces "
+     "OpenNMT-py's step-based learning-rate schedule, which -decay_method noam sets: drop "
+     "-decay_method, or set -lr_halving none to keep OpenNMT-py's schedule"),
 ])
 def test_impossible_values_are_refused_with_the_range_that_works(data, tmp_path, extra,
                                                                 message):

@@ -53,6 +53,14 @@ def check_opts(opt):
                 raise OptionError(f"-epochs {opt.epochs} sets -{option} itself (training, "
                                   "validation and saving go by epochs): leave -"
                                   f"{option} out, or set -epochs 0 to count steps")
+    if opt.lr_halving == "plateau":
+        for option in ("decay_method", "start_decay_steps", "decay_steps",
+                       "learning_rate_decay", "warmup_steps"):
+            if getattr(opt, option) != defaults.get_default(option):
+                raise OptionError(f"-lr_halving plateau replaces OpenNMT-py's step-based "
+                                  f"learning-rate schedule, which -{option} "
+                                  f"{getattr(opt, option)} sets: drop -{option}, or set "
+                                  "-lr_halving none to keep OpenNMT-py's schedule")
     if opt.save_format != "pytorch":
         raise OptionError(f"-save_format {opt.save_format} is not supported: OpenNMT-py's "
                           "safetensors saver drops the quantization state and validation "
