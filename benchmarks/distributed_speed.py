@@ -13,7 +13,8 @@ With -teacher, the same three rows for the teacher cache build.
 efficiency (issue 23's goal: at least 0.85).
 
 TRAIN.yaml is a full onmt_qd_train config (a recipe's configs/*.yaml too): its
-save_model, train_from, epochs, checkpointing and validation are replaced (models go
+save_model, train_from, epochs, batch type (sentences here), checkpointing and
+validation are replaced (models go
 to a temporary folder; no validation, one checkpoint at the end). The speed is timed
 between the log lines of step -from_step and step -steps (their millisecond
 timestamps), so start-up, vocabulary and the first batches are left out; the cache
@@ -35,7 +36,7 @@ import yaml
 STEP_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO\] Step +(\d+)/")
 REPLACED = ("save_model", "train_from", "epochs", "keep_checkpoint", "train_steps",
             "valid_steps", "save_checkpoint_steps", "report_every", "batch_size",
-            "world_size", "gpu_ranks", "gpu_backend", "log_file")
+            "batch_type", "world_size", "gpu_ranks", "gpu_backend", "log_file")
 
 
 def cores():
@@ -48,7 +49,7 @@ def training_config(path, folder, steps, report_every):
         config = yaml.safe_load(handle)
     config = {k: v for k, v in config.items() if k not in REPLACED}
     config.update(train_steps=steps, valid_steps=10 ** 9, save_checkpoint_steps=10 ** 9,
-                  report_every=report_every, overwrite=True)
+                  report_every=report_every, overwrite=True, batch_type="sents")
     out = os.path.join(folder, "train.yaml")
     with open(out, "w") as handle:
         yaml.safe_dump(config, handle)

@@ -32,6 +32,11 @@ def local_ranks(opt):
     return list(opt.cpu_ranks or range(opt.world_size))
 
 
+def ranks_here(opt):
+    """The ranks this machine runs: its -gpu_ranks, or its CPU processes' ranks."""
+    return list(opt.gpu_ranks) if opt.gpu_ranks else local_ranks(opt)
+
+
 def launch_opts(opt):
     """The options spawned_train starts each process with: on CPU processes, this
     machine's ranks in -gpu_ranks, which OpenNMT-py's multi_init reads as the process
@@ -54,10 +59,12 @@ def check_cpu_backend(opt, command):
     ranks = opt.cpu_ranks
     if not ranks:
         return
+    if opt.gpu_ranks:
+        raise OptionError("-cpu_ranks names CPU processes, and -gpu_ranks GPUs: drop "
+                          "-cpu_ranks (each machine gives its GPUs' ranks in -gpu_ranks)")
     if not cpu_processes(opt):
-        raise OptionError("-cpu_ranks names CPU processes of a -world_size above 1 without "
-                          "-gpu_ranks: drop -cpu_ranks (GPUs take -gpu_ranks) or give "
-                          "-world_size")
+        raise OptionError("-cpu_ranks names CPU processes of a -world_size above 1: give "
+                          "-world_size (all processes of all machines), or drop -cpu_ranks")
     if len(set(ranks)) != len(ranks) or not all(0 <= r < opt.world_size for r in ranks):
         raise OptionError(f"-cpu_ranks {' '.join(map(str, ranks))}: give distinct ranks "
                           f"from 0 to {opt.world_size - 1} (-world_size {opt.world_size})")
@@ -96,6 +103,8 @@ class RankErrorHandler(ErrorHandler):
         self.stopping = False
         self.terminated = None
         self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_write, False)  # a handler never waits on a full pipe
+        self.ended = False
         self.previous_handler = signal.getsignal(signal.SIGUSR1)
         self.previous_sigterm = signal.signal(signal.SIGTERM, self.terminate)
         super().__init__(error_queue)
@@ -115,7 +124,8 @@ class RankErrorHandler(ErrorHandler):
 
     def wake(self):
         if not self.stopping:
-            os.write(self.wake_write, b"\0")
+            with contextlib.suppress(BlockingIOError):  # full: join is awake anyway
+                os.write(self.wake_write, b"\0")
 
     def signal_handler(self, signalnum, stackframe):
         self.wake()
@@ -165,21 +175,26 @@ class RankErrorHandler(ErrorHandler):
 
     def join(self):
         """Wait for every process; the first that fails, or a SIGTERM, ends the run
-        (stop)."""
+        (stop). A signal that asks for nothing (a SIGUSR1 from elsewhere) is drained
+        and waited past."""
         waiting = dict(self.procs)
         while waiting:
             ended = multiprocessing.connection.wait(
                 [p.sentinel for p in waiting.values()] + [self.wake_read])
+            if self.wake_read in ended:
+                os.read(self.wake_read, 4096)
             for rank in [r for r, p in waiting.items() if p.sentinel in ended]:
                 waiting.pop(rank).join()
             if self.must_stop():
                 self.stop()
-        self.end_listener()
+        self.end_listener()  # every process ended normally: none holds the queue's lock
         if self.must_stop():
             self.stop()
         self.stopping = True
         self.end()
         signal.signal(signal.SIGUSR1, self.previous_handler)
+        if self.terminated is not None:  # came after the last check: still a stop
+            self.stop()
 
     def end_listener(self):
         """Let the listener thread end: it takes the end-of-run mark unless it has
@@ -188,9 +203,15 @@ class RankErrorHandler(ErrorHandler):
         self.error_thread.join()
 
     def end(self):
-        """The listener ended, SIGTERM's handler given back, the wake-up pipe closed
-        (``stopping`` is set: a late signal writes nothing to it)."""
-        if self.error_thread.is_alive():
+        """Once: the listener ended, SIGTERM's handler given back, the wake-up pipe
+        closed (``stopping`` is set: a late signal writes nothing to it). A process
+        killed by a signal may have died inside its put on the error queue, holding
+        the queue's lock: then the listener, a daemon thread, is left waiting."""
+        if self.ended:
+            return
+        self.ended = True
+        killed = any(p.exitcode is not None and p.exitcode < 0 for p in self.procs.values())
+        if self.error_thread.is_alive() and not killed:
             self.end_listener()
         signal.signal(signal.SIGTERM, self.previous_sigterm)
         os.close(self.wake_read)
@@ -218,8 +239,18 @@ def run_processes(process, opt, job, outcome, cleanup=None):
     context = torch.multiprocessing.get_context("spawn")
     error_queue = context.SimpleQueue()
     error_handler = RankErrorHandler(error_queue, job, outcome, cleanup)
-    for device_id, rank in enumerate(launch.gpu_ranks):
-        error_handler.start(rank, context.Process(
-            target=rank_main, args=(os.getpid(), process, launch, device_id, error_queue)))
-        logger.info(f"Rank {rank}: process {error_handler.procs[rank].pid}")
+    try:
+        for device_id, rank in enumerate(launch.gpu_ranks):
+            error_handler.start(rank, context.Process(
+                target=rank_main, args=(os.getpid(), process, launch, device_id,
+                                        error_queue)))
+            logger.info(f"Rank {rank}: process {error_handler.procs[rank].pid}")
+    except BaseException:  # a process that cannot start: stop those that did
+        error_handler.stopping = True
+        for proc in error_handler.procs.values():
+            proc.kill()
+            proc.join()
+        error_handler.end()
+        signal.signal(signal.SIGUSR1, error_handler.previous_handler)
+        raise
     error_handler.join()

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -18,6 +19,7 @@ import yaml
 
 from onmt_qd.compat import load_checkpoint
 from onmt_qd.distill.teacher import loader_stride, process_stride
+from onmt_qd.train import distributed
 from test_bad_input import command, refused
 
 SGD = ["-optim", "sgd", "-learning_rate", "1.0", "-dropout", "0", "-seed", "1"]
@@ -128,24 +130,32 @@ def test_quantized_distillation_from_the_cache_keeps_every_process_identical(qua
     assert load_checkpoint(f"{save}_step_6.pt")["optim"]["training_step"] == 7
 
 
+def two_machines(folder, args):
+    """Two "machines": onmt_qd_train with ``args(rank)`` and one rank each (-cpu_ranks),
+    meeting at 127.0.0.1; stderr to folder/rankR.err (a file: a pipe nobody reads yet
+    could fill and stall its command). Returns the two processes."""
+    meet = ["-world_size", 2, "-gpu_backend", "gloo", "-master_ip", "127.0.0.1",
+            "-master_port", free_port()]
+    started = []
+    for rank in (0, 1):
+        command_line = [*args(rank), *meet, "-cpu_ranks", rank]
+        with open(folder / f"rank{rank}.err", "w") as err:
+            started.append(subprocess.Popen(
+                [sys.executable, "-m", "onmt_qd.bin.train", *map(str, command_line)],
+                stderr=err))
+    return started
+
+
 def test_two_machines_with_a_rank_each_train_as_one_machine_with_both(quantized, tmp_path):
     """Several machines: each runs the command with its -cpu_ranks and rank 0's address.
     Two commands here, one rank each, meet at 127.0.0.1 and take the steps the
-    2-process command took, bit for bit; only rank 0's machine writes."""
+    2-process command took, bit for bit; only rank 0's machine writes checkpoints."""
     options, save, _ = quantized
-    meet = ["-world_size", 2, "-gpu_backend", "gloo", "-master_ip", "127.0.0.1",
-            "-master_port", free_port()]
-    machines = []
-    for rank in (0, 1):
-        args = [*options, "-save_model", tmp_path / f"machine{rank}" / "m", "-train_steps", 4,
-                *meet, "-cpu_ranks", rank]
-        machines.append(subprocess.Popen(
-            [sys.executable, "-m", "onmt_qd.bin.train", *map(str, args)],
-            stderr=subprocess.PIPE, text=True))
+    machines = two_machines(tmp_path, lambda rank: [
+        *options, "-save_model", tmp_path / f"machine{rank}" / "m", "-train_steps", 4])
     try:
-        for machine in machines:
-            _, err = machine.communicate(timeout=300)
-            assert machine.returncode == 0, err
+        for rank, machine in enumerate(machines):
+            assert machine.wait(timeout=300) == 0, (tmp_path / f"rank{rank}.err").read_text()
     finally:
         for machine in machines:
             machine.kill()
@@ -164,36 +174,30 @@ def test_a_machine_that_dies_ends_the_others_with_one_line(four_lines, tmp_path)
     """Two "machines" (commands with a rank each): the one running rank 1 is killed
     outright; the other ends in one line naming its rank and its error (gloo's: the
     connection to the peer closed), and leaves only whole checkpoints."""
-    meet = ["-world_size", 2, "-gpu_backend", "gloo", "-master_ip", "127.0.0.1",
-            "-master_port", free_port()]
-    save = tmp_path / "m"
-    machines = []
-    for rank in (0, 1):
-        args = ["-config", four_lines, "-save_model", save, "-train_steps", 100000,
-                "-save_checkpoint_steps", 2, "-valid_steps", 100000, "-batch_size", 2,
-                *SGD, *meet, "-cpu_ranks", rank]
-        machines.append(subprocess.Popen(
-            [sys.executable, "-m", "onmt_qd.bin.train", *map(str, args)],
-            stderr=subprocess.PIPE, text=True))
+    save = tmp_path / "models" / "m"
+    machines = two_machines(tmp_path, lambda rank: [
+        "-config", four_lines, "-save_model", save, "-train_steps", 100000,
+        "-save_checkpoint_steps", 2, "-valid_steps", 100000, "-batch_size", 2, *SGD])
     try:
         deadline = time.time() + 120
         while not os.path.exists(f"{save}_step_2.pt"):
             assert time.time() < deadline and machines[0].poll() is None, "no checkpoint"
             time.sleep(0.2)
         machines[1].kill()  # its rank dies with it (PR_SET_PDEATHSIG)
-        _, err = machines[0].communicate(timeout=120)
+        code = machines[0].wait(timeout=120)
     finally:
         for machine in machines:
             machine.kill()
-            machine.communicate()
-    assert machines[0].returncode == 2 and "Traceback" not in err, err
+            machine.wait()
+    err = (tmp_path / "rank0.err").read_text()
+    assert code == 2 and "Traceback" not in err, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("onmt_qd_train: error: training process of rank 0 failed: "), err
     assert "all 1 processes stopped, and the checkpoints written so far are whole" in last
-    left = sorted(p.name for p in tmp_path.iterdir())
+    left = sorted(p.name for p in save.parent.iterdir())
     assert left and all(re.fullmatch(r"m_step_\d+\.pt", name) for name in left), left
     for name in left:
-        load_checkpoint(str(tmp_path / name))
+        load_checkpoint(str(save.parent / name))
 
 
 def test_a_killed_process_ends_the_run_with_one_line_naming_its_rank(four_lines, tmp_path):
@@ -258,7 +262,7 @@ def test_a_parallel_cache_build_on_cpu_processes_without_gloo_is_refused(data, t
             "which need -gpu_backend gloo (not nccl)")
 
 
-def test_on_several_gpu_machines_each_process_reads_its_own_lines():
+def test_on_several_gpu_machines_each_process_reads_its_own_lines(monkeypatch):
     """The second of two 2-GPU machines (-gpu_ranks 2 3 of -world_size 4): its processes
     take lines 2 and 3 of every 4 (OpenNMT-py's own stride, 2 by this machine's GPUs,
     would give them the lines the first machine reads); the cache reader undoes the
@@ -266,6 +270,33 @@ def test_on_several_gpu_machines_each_process_reads_its_own_lines():
     opt = argparse.Namespace(parallel_mode="data_parallel", world_size=4, gpu_ranks=[2, 3],
                              num_workers=0)
     assert process_stride(opt) == loader_stride(opt) == 4
+    for rank in (2, 3):  # its processes' global ranks, not their devices 0 and 1
+        monkeypatch.setattr(distributed.dist, "get_rank", lambda: rank)
+        assert distributed.data_shard(opt) == (4, rank)
+
+
+def test_a_signal_while_the_error_queue_is_locked_does_not_hang(tmp_path):
+    """The launch's SIGUSR1 (a process failed) arriving while the main thread holds the
+    error queue's write lock: the handler once stopped the run there and waited on that
+    lock for ever. In a child process, so that a hang is a timeout, not a stuck suite."""
+    script = tmp_path / "locked_queue.py"
+    script.write_text(textwrap.dedent("""
+        import os, signal, torch
+        from onmt_qd.processes import RankErrorHandler
+        queue = torch.multiprocessing.get_context("spawn").SimpleQueue()
+        handler = RankErrorHandler(queue, "test job", "nothing was written")
+        handler.failure = (1, "failed: ValueError: no")  # as the listener records it
+        with queue._wlock:  # the main thread inside a put
+            os.kill(os.getpid(), signal.SIGUSR1)
+        try:
+            handler.join()
+        except ValueError as error:
+            print(error)
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == ("test job process of rank 1 failed: ValueError: no; all 0 "
+                                   "processes stopped, and nothing was written"), done.stderr
 
 
 def test_a_cache_build_split_over_machines_is_refused(data, teacher, tmp_path):

@@ -19,7 +19,7 @@ from onmt_qd.distill import DistillLossCompute, teacher_from_opts
 from onmt_qd.fileio import remove_stale_temporaries
 from onmt_qd.models import named_weights, split_weights
 from onmt_qd.opts import AUTOCAST_DTYPES, QUANT_OPTIONS
-from onmt_qd.processes import run_processes
+from onmt_qd.processes import ranks_here, run_processes
 from onmt_qd.quant_checkpoint import RUN_KEY, SHADOW_KEY
 from onmt_qd.train.checks import check_opts, check_resume
 from onmt_qd.train.distributed import (collective_device, data_shard, in_lockstep, sum_gradients,
@@ -174,8 +174,11 @@ def train(opt):
     apply_epochs(opt)
     process = functools.partial(train_single, policy=check_resume(opt, policy))
     if opt.world_size > 1:
+        # rank 0 writes the checkpoints: only its machine removes what it left half
+        # written (another machine sharing the folder cannot tell its temporaries)
+        cleanup = functools.partial(remove_stale_temporaries, opt.save_model) \
+            if 0 in ranks_here(opt) else None
         run_processes(process, opt, "training", "the checkpoints written so far are whole "
-                      "(resume from the last with -train_from)",
-                      functools.partial(remove_stale_temporaries, opt.save_model))
+                      "(resume from the last with -train_from)", cleanup)
     else:
         process(opt, 0 if len(opt.gpu_ranks) == 1 else -1)
