@@ -32,6 +32,8 @@ import time
 
 import yaml
 
+from onmt_qd.processes import free_port
+
 # OpenNMT-py's log line: "[2026-12-03 13:14:54,123 INFO] Step 20/   80; ..."
 STEP_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO\] Step +(\d+)/")
 REPLACED = ("save_model", "train_from", "epochs", "keep_checkpoint", "train_steps",
@@ -79,13 +81,6 @@ def run(command, threads):
         last = done.stderr.strip().splitlines()[-1:] or ["no message"]
         sys.exit(f"distributed_speed: {' '.join(command[:1])} failed: {last[0]}")
     return done.stderr, wall
-
-
-def free_port():
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def parallel(processes):

@@ -310,9 +310,10 @@ def data_parser():
 
 def recipe_parser():
     parser = argparse.ArgumentParser(
-        prog="onmt_qd_recipe", description="onmt_qd_recipe NAME [-profile P] [-data_dir D] [-work_dir W] [-stages S ...] [-jobs N]: run a recipe's stages; "
-        "finished stages are skipped, unless their settings changed. One run at a time per "
-        "work folder; its commands stop with it.")
+        prog="onmt_qd_recipe", description="onmt_qd_recipe NAME [-profile P] [-data_dir D] "
+        "[-work_dir W] [-stages S ...] [-jobs N]: run a recipe's stages; finished stages "
+        "are skipped, unless their settings changed. One run at a time per work folder; "
+        "its commands stop with it.")
     parser.add_argument("name", help="multi30k, integ200k or wmt13, or the path of your own "
                         "recipe file (docs/architecture.md, \"A user's recipe file\")")
     parser.add_argument("-profile", default="quick",

@@ -10,6 +10,7 @@ import functools
 import multiprocessing.connection
 import os
 import signal
+import socket
 import sys
 
 import torch
@@ -27,14 +28,17 @@ def cpu_processes(opt):
     return opt.world_size > 1 and not opt.gpu_ranks
 
 
-def local_ranks(opt):
-    """The ranks this machine runs as CPU processes: -cpu_ranks, else all of them."""
-    return list(opt.cpu_ranks or range(opt.world_size))
-
-
 def ranks_here(opt):
-    """The ranks this machine runs: its -gpu_ranks, or its CPU processes' ranks."""
-    return list(opt.gpu_ranks) if opt.gpu_ranks else local_ranks(opt)
+    """The ranks this machine runs: its -gpu_ranks, else its CPU processes' -cpu_ranks,
+    else all of them."""
+    return list(opt.gpu_ranks or opt.cpu_ranks or range(opt.world_size))
+
+
+def free_port():
+    """A TCP port free on this machine now (the rendezvous of one command's processes)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def launch_opts(opt):
@@ -44,7 +48,7 @@ def launch_opts(opt):
     if not cpu_processes(opt):
         return opt
     launch = copy.copy(opt)
-    launch.gpu_ranks = local_ranks(opt)
+    launch.gpu_ranks = ranks_here(opt)
     return launch
 
 
@@ -72,12 +76,12 @@ def check_cpu_backend(opt, command):
 
 def cpu_rank(process, opt, device_id):
     """spawned_train's process function on CPU: multi_init has made this process rank
-    ``opt.gpu_ranks[device_id]`` (launch_opts); it runs on the CPU (device -1) with its share of the cores, unless
-    OMP_NUM_THREADS says otherwise."""
+    ``opt.gpu_ranks[device_id]`` (launch_opts); it runs on the CPU (device -1) with its
+    share of this machine's cores, unless OMP_NUM_THREADS says otherwise."""
     opt = copy.copy(opt)
     opt.gpu_ranks = []
     if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // len(local_ranks(opt))))
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // len(ranks_here(opt))))
     process(opt, -1)
 
 
@@ -190,11 +194,15 @@ class RankErrorHandler(ErrorHandler):
         self.end_listener()  # every process ended normally: none holds the queue's lock
         if self.must_stop():
             self.stop()
+        self.close()
+        if self.terminated is not None:  # came after the last check: still a stop
+            self.stop()
+
+    def close(self):
+        """The run over without a stop: no more wake-ups, both handlers given back."""
         self.stopping = True
         self.end()
         signal.signal(signal.SIGUSR1, self.previous_handler)
-        if self.terminated is not None:  # came after the last check: still a stop
-            self.stop()
 
     def end_listener(self):
         """Let the listener thread end: it takes the end-of-run mark unless it has
@@ -246,11 +254,9 @@ def run_processes(process, opt, job, outcome, cleanup=None):
                                         error_queue)))
             logger.info(f"Rank {rank}: process {error_handler.procs[rank].pid}")
     except BaseException:  # a process that cannot start: stop those that did
-        error_handler.stopping = True
         for proc in error_handler.procs.values():
             proc.kill()
             proc.join()
-        error_handler.end()
-        signal.signal(signal.SIGUSR1, error_handler.previous_handler)
+        error_handler.close()
         raise
     error_handler.join()

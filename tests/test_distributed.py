@@ -7,7 +7,6 @@ import argparse
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ import yaml
 
 from onmt_qd.compat import load_checkpoint
 from onmt_qd.distill.teacher import loader_stride, process_stride
+from onmt_qd.processes import free_port
 from onmt_qd.train import distributed
 from test_bad_input import command, refused
 
@@ -28,12 +28,6 @@ SGD = ["-optim", "sgd", "-learning_rate", "1.0", "-dropout", "0", "-seed", "1"]
 @pytest.fixture(autouse=True)
 def one_thread_per_process(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ranks(n):

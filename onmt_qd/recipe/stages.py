@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import sys
 import threading
 
@@ -80,6 +79,8 @@ class Pipeline(Runner):
         else:
             return {}
         if self.world_size > 1:
+            from onmt_qd.processes import free_port  # (torch: not at the recipe's start)
+
             config["master_port"] = free_port()
         return config
 
@@ -434,13 +435,6 @@ def _cuda_devices():
     import torch
 
     return torch.cuda.device_count()
-
-
-def free_port():
-    """A TCP port free on this machine now (the rendezvous of one command's processes)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def settings_digest(settings):
