@@ -114,9 +114,8 @@ def training_rows(args):
                          ["-batch_size", str(b), *parallel(n)], share(args), n * b)}
 
 
-def training_speed(args, extra, folder):
+def training_speed(args, extra, config, folder):
     """{row: sentences/s} of training_rows."""
-    config = training_config(args.config, folder, args.steps, args.from_step)
     speeds = {}
     for row, (name, options, threads, batch) in training_rows(args).items():
         save = os.path.join(folder, row, "model")
@@ -133,16 +132,10 @@ def training_speed(args, extra, folder):
     return speeds
 
 
-def cache_speed(args, folder):
-    """{row: sentences/s} of the teacher cache build (wall time of the command), rows as
+def cache_speed(args, config, folder):
+    """{row: sentences/s} of the teacher cache build (wall time of the command) over
+    the training config's corpora (it ignores the training keys), rows as
     training_rows' on the CPU."""
-    with open(args.config) as handle:
-        config = yaml.safe_load(handle)
-    data = {"data": config["data"], **{k: config[k] for k in config if k.endswith(
-        ("_vocab", "subword_model", "_seq_length")) or k in ("share_vocab",)}}
-    path = os.path.join(folder, "cache_data.yaml")
-    with open(path, "w") as handle:
-        yaml.safe_dump(data, handle)
     rows = {"share": (f"1 process, {share(args)} thread(s)", [], share(args)),
             "whole": (f"1 process, {cores()} threads", [], cores()),
             "parallel": (f"{args.processes} gloo processes, {share(args)} thread(s) each",
@@ -150,7 +143,7 @@ def cache_speed(args, folder):
     speeds = {}
     for row, (name, options, threads) in rows.items():
         output = os.path.join(folder, f"cache_{row}")
-        _, wall = run(["onmt_qd.bin.teacher_cache", "-config", path, "-teacher_model",
+        _, wall = run(["onmt_qd.bin.teacher_cache", "-config", config, "-teacher_model",
                        args.teacher, "-topk", str(args.topk), "-output", output, *options],
                       threads)
         with open(os.path.join(output, "header.json")) as handle:
@@ -193,9 +186,11 @@ def main():
         parser.error("-from_step must be above 0, below -steps and divide it (the log "
                      "reports every -from_step steps)")
     with tempfile.TemporaryDirectory() as folder:
-        report(training_speed(args, extra, folder), args.gpus or args.processes, "training")
+        config = training_config(args.config, folder, args.steps, args.from_step)
+        report(training_speed(args, extra, config, folder), args.gpus or args.processes,
+               "training")
         if args.teacher:
-            report(cache_speed(args, folder), args.processes, "teacher cache")
+            report(cache_speed(args, config, folder), args.processes, "teacher cache")
 
 if __name__ == "__main__":
     main()
