@@ -247,16 +247,49 @@ def created_folder(path):
         raise
 
 
+BOM = "\ufeff".encode("utf-8")
+
+
+def check_no_bom(path, option):
+    """A text file another reader (OpenNMT-py's corpus reader) takes as it is must not
+    start with a byte-order mark, which would become part of its first word."""
+    with open(path, "rb") as handle:
+        if handle.read(len(BOM)) == BOM:
+            raise ValueError(f"{option} {path} starts with a byte-order mark (U+FEFF), which "
+                             "would be read as part of its first word: remove it (e.g. "
+                             "sed -i '1s/^\\xEF\\xBB\\xBF//' FILE) and run again")
+
+
+def check_corpora_no_bom(corpora):
+    """check_no_bom for both sides of every corpus of a data config ({name: {path_src,
+    path_tgt, ...}}, or its YAML text as options hold it before OpenNMT-py parses it),
+    the files OpenNMT-py reads itself."""
+    if isinstance(corpora, str):
+        import yaml
+
+        corpora = yaml.safe_load(corpora)
+    for name, corpus in (corpora if isinstance(corpora, dict) else {}).items():
+        for side in ("path_src", "path_tgt"):
+            path = (corpus or {}).get(side)
+            if path and os.path.isfile(path):
+                check_no_bom(path, f"data: {name}: {side}")
+
+
 def read_text_lines(path, option="-src"):
     """The lines of a UTF-8 text file split on "\\n" only (as ``wc -l`` and OpenNMT-py
-    count them), without their line ends; invalid UTF-8 names the file and line.
-    "-" reads standard input."""
+    count them), without their line ends and a leading byte-order mark (said on
+    standard error); invalid UTF-8 names the file and line. "-" reads standard input."""
     check_input_file(path, option, stdin=True)
     if path == STDIN:
         data = sys.stdin.buffer.read()
     else:
         with open(path, "rb") as handle:
             data = handle.read()
+    if data.startswith(BOM):
+        # an editor's byte-order mark would stay inside the first word (-> <unk>)
+        data = data[len(BOM):]
+        print(f"{option} {path}: removed the byte-order mark (U+FEFF) at its start",
+              file=sys.stderr)
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()

@@ -30,7 +30,12 @@ def build_model_from_checkpoint(checkpoint, device="cpu", overrides=None):
     # model (differentiable quantization does) never changes the checkpoint.
     state = {"model": {k: v.clone() for k, v in checkpoint["model"].items()},
              "generator": {k: v.clone() for k, v in (checkpoint["generator"] or {}).items()}}
-    model.load_state_dict(state, device=torch.device(device), strict=True)
+    try:
+        model.load_state_dict(state, device=torch.device(device), strict=True)
+    except (ValueError, AssertionError, KeyError, RuntimeError) as exc:
+        # OpenNMT-py's loader says "Missing key", or asserts on a shape, with no word of
+        # what that means for the file
+        raise ValueError(_misfit(model, checkpoint, exc)) from None
     keep_decoder_state_contiguous(model)  # it may decode with beam search on cuDNN
     model.to(device)
     model.eval()
@@ -41,6 +46,24 @@ def build_model_from_checkpoint(checkpoint, device="cpu", overrides=None):
         if hasattr(module, "dropout_p"):
             module.dropout_p = 0.0
     return model, vocabs, model_opt
+
+
+def _misfit(model, checkpoint, error):
+    """What is wrong when a checkpoint's weights do not load into the model its own
+    options build: the first missing, extra or misshapen weight (OpenNMT-py's loader
+    consumed the dictionaries it was given: the checkpoint's own are read)."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    given = {k: tuple(v.shape) for k, v in named_weights(checkpoint).items()}
+    missing = sorted(set(expected) - set(given))
+    extra = sorted(set(given) - set(expected))
+    shapes = sorted(k for k in given if k in expected and given[k] != expected[k])
+    what = (f"weight {missing[0]} is missing" if missing else
+            f"it has weight {extra[0]}, which the model has not" if extra else
+            f"weight {shapes[0]} has shape {list(given[shapes[0]])}, the model's is "
+            f"{list(expected[shapes[0]])}" if shapes else
+            str(error).splitlines()[0] if str(error) else type(error).__name__)
+    return (f"the checkpoint's weights do not fit the model its own options describe "
+            f"({what}): the file was edited or damaged; use it as training wrote it")
 
 
 def meta_model(checkpoint):

@@ -336,15 +336,19 @@ def recipe_parser():
 
 def eval_parser():
     parser = argparse.ArgumentParser(
-        prog="onmt_qd_eval", description="onmt_qd_eval -model M -src S -tgt T [-json "
-        "OUT.json]: BLEU and chrF (sacrebleu, detokenized, with signatures), reference "
+        prog="onmt_qd_eval", description="onmt_qd_eval -model M -src S [S2 ...] -tgt T "
+        "[T2 ...] [-json OUT.json]: BLEU and chrF (sacrebleu, detokenized, with signatures), reference "
         "perplexity, parameter count and size on disk of a checkpoint, compressed file or "
         "onmt_qd_export directory. "
         "-src - (or -tgt -) reads standard input; -json - or -output - writes standard "
         "output.")
     parser.add_argument("-model", required=True)
-    parser.add_argument("-src", required=True)
-    parser.add_argument("-tgt", required=True, help="reference translations (raw text)")
+    parser.add_argument("-src", required=True, nargs="+",
+                        help="source text; several files are several test sets, each "
+                        "translated in its own run and scored alone (test_sets in -json) "
+                        "and pooled")
+    parser.add_argument("-tgt", required=True, nargs="+",
+                        help="reference translations (raw text), one file per -src file")
     parser.add_argument("-json", default=None, help="write the results here as JSON")
     parser.add_argument("-output", default=None, help="keep the translations here")
     parser.add_argument("-beam_size", type=int, default=5)

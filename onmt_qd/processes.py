@@ -55,6 +55,9 @@ def launch_opts(opt):
 def check_cpu_backend(opt, command):
     """Refuse -world_size CPU processes without gloo (NCCL is for GPUs), and -cpu_ranks
     that are not distinct ranks of -world_size CPU processes."""
+    if opt.world_size < 1:
+        raise OptionError(f"-world_size {opt.world_size}: give the number of processes "
+                          "(1 or more), or leave it out to run in one process")
     if cpu_processes(opt) and opt.gpu_backend != "gloo":
         raise OptionError(f"-world_size {opt.world_size} without -gpu_ranks {command} on CPU "
                           f"processes, which need -gpu_backend gloo (not {opt.gpu_backend}): "
@@ -224,6 +227,31 @@ class RankErrorHandler(ErrorHandler):
         signal.signal(signal.SIGTERM, self.previous_sigterm)
         os.close(self.wake_read)
         os.close(self.wake_write)
+
+
+@contextlib.contextmanager
+def children_end_on_sigterm():
+    """Within it, SIGTERM ends this process's multiprocessing children (OpenNMT-py's
+    data-loader workers) before the process itself: killed while loading data, a
+    training run left its two workers running with parent 1, reading the corpus and
+    growing to 3 GB each. The old handler is back on leaving."""
+    def stop(signum, frame):
+        # torch's DataLoader raises on a worker's death (its SIGCHLD handler): not now
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for child in multiprocessing.active_children():
+            child.terminate()
+        for child in multiprocessing.active_children():
+            child.join(5)
+            if child.is_alive():
+                child.kill()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def rank_main(parent, *args):

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import importlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import traceback
 
 import pytest
+import yaml
 
 from conftest import run_cli
 from onmt_qd.compat import load_checkpoint
@@ -306,3 +308,55 @@ def test_8_stock_onmt_translate_as_the_readme_says(q4, data, translated, tmp_pat
     subprocess.run([*stock, *translate_args(q4["pt"], data, tmp_path / "b.txt")],
                    check=True, capture_output=True, env=env)
     assert lines_of(tmp_path / "b.txt") == translated
+
+
+def test_9_a_byte_order_mark_is_removed_by_every_reader_or_refused(q4, data, translated,
+                                                                   tmp_path):
+    """An editor's byte-order mark stayed inside the first token (\\ufeffDas -> <unk>)
+    silently. Readers of text remove it and say so; OpenNMT-py's corpus reader, which
+    takes training files as they are, gets them refused in one line."""
+    for name in ("test.de", "test.en"):
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + open(data[name], "rb").read())
+    code, _, err = command("translate", "-model", q4["pt"], "-src", tmp_path / "test.de",
+                           "-output", tmp_path / "out.txt", *DECODING)
+    assert code == 0 and "removed the byte-order mark (U+FEFF)" in err
+    assert lines_of(tmp_path / "out.txt") == translated
+    scores = {}
+    for name, folder in (("bom", tmp_path), ("plain", os.path.dirname(data["test.de"]))):
+        code, _, err = command("eval", "-model", q4["pt"], "-src",
+                               os.path.join(folder, "test.de"), "-tgt",
+                               os.path.join(folder, "test.en"), "-json",
+                               tmp_path / f"{name}.json", "-beam_size", 2)
+        assert code == 0, err
+        scores[name] = {k: v for k, v in json.loads((tmp_path / f"{name}.json").read_text())
+                        .items() if k in ("bleu", "chrf", "ppl")}
+    assert scores["bom"] == scores["plain"]
+    config = yaml.safe_load(open(data["config"]))
+    config["data"]["train"]["path_src"] = str(tmp_path / "test.de")
+    (tmp_path / "bom.yaml").write_text(yaml.safe_dump(config))
+    refused("train", "-config", tmp_path / "bom.yaml", "-save_model", tmp_path / "m" / "m",
+            message="starts with a byte-order mark (U+FEFF)")
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda weights, name: weights.pop(name), "is missing"),
+    (lambda weights, name: weights.update({name: weights[name][:-1]}), "has shape"),
+    (lambda weights, name: weights.update({"extra.weight": weights[name]}),
+     "it has weight extra.weight, which the model has not"),
+], ids=["missing", "shape", "extra"])
+def test_10_a_hand_edited_checkpoint_is_named_not_opennmts_missing_key(edit, message, teacher,
+                                                                       data, tmp_path):
+    """OpenNMT-py's loader said "Missing key in checkpoint", or failed an assertion on
+    a shape with a traceback."""
+    import torch
+
+    checkpoint = load_checkpoint(teacher)
+    edit(checkpoint["model"], next(iter(checkpoint["model"])))
+    torch.save(checkpoint, tmp_path / "edited.pt")
+    refused("translate", "-model", tmp_path / "edited.pt", "-src", data["test.de"],
+            "-output", tmp_path / "out.txt",
+            message="the checkpoint's weights do not fit the model its own options describe")
+    line = refused("eval", "-model", tmp_path / "edited.pt", "-src", data["test.de"],
+                   "-tgt", data["test.en"], message="the file was edited or damaged")
+    assert message in line and not (tmp_path / "out.txt").exists()

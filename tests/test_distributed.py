@@ -320,3 +320,15 @@ def test_sigterm_to_the_parent_ends_every_process(data, teacher, tmp_path):
         f"processes stopped, and {tmp_path / 'c'} was not written"), err
     assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build.log"]
+
+
+@pytest.mark.parametrize("size", [0, -1])
+@pytest.mark.parametrize("module", ["train", "teacher_cache"])
+def test_a_world_size_below_one_is_refused_in_one_line(module, size, data, teacher, tmp_path):
+    """-world_size -1 ended in an AssertionError traceback, 0 in 'min() arg is an empty
+    sequence'."""
+    output = ["-save_model", tmp_path / "m"] if module == "train" else \
+        ["-teacher_model", teacher, "-output", tmp_path / "c"]
+    refused(module, "-config", data["config"], *output, "-world_size", size,
+            message=f"-world_size {size}: give the number of processes (1 or more)")
+    assert os.listdir(tmp_path) == []

@@ -2,6 +2,7 @@
 once; a long translation says where it is on standard error, never on standard
 output, and counting it changes no output."""
 import gc
+import os
 import re
 import warnings
 
@@ -136,3 +137,39 @@ def test_what_the_engine_would_not_do_is_refused_in_one_line(option, message, te
     refused("translate", "-model", teacher, "-src", data["test.de"], "-output",
             tmp_path / "out.txt", *option, message=message)
     assert not (tmp_path / "out.txt").exists()
+
+
+def test_several_test_sets_are_each_scored_as_alone_and_pooled(teacher, data, tmp_path):
+    """Two sets in one evaluation: each set's scores and translations are exactly those
+    of evaluating it alone (its own batches), the pooled ones those of the concatenation;
+    the model is built once."""
+    from onmt_qd.evaluate.metrics import bleu_chrf, read_lines
+
+    with open(data["test.de"], encoding="utf-8") as src, \
+            open(data["test.en"], encoding="utf-8") as tgt:
+        sources, references = src.readlines(), tgt.readlines()
+    files = []
+    for name, part in (("a", slice(0, 7)), ("b", slice(7, None))):
+        (tmp_path / f"{name}.de").write_text("".join(sources[part]), encoding="utf-8")
+        (tmp_path / f"{name}.en").write_text("".join(references[part]), encoding="utf-8")
+        files.append((str(tmp_path / f"{name}.de"), str(tmp_path / f"{name}.en")))
+    both = evaluate(teacher, [f[0] for f in files], [f[1] for f in files], beam_size=3,
+                    batch_size=4, output=str(tmp_path / "both.hyp"))
+    translations = []
+    for (src, tgt), scored in zip(files, both["test_sets"]):
+        alone = evaluate(teacher, src, tgt, beam_size=3, batch_size=4,
+                         output=str(tmp_path / "alone.hyp"))
+        assert (scored["bleu"], scored["chrf"]) == (alone["bleu"], alone["chrf"])
+        assert scored["sentences"] == alone["sentences"] and scored["src"] == src
+        translations += read_lines(tmp_path / "alone.hyp")
+    assert read_lines(tmp_path / "both.hyp") == translations
+    pooled = bleu_chrf(translations, [line.rstrip("\n") for line in references])
+    assert (both["bleu"], both["chrf"]) == (round(pooled[0], 2), round(pooled[1], 2))
+    assert both["sentences"] == 20 and set(both["machine"]) >= {"cores", "busy"}
+
+
+def test_test_sets_without_their_references_are_refused_in_one_line(teacher, data, tmp_path):
+    result = run_cli("eval", "-model", teacher, "-src", data["test.de"], data["test.de"],
+                     "-tgt", data["test.en"], "-json", tmp_path / "out.json", check=False)
+    assert result.returncode == 2 and "2 -src files and 1 -tgt files" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not os.listdir(tmp_path)

@@ -161,3 +161,46 @@ def test_the_command_refuses_a_missing_recipe_file_in_one_line(tmp_path):
     refused("recipe", tmp_path / "mine.yaml", "-work_dir", tmp_path / "work",
             message=f"recipe file {tmp_path / 'mine.yaml'} does not exist")
     assert not (tmp_path / "work").exists()
+
+
+def test_a_recipe_file_that_is_a_directory_or_not_utf8_is_named_in_one_line(tmp_path):
+    (tmp_path / "recipe.yaml").mkdir()
+    refused("recipe", tmp_path / "recipe.yaml", "-work_dir", tmp_path / "work",
+            message="recipe.yaml is a directory: give the recipe's YAML file")
+    (tmp_path / "latin1.yaml").write_bytes("dataset: m\u00fcller\n".encode("latin-1"))
+    refused("recipe", tmp_path / "latin1.yaml", "-work_dir", tmp_path / "work",
+            message=f"recipe file {tmp_path / 'latin1.yaml'} is not UTF-8 text")
+    assert not (tmp_path / "work").exists()
+
+
+def word_level_copy(teacher, path):
+    """The teacher's checkpoint as if trained on words: no sentencepiece transform."""
+    import torch
+
+    checkpoint = load_checkpoint(teacher)
+    opt = checkpoint["opt"]
+    opt.transforms = []
+    opt.data = {name: {**corpus, "transforms": []} for name, corpus in opt.data.items()}
+    torch.save(checkpoint, path)
+    return str(path)
+
+
+def test_a_subword_model_that_is_not_the_teachers_is_refused(user_folder, data, teacher,
+                                                             tmp_path):
+    """A sentencepiece_model given for a word-level teacher, or the target language's
+    model for the source side, was accepted and three stages ran."""
+    from onmt_qd.datasets import train_sentencepiece
+
+    english = train_sentencepiece([data["train.en"]], str(tmp_path / "english"), 400)
+    ct2_directory = tmp_path / "ct2"
+    ct2_directory.mkdir()
+    (ct2_directory / "model.bin").write_bytes(b"")
+    for edit, message in (
+            ({"sentencepiece_model": english}, "is not the teacher's subword model"),
+            ({"teacher_model": word_level_copy(teacher, tmp_path / "words.pt")},
+             "was not trained on SentencePiece pieces"),
+            ({"teacher_model": str(ct2_directory)}, "is a CTranslate2 model directory")):
+        recipe = {**own_recipe(data, teacher, {"lstm": dict(LSTM_STUDENT)}), **edit}
+        with pytest.raises(ValueError, match=message) as refusal:
+            load_recipe(write_recipe(user_folder, recipe, "bad.yaml"), "own")
+        assert len(str(refusal.value).splitlines()) == 1

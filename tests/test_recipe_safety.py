@@ -57,13 +57,18 @@ def foreground_sigint():
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def start_recipe(tmp_path):
+def background_sigint():
+    """SIGINT as a non-interactive shell leaves it to a job started with ``&``: ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start_recipe(tmp_path, preexec_fn=foreground_sigint):
     """(the recipe's process, its stage's output, the pids of the supervisor, the
     command and the command's child) once the command runs."""
     work, output, pids = tmp_path / "work", tmp_path / "work" / "model.pt", tmp_path / "pids"
     recipe = subprocess.Popen([sys.executable, "-c", RECIPE, work, output, pids, COMMAND],
                               cwd=REPO, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=foreground_sigint)
+                              preexec_fn=preexec_fn)
     deadline = time.time() + 120
     while not pids.exists():
         assert recipe.poll() is None, recipe.stderr.read()
@@ -106,10 +111,13 @@ def test_a_second_run_on_a_work_folder_is_refused_and_a_killed_run_leaves_no_loc
     assert "done already" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM],
-                         ids=["kill -9", "Ctrl-C", "kill"])
-def test_a_killed_recipe_leaves_no_process_and_its_stage_is_redone(tmp_path, signum, capsys):
-    recipe, output, pids = start_recipe(tmp_path)
+@pytest.mark.parametrize("signum,preexec_fn", [
+    (signal.SIGKILL, foreground_sigint), (signal.SIGINT, foreground_sigint),
+    (signal.SIGTERM, foreground_sigint), (signal.SIGINT, background_sigint)],
+    ids=["kill -9", "Ctrl-C", "kill", "kill -INT of a job started with &"])
+def test_a_killed_recipe_leaves_no_process_and_its_stage_is_redone(tmp_path, signum,
+                                                                   preexec_fn, capsys):
+    recipe, output, pids = start_recipe(tmp_path, preexec_fn)
     recipe.send_signal(signum)
     assert recipe.wait(30) == -signum
     if signum != signal.SIGKILL:
@@ -187,3 +195,19 @@ def test_a_profile_is_checked_whole_before_any_stage_runs(tmp_path, monkeypatch,
     work = tmp_path / "work"
     refused("recipe", "multi30k", "-profile", "quick", "-work_dir", work, message=message)
     assert not work.exists()
+
+
+def test_ctrl_c_in_a_command_is_one_line_and_exit_130(capsys):
+    """SIGINT while a command still imports or loads printed a KeyboardInterrupt
+    traceback; the recipe command imports its modules inside run_command for this."""
+    from onmt_qd.bin.common import run_command
+
+    def interrupted():
+        raise KeyboardInterrupt
+    with pytest.raises(SystemExit) as stopped:
+        run_command(interrupted, "onmt_qd_recipe")
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == "onmt_qd_recipe: stopped by SIGINT (Ctrl-C)\n"
+    source = open(os.path.join(REPO, "onmt_qd", "bin", "recipe.py")).read()
+    assert [line for line in source.splitlines() if line.startswith(("import", "from"))] == \
+        ["from onmt_qd.bin.common import run_command"]

@@ -349,3 +349,28 @@ def test_student_trains_quantized_from_the_cache(data, cache, tmp_path):
     assert np.isfinite(cached["qd_valid"]["ppl"])
     assert any(not torch.equal(plain["qd_shadow"][k], cached["qd_shadow"][k])
                for k in plain["qd_shadow"])
+
+
+def test_a_cache_error_found_mid_training_is_one_line_without_a_traceback(data, cache,
+                                                                          tmp_path, monkeypatch):
+    """A cache that passed the checks before the first step but does not hold a batch
+    (here: the third batch asked for) ended in OpenNMT-py's traceback, printed by its
+    training step's ``except Exception``, before the command's line."""
+    asked = []
+    real = CachedTeacher.distribution
+
+    def fails_on_the_third(self, batch):
+        asked.append(1)
+        if len(asked) == 3:
+            self._fail("train", 41, "is not in the cache")
+        return real(self, batch)
+    monkeypatch.setattr(CachedTeacher, "distribution", fails_on_the_third)
+    code, _, err = command("train", "-config", data["config"], "-save_model",
+                           tmp_path / "student" / "m", "-teacher_cache", cache,
+                           "-train_steps", 5, "-hidden_size", 16, "-word_vec_size", 16)
+    lines = [line for line in err.strip().splitlines() if "Traceback" in line or
+             line.startswith("onmt_qd_train: error")]
+    assert code == 2 and len(asked) == 3
+    assert lines == ["onmt_qd_train: error: teacher cache " + cache + ": corpus 'train' line 42 "
+                     "is not in the cache; the cache was made from other data: rebuild it "
+                     "with onmt_qd_teacher_cache"]

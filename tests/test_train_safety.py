@@ -159,3 +159,51 @@ def test_checkpoints_written_before_run_ids_keep_their_best_of_the_same_shape():
     assert not same_run({"opt": Namespace(**{**shape, "hidden_size": 32})}, older)
     assert not same_run({"opt": Namespace(**shape), RUN_KEY: "a"}, older)
     assert same_run({"opt": Namespace(**shape), RUN_KEY: "a"}, {**older, RUN_KEY: "a"})
+
+
+def children_of(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(child) for child in handle.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def running(pid):
+    """Alive and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_sigterm_while_loading_data_ends_the_data_loader_workers(data, tmp_path):
+    """With num_workers 2, SIGTERM to onmt_qd_train left both workers (and they read
+    the corpus on, growing to 3 GB) running with parent 1."""
+    import signal
+    import sys
+    import time
+
+    config = yaml.safe_load(open(data["config"]))
+    config["num_workers"] = 2
+    (tmp_path / "workers.yaml").write_text(yaml.safe_dump(config))
+    train = subprocess.Popen([sys.executable, "-m", "onmt_qd.bin.train", "-config",
+                              tmp_path / "workers.yaml", "-save_model", tmp_path / "m",
+                              "-train_steps", "100000"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while len(workers := children_of(train.pid)) < 2:
+            assert time.time() < deadline and train.poll() is None, "no data-loader workers"
+            time.sleep(0.1)
+        train.send_signal(signal.SIGTERM)
+        assert train.wait(30) == -signal.SIGTERM
+        deadline = time.time() + 20
+        while any(map(running, workers)) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if running(pid)]
+    finally:
+        train.kill()
+        for pid in children_of(train.pid):
+            os.kill(pid, signal.SIGKILL)

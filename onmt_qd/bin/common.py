@@ -24,9 +24,15 @@ def _show_causes(exc):
 
 def run_command(main_fn, name):
     """Run ``main_fn``; a user error becomes 'NAME: error: message' and exit 2
-    (with ONMT_QD_DEBUG=1, the full traceback, underlying errors included)."""
+    (with ONMT_QD_DEBUG=1, the full traceback, underlying errors included). Ctrl-C
+    is one line too, exit 130 as a shell reports it."""
     try:
         main_fn()
+    except KeyboardInterrupt:
+        if os.environ.get("ONMT_QD_DEBUG"):
+            raise
+        print(f"{name}: stopped by SIGINT (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)
     except Exception as exc:
         error = _user_error(exc)
         if error is None:

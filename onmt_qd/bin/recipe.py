@@ -1,12 +1,12 @@
 """onmt_qd_recipe: run a recipe's stages (options: opts.recipe_parser)."""
 from onmt_qd.bin.common import run_command
-from onmt_qd.opts import parse, recipe_parser
 
 
 def main():
-    def run():
+    def run():  # everything imported in here: Ctrl-C while importing is one line too
         import os
 
+        from onmt_qd.opts import parse, recipe_parser
         from onmt_qd.recipe import Pipeline
         from onmt_qd.recipe.runner import exit_on_signals
 

@@ -7,6 +7,7 @@ SHA-256, and an all-or-nothing write (a temporary sibling directory renamed at t
 end: a directory without a manifest is refused). The converter is given a checkpoint we
 have just written from a weights-only load, holding only what it reads."""
 import copy
+import hashlib
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import tempfile
 
 QUANTIZATIONS = ("int8", "int8_float32", "int16", "float16", "float32")
 MANIFEST = "manifest.json"
+MANIFEST_DIGEST = "manifest_sha256"  # the manifest's own fields, so an edit is seen
 FORMAT = "onmt_qd-ctranslate2"
 SOURCE_SPM, TARGET_SPM = "source.spm.model", "target.spm.model"
 SHARED_SPM = "spm.model"  # one file when source and target share their model
@@ -179,7 +181,11 @@ def export(model, output, quantization="int8"):
                     "source_sha256": sha256(model), "quantization": quantization,
                     "onmt_qd_version": onmt_qd.__version__,
                     "ctranslate2_version": ctranslate2.__version__,
-                    "source_spm": names[0], "target_spm": names[1], "n_params": n_params}
+                    "source_spm": names[0], "target_spm": names[1], "n_params": n_params,
+                    "files": {name: {"bytes": os.path.getsize(os.path.join(staging, name)),
+                                     "sha256": sha256(os.path.join(staging, name))}
+                              for name in sorted(os.listdir(staging))}}
+        manifest[MANIFEST_DIGEST] = _manifest_digest(manifest)
         with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as handle:
             json.dump(manifest, handle, indent=1)  # last: its presence marks a whole export
         _replace_directory(staging, target)
@@ -203,9 +209,18 @@ def _replace_directory(staging, target):
         shutil.rmtree(old)
 
 
+def _manifest_digest(manifest):
+    """SHA-256 of the manifest's own fields (all but this digest), canonical JSON."""
+    fields = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
 def read_manifest(model_dir):
-    """The manifest of an export directory; a one-line error for anything else (an
-    export killed before its end leaves a temporary directory without one)."""
+    """The manifest of an export directory, checked cheaply: a one-line error for
+    anything else (an export killed before its end leaves a temporary directory without
+    one), for a manifest edited by hand (its own digest: a quantization or tokenizer it
+    does not describe would be believed), and for a file it lists that is missing or
+    has another size. verify_files checks the contents."""
     path = os.path.join(model_dir, MANIFEST)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -217,7 +232,39 @@ def read_manifest(model_dir):
         raise ValueError(f"-model {model_dir} is a directory but not a complete "
                          f"onmt_qd_export directory (no valid {MANIFEST} and model.bin): "
                          "export the model again with onmt_qd_export")
+    if not isinstance(manifest.get("files"), dict) or MANIFEST_DIGEST not in manifest:
+        raise ValueError(f"-model {model_dir} was exported by an older onmt_qd, whose "
+                         f"{MANIFEST} has no checksums: export it again with onmt_qd_export")
+    if manifest[MANIFEST_DIGEST] != _manifest_digest(manifest):
+        raise ValueError(f"-model {model_dir}: {MANIFEST} was changed after the export (its "
+                         "digest does not match), so what it says of the model cannot be "
+                         "trusted: export the model again with onmt_qd_export")
+    for role in ("source_spm", "target_spm"):
+        if manifest[role] not in manifest["files"]:
+            raise ValueError(f"-model {model_dir}: {MANIFEST} names {role} "
+                             f"{manifest[role]}, which the export did not write: export again")
+    for name, expected in manifest["files"].items():
+        file = os.path.join(model_dir, name)
+        if not os.path.isfile(file):
+            raise ValueError(f"-model {model_dir}: {name} is missing from the export "
+                             "directory: export the model again with onmt_qd_export")
+        if os.path.getsize(file) != expected["bytes"]:
+            raise ValueError(f"-model {model_dir}: {name} has {os.path.getsize(file)} bytes, "
+                             f"the export wrote {expected['bytes']}: it was changed or "
+                             "damaged; export the model again with onmt_qd_export")
     return manifest
+
+
+def verify_files(model_dir, manifest):
+    """Every file the manifest lists has the SHA-256 the export wrote (a flipped byte in
+    model.bin would load and translate): once per load of the directory."""
+    from onmt_qd.fileio import sha256
+
+    for name, expected in manifest["files"].items():
+        if sha256(os.path.join(model_dir, name)) != expected["sha256"]:
+            raise ValueError(f"-model {model_dir}: {name} does not match the checksum in "
+                             f"{MANIFEST} (changed or damaged since the export): export the "
+                             "model again with onmt_qd_export")
 
 
 class DeployedModel:
@@ -229,6 +276,7 @@ class DeployedModel:
         import sentencepiece
 
         manifest = read_manifest(model_dir)
+        verify_files(model_dir, manifest)
         if device == "cuda" and device_index >= ctranslate2.get_cuda_device_count():
             raise ValueError(f"-gpu {device_index}: CTranslate2 sees "
                              f"{ctranslate2.get_cuda_device_count()} CUDA device(s)")

@@ -23,7 +23,7 @@ from onmt_qd.distill.cache import (FORMAT, ROW_ARRAYS, VERSION, CacheWriter, Not
                                    data_fingerprint, file_digest, first_difference,
                                    index_positions, row_dtypes, source_checksum)
 from onmt_qd.distill.teacher import load_teacher, teacher_forced_logits
-from onmt_qd.fileio import remove_stale_temporaries, temporary_name
+from onmt_qd.fileio import check_corpora_no_bom, remove_stale_temporaries, temporary_name
 from onmt_qd.distill.rules import DEFAULT_TOPK, check_teacher_model, check_topk
 from onmt_qd.opts import OptionError
 from onmt_qd.progress import Progress
@@ -91,6 +91,7 @@ def check_processes(opt):
     """Refuse a parallel build its processes cannot run: CPU processes without gloo, or
     GPUs not one per process (the build runs on one machine)."""
     check_cpu_backend(opt, "builds the cache")
+    check_corpora_no_bom(opt.data)
     if opt.world_size > 1 and opt.gpu_ranks and len(opt.gpu_ranks) != opt.world_size:
         raise OptionError(f"-world_size {opt.world_size} with -gpu_ranks "
                           f"{' '.join(map(str, opt.gpu_ranks))}: the cache is built on one "

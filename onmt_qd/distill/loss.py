@@ -6,6 +6,16 @@ from onmt.utils.loss import LossCompute
 from onmt_qd.distill.rules import check_whole_targets
 
 
+class PastTheStep(BaseException):
+    """Carries a user error (a ValueError) out of OpenNMT-py's training step, whose
+    ``except Exception`` prints a traceback before re-raising; the trainer
+    (train/trainer.py) raises the error itself again, for the command's one line."""
+
+    def __init__(self, error: ValueError):
+        super().__init__(str(error))
+        self.error = error
+
+
 class WordKL(torch.autograd.Function):
     """Sum over the kept positions of KL(softmax(t/T) || softmax(s/T)).
 
@@ -137,7 +147,10 @@ class DistillLossCompute(LossCompute):
             return super().forward(batch, output, attns, trunc_start, trunc_size)
         check_whole_targets(trunc_start != 0 or (trunc_size is not None
                                                  and trunc_size < batch["tgt"].size(1)))
-        distribution = self.teacher.distribution(batch)
+        try:
+            distribution = self.teacher.distribution(batch)
+        except ValueError as exc:  # a cache made from other data, found on this batch
+            raise PastTheStep(exc) from None
         target = batch["tgt"][:, self.tgt_shift_index:, 0].contiguous().view(-1)
         student_logits = self.generator(self._bottle(output))
         loss, ce = distribution.loss(student_logits, target, self.padding_idx,

@@ -20,6 +20,12 @@ def check_teacher_model(path, needed_for=None, option="-teacher_model"):
         if needed_for:
             raise ValueError(f"-teacher_model is required: {needed_for}")
         return
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "model.bin")):
+            raise ValueError(f"{option} {path} is a CTranslate2 model directory; a teacher "
+                             "must be an OpenNMT-py checkpoint for now: give the checkpoint "
+                             "it was exported or converted from")
+        raise ValueError(f"{option} {path} is a directory, not a teacher checkpoint")
     if not os.path.isfile(path):
         raise ValueError(f"teacher checkpoint {path} does not exist: train the teacher "
                          f"first or fix {option}")

@@ -17,51 +17,64 @@ from onmt_qd.inference.engine import (check_decoding, check_inference, check_mod
 from onmt_qd.progress import Progress
 
 
-def check_args(model, src, tgt, beam_size, batch_size, gpu, outputs):
+def check_args(model, srcs, tgts, beam_size, batch_size, gpu, outputs):
     """Every check that can fail, before a model is loaded."""
-    from onmt_qd.fileio import check_input_file, check_one_stdin, check_outputs
+    from onmt_qd.fileio import STDIN, check_input_file, check_one_stdin, check_outputs
     from onmt_qd.opts import check_devices
 
     check_devices([gpu], "-gpu")
     check_decoding(beam_size, batch_size)
-    inputs = {"-model": model, "-src": src, "-tgt": tgt}
+    if len(srcs) != len(tgts):
+        raise ValueError(f"{len(srcs)} -src files and {len(tgts)} -tgt files: give one "
+                         "reference file per source file, in the same order")
+    if len(srcs) > 1 and STDIN in (*srcs, *tgts):
+        raise ValueError("- (standard input) names one test set: give files when "
+                         "evaluating several")
     check_model_input(model)
-    for option in ("-src", "-tgt"):
-        check_input_file(inputs[option], option, stdin=True)
+    inputs = [("-model", model), *(("-src", s) for s in srcs), *(("-tgt", t) for t in tgts)]
+    for option, path in inputs[1:]:
+        check_input_file(path, option, stdin=True)
     check_one_stdin(inputs)
     check_outputs(outputs, inputs)
 
 
 class Backend(NamedTuple):
-    """What evaluate() measures of a loaded model, whichever engine translates."""
-    warm_up: Callable  # (count): translate the first ``count`` sentences, untimed
-    translate: Callable  # (progress): (scores, predictions) of all sources
-    perplexity: Callable  # (): of the references
+    """What evaluate() measures of a loaded model, whichever engine translates. Each
+    test set is translated in a run of its own (its own batches), so its translations
+    are those of evaluating that set alone."""
+    warm_up: Callable  # (lines, count): translate the first ``count`` of them, untimed
+    translate: Callable  # (lines, progress): (scores, predictions) of the lines
+    perplexity: Callable  # (src path, tgt path, sources, references): of the references
     n_params: int
     size_bytes: int
     engine: dict  # which engine translated, and its settings (device, precision, threads)
 
 
 @contextlib.contextmanager
-def opennmt_backend(opt, sources, src, tgt):
-    """OpenNMT-py's engine on the checkpoint or .qdz, built once for both uses."""
+def opennmt_backend(opt):
+    """OpenNMT-py's engine on the checkpoint or .qdz, built once for every use."""
     from onmt_qd.evaluate.metrics import reference_perplexity
 
     loaded = load_model(opt.models[0], opt)
     device = "cpu" if opt.gpu < 0 else f"cuda:{opt.gpu}"
-    with inference_engine(opt, sources, loaded) as engine:
-        yield Backend(lambda count: warm_up(engine, sources, count),
-                      lambda progress: translate_aligned(engine, sources, progress),
-                      lambda: reference_perplexity(loaded.model, loaded.vocabs,
-                                                   loaded.model_opt, src, tgt, device),
-                      sum(p.numel() for p in loaded.model.parameters()),
-                      os.path.getsize(opt.models[0]),
-                      {"name": "OpenNMT-py", "precision": opt.precision or "fp32",
-                       "device": device, "threads": _torch_threads(device)})
+
+    def on_lines(lines, use):
+        with inference_engine(opt, lines, loaded) as engine:
+            return use(engine)
+
+    yield Backend(lambda lines, count: on_lines(lines, lambda e: warm_up(e, lines, count)),
+                  lambda lines, progress: on_lines(
+                      lines, lambda e: translate_aligned(e, lines, progress)),
+                  lambda src, tgt, _sources, _references: reference_perplexity(
+                      loaded.model, loaded.vocabs, loaded.model_opt, src, tgt, device),
+                  sum(p.numel() for p in loaded.model.parameters()),
+                  os.path.getsize(opt.models[0]),
+                  {"name": "OpenNMT-py", "precision": opt.precision or "fp32",
+                   "device": device, "threads": _torch_threads(device)})
 
 
 @contextlib.contextmanager
-def ctranslate2_backend(opt, sources, references):
+def ctranslate2_backend(opt):
     """CTranslate2 on an onmt_qd_export directory; its scores of the references give
     the perplexity."""
     from onmt_qd.deploy.ct2 import deployed_model, directory_size
@@ -72,9 +85,10 @@ def ctranslate2_backend(opt, sources, references):
         return deployed.translate(lines, opt.beam_size, opt.batch_size,
                                   progress=progress)
 
-    yield Backend(lambda count: translate([sources[i] for i in non_blank(sources)[:count]]),
-                  lambda progress: translate(sources, progress),
-                  lambda: deployed.perplexity(sources, references, opt.batch_size),
+    yield Backend(lambda lines, count: translate([lines[i] for i in non_blank(lines)[:count]]),
+                  translate,
+                  lambda _src, _tgt, sources, references: deployed.perplexity(
+                      sources, references, opt.batch_size),
                   deployed.manifest["n_params"], directory_size(opt.models[0]),
                   {"name": "CTranslate2", "precision": deployed.manifest["quantization"],
                    "device": deployed.device, "inter_threads": deployed.inter_threads,
@@ -88,61 +102,102 @@ def _torch_threads(device):
     return torch.get_num_threads() if device == "cpu" else None
 
 
+class TestSet(NamedTuple):
+    src: str
+    tgt: str
+    sources: list
+    references: list
+
+
+def read_test_sets(srcs, tgts):
+    """Each -src file with its -tgt file, read and checked parallel."""
+    from onmt_qd.fileio import read_text_lines
+
+    sets = []
+    for src, tgt in zip(srcs, tgts):
+        sources, references = read_text_lines(src, "-src"), read_text_lines(tgt, "-tgt")
+        if len(sources) != len(references):
+            raise ValueError(f"-src {src} has {len(sources)} lines, -tgt {tgt} "
+                             f"{len(references)}: they must be parallel")
+        if not non_blank(sources):
+            raise ValueError(f"-src {src} has no sentence to translate: nothing to evaluate")
+        sets.append(TestSet(src, tgt, sources, references))
+    return sets
+
+
 def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
              json_path=None, precision=None):
     """Scores of ``model`` on ``src``/``tgt`` (its translations kept in ``output``, the
-    scores in ``json_path``);
-    ``translate_seconds`` times the translation of the corpus alone, after one untimed
-    batch of it has warmed the device up (reading and building the model is
-    ``load_seconds``, the warm-up ``warmup_seconds``)."""
+    scores in ``json_path``). ``src`` and ``tgt`` may be lists of parallel test sets:
+    each set is translated in a run of its own, so its scores under ``test_sets`` are
+    exactly what evaluating it alone gives, and bleu, chrf, ppl and speed are over all
+    of them pooled (``output`` holds their translations in order).
+    ``translate_seconds`` times the translations alone, after one untimed batch of the
+    first set has warmed the device up (reading and building the model is
+    ``load_seconds``, the warm-up ``warmup_seconds``); ``machine`` says how busy the
+    machine was meanwhile (onmt_qd/machine.py)."""
     from onmt_qd.evaluate.metrics import bleu_chrf
-    from onmt_qd.fileio import STDIN, read_text_lines
+    from onmt_qd.machine import LoadMeter
     from onmt_qd.opts import parse, translate_parser
 
-    check_args(model, src, tgt, beam_size, batch_size, gpu,
+    srcs, tgts = ([src], [tgt]) if isinstance(src, str) else (list(src), list(tgt))
+    check_args(model, srcs, tgts, beam_size, batch_size, gpu,
                {"-json": json_path, "-output": output})
-    sources, references = read_text_lines(src, "-src"), read_text_lines(tgt, "-tgt")
-    if len(sources) != len(references):
-        raise ValueError(f"-src {src} has {len(sources)} lines, -tgt {tgt} "
-                         f"{len(references)}: they must be parallel")
+    sets = read_test_sets(srcs, tgts)
+    sources = [line for one in sets for line in one.sources]
+    references = [line for one in sets for line in one.references]
     sentences = len(non_blank(sources))
-    if not sentences:
-        raise ValueError(f"-src {src} has no sentence to translate: nothing to evaluate")
     with tempfile.TemporaryDirectory(prefix="onmt_qd_eval_") as tmp:
-        if src == STDIN:  # read once; the perplexity reads files
-            src = write_lines(os.path.join(tmp, "src"), sources)
-        if tgt == STDIN:
-            tgt = write_lines(os.path.join(tmp, "tgt"), references)
+        # the perplexity reads files: the lines as read (standard input, several sets
+        # pooled, a byte-order mark removed) written out again
+        src_file = write_lines(os.path.join(tmp, "src"), sources)
+        tgt_file = write_lines(os.path.join(tmp, "tgt"), references)
         precision_args = ["-precision", precision] if precision else []  # None: the model's
-        opt = parse(translate_parser(), ["-model", model, "-src", src, "-output", os.devnull,
-                                         "-beam_size", str(beam_size), "-batch_size",
-                                         str(batch_size), "-gpu", str(gpu), *precision_args])
+        opt = parse(translate_parser(), ["-model", model, "-src", src_file, "-output",
+                                         os.devnull, "-beam_size", str(beam_size),
+                                         "-batch_size", str(batch_size), "-gpu", str(gpu),
+                                         *precision_args])
         check_inference(opt, sentences)
-        backend = ctranslate2_backend(opt, sources, references) if os.path.isdir(model) \
-            else opennmt_backend(opt, sources, src, tgt)
+        backend = ctranslate2_backend(opt) if os.path.isdir(model) else opennmt_backend(opt)
         start = time.perf_counter()
         with backend as measured:
             load_seconds = time.perf_counter() - start
             start = time.perf_counter()
-            measured.warm_up(batch_size)
+            measured.warm_up(sets[0].sources, batch_size)
             warmup_seconds = time.perf_counter() - start
-            start = time.perf_counter()
-            scores, predictions = measured.translate(Progress("onmt_qd_eval", sentences))
-            seconds = time.perf_counter() - start
-            ppl = measured.perplexity()
+            progress = Progress("onmt_qd_eval", sentences)
+            scores, predictions, per_set = [], [], []
+            with LoadMeter() as load:
+                for one in sets:
+                    start = time.perf_counter()
+                    set_scores, set_predictions = measured.translate(one.sources, progress)
+                    per_set.append(time.perf_counter() - start)
+                    scores += set_scores
+                    predictions += set_predictions
+            seconds = sum(per_set)
+            ppl = measured.perplexity(src_file, tgt_file, sources, references)
         if output:
             write_translations(output, scores, predictions)
         hypotheses = [best[0] for best in predictions]
         bleu, chrf, bleu_sig, chrf_sig = bleu_chrf(hypotheses, references)
+    set_results, first = [], 0
+    for one, set_seconds in zip(sets, per_set):
+        last = first + len(one.references)
+        set_bleu, set_chrf, _, _ = bleu_chrf(hypotheses[first:last], one.references)
+        set_results.append({"src": one.src, "tgt": one.tgt, "sentences": len(one.references),
+                            "bleu": round(set_bleu, 2), "chrf": round(set_chrf, 2),
+                            "translate_seconds": round(set_seconds, 2)})
+        first = last
     result = {"model": model, "bleu": round(bleu, 2), "chrf": round(chrf, 2),
               "ppl": round(ppl, 3), "n_params": measured.n_params,
-            "size_bytes": measured.size_bytes,
-            "bleu_signature": bleu_sig, "chrf_signature": chrf_sig,
-            "beam_size": beam_size, "batch_size": batch_size, "engine": measured.engine,
-            "sentences": len(references),
-            "load_seconds": round(load_seconds, 2), "warmup_seconds": round(warmup_seconds, 2),
-            "translate_seconds": round(seconds, 2),
-            "sentences_per_second": round(len(references) / max(seconds, 1e-9), 1)}
+              "size_bytes": measured.size_bytes,
+              "bleu_signature": bleu_sig, "chrf_signature": chrf_sig,
+              "beam_size": beam_size, "batch_size": batch_size, "engine": measured.engine,
+              "sentences": len(references),
+              "load_seconds": round(load_seconds, 2), "warmup_seconds": round(warmup_seconds, 2),
+              "translate_seconds": round(seconds, 2),
+              "sentences_per_second": round(len(references) / max(seconds, 1e-9), 1),
+              "machine": load.as_dict(), "test_sets": set_results}
     if json_path:
         write_json(result, json_path)
     return result

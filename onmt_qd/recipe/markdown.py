@@ -55,13 +55,14 @@ def render(title, test_sets, entries, claim_rows, margin):
     teacher_fp32 = fp32_bytes(teacher)
     named = ", ".join(f"{n} (`{files['src']}`)" for n, files in test_sets.items())
     out = [f"# {title}", "",
-           f"Test sets: {named}; "
-           "BLEU, chrF, perplexity and speed are over all of them pooled (one corpus), "
-           "BLEU per set in its own table. BLEU and chrF: sacrebleu on "
+           f"Test sets: {named}; each is translated in a run of its own (its BLEU per "
+           "set, in its own table, is what `onmt_qd_eval` gives on it alone); BLEU, chrF, "
+           "perplexity and speed are over all of them pooled. BLEU and chrF: sacrebleu on "
            f"detokenized output, beam 5 (`{teacher['bleu_signature']}`). Perplexity: the "
            "reference, teacher-forced. Size: bytes on disk of the evaluated file (MB = 10^6 "
            "bytes); quantized models are evaluated from their compressed `.qdz` file. "
            "Every row names its config (`configs/`), log (`logs/`) and file (`models/`).", ""]
+    out += busy_warning(entries)
     out += render_claims(claim_rows, margin, test_sets)
     out += ["## BLEU per test set", "",
             _table(["model"] + list(test_sets) + ["pooled"],
@@ -107,6 +108,27 @@ def render(title, test_sets, entries, claim_rows, margin):
     return "\n".join(out)
 
 
+def busy_note(record):
+    """A speed's caveat when other processes kept the cores busy while it was timed
+    (onmt_qd/machine.py), else ""."""
+    machine = record.get("machine") or {}
+    if not machine.get("busy"):
+        return ""
+    return (f" (busy: others used {machine['other_processes_cores']} of "
+            f"{machine['cores']} cores)")
+
+
+def busy_warning(entries):
+    """The report's caveat when any of its timings was taken on a busy machine."""
+    records = [*entries, *(run for e in entries for run in e.get("runs", []))]
+    if not any(busy_note(r) for r in records):
+        return []
+    return ["**Some speeds were timed while other processes kept the cores busy** (marked "
+            "\"busy\"): they understate those models' speed and their ratios are not "
+            "comparable; rerun the evaluate and deploy stages on an idle machine to measure "
+            "them.", ""]
+
+
 def _settings(run):
     """The engine's settings that decide its speed."""
     engine = run["engine"]
@@ -131,7 +153,7 @@ def render_deployed(entries, test_sets):
             ratio = f"{speed / reference['sentences_per_second']:.2f}x" if reference else "-"
             rows.append([run_label(entry, run), _settings(run), _mb(run["size_bytes"])] +
                         [run["test_sets"][s]["bleu"] for s in test_sets] +
-                        [run["bleu"], speed, ratio])
+                        [run["bleu"], f"{speed}{busy_note(run)}", ratio])
     if not rows:
         return []
     return ["## Deployed models", "",

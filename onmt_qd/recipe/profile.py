@@ -164,6 +164,9 @@ def recipe_path(name):
     recipe file (anything with a slash or ending in .yaml)."""
     name = os.fspath(name)
     if os.sep in name or name.endswith((".yaml", ".yml")):
+        if os.path.isdir(name):
+            raise RecipeError(f"recipe file {name} is a directory: give the recipe's YAML "
+                              "file in it")
         if not os.path.isfile(name):
             raise RecipeError(f"recipe file {name} does not exist")
         return os.path.abspath(name)
@@ -183,11 +186,15 @@ def load_recipe(name, profile):
     from onmt_qd.opts import check_keys, did_you_mean, train_parser
 
     path = recipe_path(name)
-    with open(path) as handle:
+    with open(path, encoding="utf-8") as handle:
         try:
             recipe = yaml.safe_load(handle)
         except yaml.YAMLError as exc:
             raise RecipeError(f"{path} is not valid YAML: {exc}".splitlines()[0]) from None
+        except UnicodeDecodeError as exc:
+            raise RecipeError(f"recipe file {path} is not UTF-8 text (invalid byte "
+                              f"0x{exc.object[exc.start]:02x}): save it as UTF-8 "
+                              "(e.g. iconv -t UTF-8)") from None
     if not isinstance(recipe, dict) or not isinstance(recipe.get("profiles"), dict):
         raise RecipeError(f"{path} needs profiles: a mapping of profile names to settings")
     if profile not in recipe["profiles"]:
@@ -271,7 +278,49 @@ def check_given_teacher(recipe, path):
     if missing:
         raise RecipeError(f"teacher_model in {path}: {recipe['teacher_model']} has no "
                           f"{missing[0]}: it is not an OpenNMT-py model checkpoint")
+    if "sentencepiece_model" in recipe:
+        check_teacher_subwords(recipe, checkpoint, path)
     return len(checkpoint["vocab"]["tgt"])
+
+
+# share of a teacher's vocabulary (special tokens aside) that must be pieces of its
+# sentencepiece_model: the teacher's own model has them all; another language's model
+# has few (a German vocabulary against an English model)
+MIN_PIECE_COVERAGE = 0.9
+
+
+def check_teacher_subwords(recipe, checkpoint, path):
+    """The recipe's sentencepiece_model must be the teacher's own: a word-level
+    teacher has none, and a model whose pieces are not the teacher's vocabulary (the
+    target language's model for the source side) would tokenize every stage wrongly."""
+    import sentencepiece
+
+    from onmt_qd.deploy.ct2 import sentencepiece_models
+
+    given = recipe["sentencepiece_model"]
+    if sentencepiece_models(checkpoint["opt"]) is None:
+        raise RecipeError(f"sentencepiece_model in {path}: teacher_model "
+                          f"{recipe['teacher_model']} was not trained on SentencePiece pieces "
+                          "(it is word-level): drop sentencepiece_model")
+    try:
+        processor = sentencepiece.SentencePieceProcessor(model_file=given)
+    except (OSError, RuntimeError) as exc:
+        raise RecipeError(f"sentencepiece_model in {path}: {given} is not a SentencePiece "
+                          f"model ({str(exc).splitlines()[0]})") from None
+    pieces = {processor.id_to_piece(i) for i in range(processor.get_piece_size())}
+    for side in ("src", "tgt"):
+        tokens = [t for t in checkpoint["vocab"][side] if not _special(t)]
+        covered = sum(t in pieces for t in tokens) / max(len(tokens), 1)
+        if covered < MIN_PIECE_COVERAGE:
+            raise RecipeError(f"sentencepiece_model in {path}: {given} is not the teacher's "
+                              f"subword model (only {covered:.0%} of its {side} vocabulary "
+                              "are pieces of it; was the other language's model given?): "
+                              "name the SentencePiece model the teacher was trained with")
+
+
+def _special(token):
+    """OpenNMT-py's special tokens (<unk>, <blank>, <s>, </s>, ...)."""
+    return token.startswith("<") and token.endswith(">")
 
 
 def student_options(options, bits):

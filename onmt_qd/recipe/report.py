@@ -11,8 +11,9 @@ from onmt_qd.recipe.plot import plot
 
 
 def per_set_scores(hypotheses, test_sets, pooled_references):
-    """BLEU and chrF of each test set, from the translations of their concatenation
-    (``pooled_references`` is its reference side): each set's slice is checked against
+    """BLEU and chrF of each test set, from the evaluation's translations of all sets in
+    order (each set translated in a run of its own, so these are its scores alone;
+    ``pooled_references`` is their concatenation): each set's slice is checked against
     its own references, so a set is never scored against another set's sentences."""
     from onmt_qd.evaluate.metrics import bleu_chrf, read_lines
 
@@ -54,6 +55,7 @@ def collect(pipeline):
                  "bleu": result["bleu"], "chrf": result["chrf"], "ppl": result["ppl"],
                  "size_bytes": result["size_bytes"], "n_params": result["n_params"],
                  "sentences_per_second": result["sentences_per_second"],
+                 "machine": result.get("machine"),
                  "bleu_signature": result["bleu_signature"],
                  "test_sets": per_set_scores(read_lines(pipeline.path("eval", f"{name}.hyp")),
                                              test_sets, pooled["tgt"]),
@@ -83,7 +85,7 @@ def deployed_runs(pipeline, name, test_sets, pooled_references):
             kept.append({k: run[k] for k in ("role", "engine", "skipped")})
             continue
         hypotheses = read_lines(pipeline.path("deployed", run["hyp"]))
-        kept.append({**{k: run[k] for k in RUN_KEYS},
+        kept.append({**{k: run[k] for k in RUN_KEYS}, "machine": run.get("machine"),
                      "path": os.path.relpath(run["model"], pipeline.work),
                      "test_sets": per_set_scores(hypotheses, test_sets, pooled_references)})
     return kept

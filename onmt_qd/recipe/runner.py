@@ -232,8 +232,10 @@ class Runner:
 def exit_on_signals(name):
     """Within it, SIGINT and SIGTERM end the process at once, as ``kill -9`` would, after
     one line: the running commands die with it (supervisor.py) and their stages, not
-    marked done, run again at the next run. A signal the caller ignores (a background
-    job's SIGINT) stays ignored; the old handlers are back on leaving."""
+    marked done, run again at the next run. They do so even when the caller ignored or
+    blocked them (a non-interactive shell starts ``onmt_qd_recipe ... &`` with SIGINT
+    ignored, and ``kill -INT`` did nothing without a word); the old handlers and mask
+    are back on leaving."""
     def stop(signum, frame):
         print(f"{name}: stopped by {signal.Signals(signum).name}: the stages that were "
               "running were stopped and run again at the next run", file=sys.stderr,
@@ -241,12 +243,12 @@ def exit_on_signals(name):
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
-    old = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    for signum, handler in old.items():
-        if handler != signal.SIG_IGN:
-            signal.signal(signum, stop)
+    signals = {signal.SIGINT, signal.SIGTERM}
+    old = {signum: signal.signal(signum, stop) for signum in signals}
+    old_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
     try:
         yield
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         for signum, handler in old.items():
             signal.signal(signum, handler)

@@ -131,7 +131,7 @@ class Pipeline(Runner):
                             progress=lambda: self.models_done("sizes", quantized, "compressed")))
 
         def evaluated_on():
-            return (f"{covered} on {','.join(self.test_sets())} "
+            return (f"{covered} on {','.join(self.test_sets())} each alone "
                     f"batch={p.translate_batch_size}")
         stages.append(Stage("evaluate", self.evaluate_all, [self.path("eval")], evaluated_on,
                             needs=["data", *(m.name for m in self.evaluated), "compress"],
@@ -348,12 +348,19 @@ class Pipeline(Runner):
         """Quantized models are evaluated from their compressed file."""
         return self.model_path(model.name, ".qdz" if model.quantized else ".pt")
 
+    def test_files(self):
+        """(sources, references): the test sets' files in the report's order. Each set
+        is translated in a run of its own, so its scores are those of onmt_qd_eval on
+        it alone; the pooled scores are over the concatenation of those translations."""
+        sets = self.test_sets().values()
+        return [files["src"] for files in sets], [files["tgt"] for files in sets]
+
     def evaluate_all(self):
         os.makedirs(self.path("eval"), exist_ok=True)
-        test = self.pooled_test_set()
+        sources, references = self.test_files()
         self.side_by_side(lambda model: self.command("evaluate", self.py(
-            "eval", "-model", self.evaluated_file(model), "-src", test["src"],
-            "-tgt", test["tgt"], "-json", self.path("eval", f"{model.name}.json"),
+            "eval", "-model", self.evaluated_file(model), "-src", *sources,
+            "-tgt", *references, "-json", self.path("eval", f"{model.name}.json"),
             "-output", self.path("eval", f"{model.name}.hyp"),
             "-batch_size", self.profile.translate_batch_size, "-gpu", 0 if self.gpu else -1),
             log_name=f"evaluate.{model.name}"), self.evaluated)
@@ -376,10 +383,10 @@ class Pipeline(Runner):
         from onmt_qd.deploy.ct2 import cpu_threads
 
         os.makedirs(self.path("deployed"), exist_ok=True)
-        test = self.pooled_test_set()
+        sources, references = self.test_files()
         plan = {"models": [{"name": m.name, "file": self.evaluated_file(m),
                             "reference": m == TEACHER} for m in self.evaluated],
-                "src": test["src"], "tgt": test["tgt"], "beam_size": DEPLOY_BEAM,
+                "src": sources, "tgt": references, "beam_size": DEPLOY_BEAM,
                 "batch_size": self.profile.translate_batch_size, "gpu": self.gpu,
                 "threads": cpu_threads(), "folder": self.path("deployed")}
         self.command("deploy", [sys.executable, "-m", "onmt_qd.bin.recipe_deploy",

@@ -15,8 +15,8 @@ from onmt.utils.parse import ArgumentParser
 
 from onmt_qd.compat import load_checkpoint
 from onmt_qd.distill import check_same_vocabs
-from onmt_qd.fileio import check_input_file, same_file
 from onmt_qd.distill.rules import check_distill_opts
+from onmt_qd.fileio import check_corpora_no_bom, check_input_file, same_file
 from onmt_qd.opts import QUANT_OPTIONS, OptionError, policy_from_opts, policy_options, train_parser
 from onmt_qd.quant import MAX_BITS, QuantPolicy
 from onmt_qd.quant_checkpoint import QUANT_KEY, RUN_KEY
@@ -31,6 +31,7 @@ def check_opts(opt):
         raise OptionError(f"-parallel_mode {opt.parallel_mode} on CPU processes is not "
                           "supported: use -parallel_mode data_parallel, or -gpu_ranks")
     ArgumentParser.validate_train_opts(opt)
+    check_corpora_no_bom(opt.data)
     ArgumentParser.update_model_opts(opt)
     ArgumentParser.validate_model_opts(opt)
     check_distill_opts(opt)

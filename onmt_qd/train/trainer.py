@@ -16,10 +16,11 @@ from onmt.utils.logging import init_logger, logger
 
 from onmt_qd.compat import keep_log_file
 from onmt_qd.distill import DistillLossCompute, teacher_from_opts
+from onmt_qd.distill.loss import PastTheStep
 from onmt_qd.fileio import remove_stale_temporaries
 from onmt_qd.models import named_weights, split_weights
 from onmt_qd.opts import AUTOCAST_DTYPES, QUANT_OPTIONS
-from onmt_qd.processes import ranks_here, run_processes
+from onmt_qd.processes import children_end_on_sigterm, ranks_here, run_processes
 from onmt_qd.quant_checkpoint import RUN_KEY, SHADOW_KEY
 from onmt_qd.train.checks import check_opts, check_resume
 from onmt_qd.train.distributed import (collective_device, data_shard, in_lockstep, sum_gradients,
@@ -66,7 +67,10 @@ class QDTrainer(Trainer):
         if self.cpu_ranks:
             normalization = sum_over_processes(normalization)
         step = self.optim.training_step
-        super()._gradient_accumulation(batches, normalization, total_stats, report_stats)
+        try:
+            super()._gradient_accumulation(batches, normalization, total_stats, report_stats)
+        except PastTheStep as carried:
+            raise carried.error from None
         loss = float(total_stats.loss)
         if not math.isfinite(loss) and self.model_saver is not None:
             raise self.model_saver.diverged(step, f"the loss is {loss}")
@@ -181,4 +185,5 @@ def train(opt):
         run_processes(process, opt, "training", "the checkpoints written so far are whole "
                       "(resume from the last with -train_from)", cleanup)
     else:
-        process(opt, 0 if len(opt.gpu_ranks) == 1 else -1)
+        with children_end_on_sigterm():
+            process(opt, 0 if len(opt.gpu_ranks) == 1 else -1)
