@@ -7,6 +7,12 @@ import sys
 import pytest
 import yaml
 
+# One thread in this process and every command it starts, however pytest was run (make
+# test sets it too): comparisons of two runs (a 2-process cache against a 1-process one,
+# a report's per-set score against the set evaluated alone) need the same kernels, and
+# a thread count can change a float sum's order. Tests that time or need more set it.
+os.environ["OMP_NUM_THREADS"] = "1"
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIRROR = os.environ.get("ONMT_QD_DATA_MIRROR") or os.path.join(REPO, "..", "shared", "data")
 MULTI30K = os.path.join(MIRROR, "multi30k")

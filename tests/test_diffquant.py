@@ -38,12 +38,14 @@ def test_point_gradient_matches_finite_differences_of_the_loss():
 
 def test_diffquant_beats_pm_quantization_at_2_bits(data, teacher, tmp_path):
     """Uniform initial points without redistribution are exactly PM quantization; a few
-    steps of learning the points must lower validation perplexity below it."""
+    steps of learning the points must lower validation perplexity below it. At rate
+    0.003 the gain was 0.09% (63.943 -> 63.886), a margin a CPU's rounding should not
+    decide but close; at 0.03 both validations improve (63.85, then 63.62)."""
     out = tmp_path / "dq.pt"
     result = run_cli("diffquant", "-config", data["config"], "-model", teacher,
                      "-teacher_model", teacher, "-bits", 2, "-bucket_size", 64,
                      "-init", "uniform", "-redistribute", "none", "-train_steps", 60,
-                     "-valid_steps", 30, "-learning_rate", 0.003, "-output", out)
+                     "-valid_steps", 30, "-learning_rate", 0.03, "-output", out)
     log = result.stderr
     initial = float(log.split("initial points: validation perplexity ")[1].split()[0])
     checkpoint = load_checkpoint(str(out))
