@@ -8,6 +8,43 @@ from onmt.utils.parse import ArgumentParser
 from onmt_qd.compat import keep_decoder_state_contiguous, load_checkpoint
 
 
+SUBWORD_OPTIONS = ("src_subword_model", "tgt_subword_model")
+
+
+def sentencepiece_models(opt):
+    """(source, target) SentencePiece model files a checkpoint's options name, or None
+    when it was not trained with the sentencepiece transform."""
+    transforms = set(getattr(opt, "transforms", None) or [])
+    for split in (getattr(opt, "data", None) or {}).values():
+        transforms.update((split or {}).get("transforms") or [])
+    models = tuple(getattr(opt, name, None) for name in SUBWORD_OPTIONS)
+    return models if "sentencepiece" in transforms and all(models) else None
+
+
+def resolve_subword_models(model_opt, model_path, opt=None):
+    """Make the SentencePiece models a checkpoint's options name absolute: the
+    -src_subword_model / -tgt_subword_model of ``opt`` when given, else the stored path
+    as it stands (absolute, or relative to the working folder, as onmt_train wrote it),
+    else the stored path relative to the checkpoint's folder (a stock checkpoint moved
+    with its model beside it); a missing one is a one-line error naming both options."""
+    import os
+
+    if sentencepiece_models(model_opt) is None:
+        return
+    for name in SUBWORD_OPTIONS:
+        given, stored = getattr(opt, name, None), getattr(model_opt, name)
+        candidates = [given] if given else [stored, os.path.join(
+            os.path.dirname(os.path.abspath(model_path)), stored)]
+        found = next((c for c in candidates if os.path.isfile(c)), None)
+        if found is None:
+            where = f"-{name} {given}" if given else \
+                f"its {name} {stored} (looked for in the working folder and beside the model)"
+            raise ValueError(f"-model {model_path}: SentencePiece model not found: {where}; "
+                             "give the model's files with -src_subword_model and "
+                             "-tgt_subword_model")
+        setattr(model_opt, name, os.path.abspath(found))
+
+
 def model_opts_of(checkpoint):
     model_opt = ArgumentParser.ckpt_model_opts(checkpoint["opt"])
     ArgumentParser.update_model_opts(model_opt)

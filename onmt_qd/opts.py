@@ -354,6 +354,11 @@ def eval_parser():
     parser.add_argument("-beam_size", type=int, default=5)
     parser.add_argument("-batch_size", type=int, default=64)
     parser.add_argument("-gpu", type=int, default=-1)
+    for side in ("src", "tgt"):
+        parser.add_argument(f"-{side}_subword_model", default=None,
+                            help=f"the {side} SentencePiece model, when the one the "
+                            "checkpoint names is neither where it says nor beside the "
+                            "checkpoint")
     parser.add_argument("-precision", choices=["fp32", "int8"], default=None,
                         help="default: the model's own; int8: torch dynamic quantization of "
                         "Linear and LSTM layers (CPU only); refused with an onmt_qd_export "

@@ -360,3 +360,42 @@ def test_10_a_hand_edited_checkpoint_is_named_not_opennmts_missing_key(edit, mes
     line = refused("eval", "-model", tmp_path / "edited.pt", "-src", data["test.de"],
                    "-tgt", data["test.en"], message="the file was edited or damaged")
     assert message in line and not (tmp_path / "out.txt").exists()
+
+
+def test_11_a_checkpoints_relative_subword_model_is_found_beside_it_or_given(
+        teacher, data, tmp_path):
+    """onmt_train stores src_subword_model as given (spm.model, relative to where it
+    ran): evaluating that checkpoint from another folder ended in a sentencepiece
+    traceback, and no option pointed at the model."""
+    import torch
+
+    checkpoint = load_checkpoint(teacher)
+    for name in ("src_subword_model", "tgt_subword_model"):
+        setattr(checkpoint["opt"], name, "spm.model")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    torch.save(checkpoint, tmp_path / "run" / "model.pt")
+    args = ["-model", tmp_path / "run" / "model.pt", "-src", data["test.de"], "-tgt",
+            data["test.en"], "-beam_size", 2]
+    line = refused_in(tmp_path / "elsewhere", "eval", *args)
+    assert "SentencePiece model not found: its src_subword_model spm.model" in line
+    assert "-src_subword_model and -tgt_subword_model" in line
+    given = run_cli("eval", *args, "-src_subword_model", data["spm"], "-tgt_subword_model",
+                    data["spm"], cwd=tmp_path / "elsewhere")
+    shutil.copyfile(data["spm"], tmp_path / "run" / "spm.model")
+    beside = run_cli("eval", *args, cwd=tmp_path / "elsewhere")
+    original = run_cli("eval", *args[:1], teacher, *args[2:])
+    scores = [run.stdout.split("params")[0] for run in (given, beside, original)]
+    assert scores[0] == scores[1] == scores[2] and "ppl" in scores[0]
+    run_cli("translate", "-model", tmp_path / "run" / "model.pt", "-src", data["test.de"],
+            "-output", tmp_path / "out.txt", cwd=tmp_path / "elsewhere")
+    assert len(lines_of(tmp_path / "out.txt")) == len(lines_of(data["test.de"]))
+
+
+def refused_in(folder, module, *args):
+    """One 'onmt_qd_MODULE: error:' line and exit 2, run from ``folder``."""
+    result = run_cli(module, *args, check=False, cwd=folder)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"onmt_qd_{module}: error: ")
+    return lines[0]

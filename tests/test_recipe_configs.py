@@ -126,3 +126,22 @@ def test_world_size_all_is_every_visible_gpu(tmp_path, monkeypatch):
     edited_recipe(tmp_path, monkeypatch, lambda r: r["profiles"]["gpu"].update(world_size=8))
     with pytest.raises(RecipeError, match="world_size 8 in profile gpu: torch sees 4 GPUs"):
         Pipeline("multi30k", "gpu", tmp_path / "work")
+
+
+def test_the_evaluate_stage_shows_the_sentences_of_the_models_still_running(tmp_path):
+    """Issue 36: "N/5 models evaluated" stood still for 17 minutes; each running
+    model's own progress line (onmt_qd_eval's, in its log) now shows beside it."""
+    from types import SimpleNamespace
+
+    from onmt_qd.recipe.identity import TEACHER, ModelId
+
+    for folder in ("eval", "logs"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "eval" / "teacher.json").write_text("{}")
+    (tmp_path / "logs" / "evaluate.student_fp.log").write_text(
+        "onmt_qd_eval: 1,200/2,532 sentences translated, 40.1 sentences/s, about 33 s left\n")
+    stub = SimpleNamespace(path=lambda *parts: str(tmp_path.joinpath(*parts)))
+    models = [TEACHER, ModelId("student_fp"), ModelId("pm_quantization", 4)]
+    line, done = Pipeline.models_done(stub, "eval", models, "evaluated", "evaluate")
+    assert line == "1/3 models evaluated; student_fp 1,200/2,532 sentences"
+    assert done == pytest.approx(1 / 3)

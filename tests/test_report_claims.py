@@ -160,7 +160,8 @@ def test_deployed_claim_needs_the_speed_and_the_teachers_bleu_minus_1():
     assert row["model"] == "quantized_distillation_4bit (OpenNMT-py int8)"
     assert row["numbers"] == {"quantized_distillation_4bit (OpenNMT-py int8)": 32.5,
                               "teacher (OpenNMT-py fp32)": 33.0, "difference": -0.5,
-                              "speed_ratio": 3.3, "speed_ratio_vs_deployed_teacher": 2.2}
+                              "speed_ratio": 3.3, "speed_measure": "sentences_per_second",
+                              "speed_ratio_vs_deployed_teacher": 2.2}
     assert (row["verdict"], row["goal_met"]) == ("holds", "met")
     assert row["per_set"] == {"flickr": "holds", "coco": "does not hold"}  # -0.5, -1.5
     row = by_id(claims(deployed_results(student_speed=290.0), margin=1.0))[
@@ -206,9 +207,9 @@ def test_deployed_table_has_every_run_with_its_settings():
     table = "\n".join(render_deployed(models, {"flickr": {}, "coco": {}}))
     assert "| model (engine) | settings | size MB | flickr | coco | BLEU pooled |" in table
     assert "| teacher (OpenNMT-py fp32) | cpu, 2 threads, beam 5, batch 64 | 0.50 | 33.0 | " \
-        "30.0 | 33.0 | 100.0 | 1.00x |" in table
+        "30.0 | 33.0 | 100.0 | - | - | - | 1.00x |" in table
     assert "| student_fp (CTranslate2 int8) | cpu, 2 translators x 1 threads, beam 5, " \
-        "batch 64 | 0.50 | 27.0 | 26.0 | 27.0 | 210.0 | 2.10x |" in table
+        "batch 64 | 0.50 | 27.0 | 26.0 | 27.0 | 210.0 | - | - | - | 2.10x |" in table
     assert "| quantized_distillation_4bit (OpenNMT-py int8) |" in table
     assert "| student_distilled_fp (OpenNMT-py int8) | skipped: CPU kernels only |" in table
 
@@ -269,3 +270,72 @@ def test_deployed_runs_are_cut_into_the_test_sets_in_their_order(tmp_path):
     assert runs[0]["test_sets"]["a"]["bleu"] == 100.0 > runs[0]["test_sets"]["b"]["bleu"]
     with pytest.raises(ValueError, match="not .*a.en"):  # sets pooled in another order
         deployed_runs(Work(), "m", dict(reversed(files.items())), str(tmp_path / "pooled.en"))
+
+
+def broken_results():
+    """An undertrained teacher's run (issue 36): every model about 0 BLEU, the student
+    fast because its output stops after a few words."""
+    entries = results()
+    for entry in entries:
+        entry["bleu"] = 0.0
+        entry["test_sets"] = {}
+    entries[0].update(bleu=0.17, length_ratio=1.1, words_per_sentence=12.0,
+                      words_per_second=2400.0)
+    entries[1].update(length_ratio=0.3, words_per_sentence=3.2, words_per_second=1300.0)
+    return entries
+
+
+def test_no_claim_is_judged_when_the_teacher_looks_broken():
+    rows = claims(broken_results(), margin=1.0, copy_bleu=0.48)
+    assert {r["verdict"] for r in rows} == {"cannot judge", "not measured"}  # no deploy
+    assert {r["goal_met"] for r in rows} == {"cannot judge", "not measured", None}
+    reason = rows[0]["cannot_judge_because"]
+    assert "BLEU 0.17 is under 5.0" in reason and "not above copying the source (0.48)" in reason
+    assert "logs/teacher.log" in reason
+    assert by_id(rows)["qd_vs_pm_4bit"]["numbers"]["difference"] == 0.0
+    from onmt_qd.recipe.markdown import render
+
+    text = render("t", {"flickr": {"src": "a"}},
+                  [{**e, "ppl": 1, "chrf": 0, "path": "p", "bleu_signature": "s",
+                    "test_sets": {"flickr": {"bleu": 0.0}}} for e in broken_results()],
+                  rows, 1.0, 0.48)
+    assert text.splitlines()[2].startswith("**The models look broken, so no claim is judged**")
+    assert "cannot judge: the teacher looks broken" in render_claims(rows, 1.0, ["flickr"])[-2]
+
+
+def test_a_teacher_under_the_floor_or_with_absurd_length_is_broken_alone():
+    from onmt_qd.recipe.claims import broken_teacher
+
+    teacher = {"bleu": 30.0, "length_ratio": 1.0}
+    assert broken_teacher(teacher, copy_bleu=0.5) is None
+    assert "under 5.0" in broken_teacher({**teacher, "bleu": 4.9})
+    assert "not above copying the source (31.0)" in broken_teacher(teacher, copy_bleu=31.0)
+    assert "3.5 times as long" in broken_teacher({**teacher, "length_ratio": 3.5})
+    assert broken_teacher({"bleu": 30.0}) is None  # results of an older onmt_qd
+
+
+def test_equal_scores_never_meet_a_greater_or_equal_goal():
+    entries = results()
+    by_name = {e["name"]: e for e in entries}
+    by_name["quantized_distillation_4bit"]["bleu"] = by_name["pm_quantization_4bit"]["bleu"]
+    row = by_id(claims(entries, margin=1.0))["qd_vs_pm_4bit"]
+    assert (row["verdict"], row["goal_met"]) == ("within noise", "within noise")
+    by_name["quantized_distillation_4bit"]["bleu"] += 0.01
+    assert by_id(claims(entries, margin=1.0))["qd_vs_pm_4bit"]["goal_met"] == "met"
+
+
+def test_speed_is_judged_in_words_and_only_at_comparable_lengths():
+    entries = results()
+    teacher, student = entries[0], entries[1]
+    teacher.update(length_ratio=1.0, words_per_sentence=12.0, words_per_second=2400.0)
+    student.update(length_ratio=0.98, words_per_sentence=11.8, words_per_second=4000.0)
+    row = by_id(claims(entries, margin=1.0))["speed"]
+    assert row["numbers"]["measure"] == "words_per_second"
+    assert (row["numbers"]["ratio"], row["verdict"]) == (1.67, "does not hold")
+    student.update(length_ratio=0.3, words_per_sentence=3.5, words_per_second=9000.0)
+    row = by_id(claims(entries, margin=1.0))["speed"]
+    assert row["verdict"] == "cannot judge" and "0.3 times as long" in \
+        row["cannot_judge_because"]
+    student.update(length_ratio=0.7, words_per_sentence=8.4)
+    row = by_id(claims(entries, margin=1.0))["speed"]
+    assert "are not comparable in speed" in row["cannot_judge_because"]

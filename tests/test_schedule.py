@@ -58,3 +58,16 @@ def test_an_epoch_is_one_pass_of_openNMT_batches(data, batch_type, batch_size):
             break
     steps = steps_per_epoch(opt)
     assert steps <= batches <= 1.25 * steps + 1, (steps, batches)
+
+
+@pytest.mark.parametrize("report_every,expected", [(50, 1), (1, 1)])
+def test_an_epoch_shorter_than_ten_reports_reports_more_often(data, report_every, expected):
+    """Issue 36: an epoch of 32 steps logged no step at OpenNMT-py's every 50, and the
+    recipe's progress stayed at "starting" for minutes. The fixture's epoch is 19 steps
+    of 32 sentences: at least ten reports an epoch means every step."""
+    from onmt_qd.train.epochs import apply_epochs
+
+    opt = parse(train_parser(), ["-config", data["config"], "-epochs", "2",
+                                 "-report_every", str(report_every)])
+    apply_epochs(opt)
+    assert opt.valid_steps == 19 and opt.report_every == expected

@@ -13,7 +13,9 @@ def main():
 
         args = parse(eval_parser())
         result = evaluate(args.model, args.src, args.tgt, args.beam_size, args.batch_size,
-                          args.gpu, args.output, args.json, args.precision)
+                          args.gpu, args.output, args.json, args.precision,
+                          {"src_subword_model": args.src_subword_model,
+                           "tgt_subword_model": args.tgt_subword_model})
         print(f"BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  ppl {result['ppl']:.2f}  "
               f"params {result['n_params']}  size {result['size_bytes']} bytes")
         if len(result["test_sets"]) > 1:

@@ -44,7 +44,7 @@ def directory_size(path):
 
 # onmt_qd_translate options that CTranslate2's search does not take: refused unless
 # left at their defaults (-precision: engine.check_precision, for onmt_qd_eval too).
-UNSUPPORTED_OPTIONS = ("tgt", "transforms", "batch_type", "min_length", "ratio",
+UNSUPPORTED_OPTIONS = ("tgt", "transforms", "src_subword_model", "tgt_subword_model", "batch_type", "min_length", "ratio",
                        "length_penalty", "alpha", "beta", "coverage_penalty",
                        "block_ngram_repeat", "ignore_when_blocking", "replace_unk",
                        "random_sampling_topk", "random_sampling_topp", "stepwise_penalty",
@@ -86,28 +86,17 @@ def check_transformer(opt, path):
                          "model use onmt_qd_translate -precision int8 (CPU)")
 
 
-def sentencepiece_models(opt):
-    """(source, target) SentencePiece model files a checkpoint's options name, or None
-    when it was not trained with the sentencepiece transform."""
-    transforms = set(getattr(opt, "transforms", None) or [])
-    for split in (getattr(opt, "data", None) or {}).values():
-        transforms.update((split or {}).get("transforms") or [])
-    models = (getattr(opt, "src_subword_model", None), getattr(opt, "tgt_subword_model", None))
-    return models if "sentencepiece" in transforms and all(models) else None
-
-
 def subword_models(opt, path):
-    """The checkpoint's SentencePiece model files (source, target), which must exist."""
-    models = sentencepiece_models(opt)
-    if models is None:
+    """The checkpoint's SentencePiece model files (source, target), found as
+    models.resolve_subword_models finds them."""
+    from onmt_qd.models import resolve_subword_models, sentencepiece_models
+
+    if sentencepiece_models(opt) is None:
         raise ValueError(f"-model {path} was not trained with the sentencepiece transform: "
                          "the export carries the model's SentencePiece models and can "
                          "tokenize with nothing else")
-    for model in models:
-        if not os.path.isfile(model):
-            raise ValueError(f"-model {path} names SentencePiece model {model}, which does "
-                             "not exist: restore it (the export copies it into the directory)")
-    return models
+    resolve_subword_models(opt, path)
+    return sentencepiece_models(opt)
 
 
 def parameter_count(checkpoint):

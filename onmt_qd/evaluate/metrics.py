@@ -31,6 +31,15 @@ def bleu_chrf(hypotheses, references):
             str(chrf.get_signature()))
 
 
+def word_count(lines):
+    """Words of ``lines`` as sacrebleu's BLEU counts them (its 13a tokenizer): the length
+    measure of its brevity penalty, the same for every engine's detokenized output."""
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    tokenize = Tokenizer13a()
+    return sum(len(tokenize(line).split()) for line in lines)
+
+
 def valid_transforms(train_opt):
     """The transforms the model was validated with (those that apply at inference)."""
     data = getattr(train_opt, "data", None) or {}

@@ -124,12 +124,14 @@ def load_model(path, opt):
     import torch
 
     from onmt_qd.deploy.int8 import apply_precision
-    from onmt_qd.models import build_model_from_checkpoint
+    from onmt_qd.models import build_model_from_checkpoint, resolve_subword_models
     from onmt_qd.qdz import load_any
 
     device = "cpu" if opt.gpu < 0 else f"cuda:{opt.gpu}"
+    checkpoint = load_any(path)
+    resolve_subword_models(checkpoint["opt"], path, opt)
     loaded = LoadedModel(*build_model_from_checkpoint(
-        load_any(path), device, overrides={"self_attn_type": opt.self_attn_type}))
+        checkpoint, device, overrides={"self_attn_type": opt.self_attn_type}))
     if opt.precision == "fp16":
         loaded.model.to(torch.float16)
     apply_precision(loaded.model, opt.precision)

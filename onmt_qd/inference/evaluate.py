@@ -126,7 +126,7 @@ def read_test_sets(srcs, tgts):
 
 
 def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
-             json_path=None, precision=None):
+             json_path=None, precision=None, subword_models=None):
     """Scores of ``model`` on ``src``/``tgt`` (its translations kept in ``output``, the
     scores in ``json_path``). ``src`` and ``tgt`` may be lists of parallel test sets:
     each set is translated in a run of its own, so its scores under ``test_sets`` are
@@ -134,9 +134,13 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
     of them pooled (``output`` holds their translations in order).
     ``translate_seconds`` times the translations alone, after one untimed batch of the
     first set has warmed the device up (reading and building the model is
-    ``load_seconds``, the warm-up ``warmup_seconds``); ``machine`` says how busy the
-    machine was meanwhile (onmt_qd/machine.py)."""
-    from onmt_qd.evaluate.metrics import bleu_chrf
+    ``load_seconds``, the warm-up ``warmup_seconds``, all three ``total_seconds``);
+    ``words_per_second`` counts output words (sacrebleu's tokenization), beside
+    ``words_per_sentence`` and ``length_ratio`` (output words over reference words);
+    ``machine`` says how busy the machine was meanwhile (onmt_qd/machine.py).
+    ``subword_models``: {src_subword_model, tgt_subword_model} overriding the
+    checkpoint's (engine.resolve_subword_models)."""
+    from onmt_qd.evaluate.metrics import bleu_chrf, word_count
     from onmt_qd.machine import LoadMeter
     from onmt_qd.opts import parse, translate_parser
 
@@ -152,11 +156,17 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
         # pooled, a byte-order mark removed) written out again
         src_file = write_lines(os.path.join(tmp, "src"), sources)
         tgt_file = write_lines(os.path.join(tmp, "tgt"), references)
-        precision_args = ["-precision", precision] if precision else []  # None: the model's
+        extra_args = ["-precision", precision] if precision else []  # None: the model's
+        for name, path in (subword_models or {}).items():
+            if path:
+                from onmt_qd.fileio import check_input_file
+
+                check_input_file(path, f"-{name}")
+                extra_args += [f"-{name}", path]
         opt = parse(translate_parser(), ["-model", model, "-src", src_file, "-output",
                                          os.devnull, "-beam_size", str(beam_size),
                                          "-batch_size", str(batch_size), "-gpu", str(gpu),
-                                         *precision_args])
+                                         *extra_args])
         check_inference(opt, sentences)
         backend = ctranslate2_backend(opt) if os.path.isdir(model) else opennmt_backend(opt)
         start = time.perf_counter()
@@ -188,6 +198,7 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
                             "bleu": round(set_bleu, 2), "chrf": round(set_chrf, 2),
                             "translate_seconds": round(set_seconds, 2)})
         first = last
+    words, reference_words = word_count(hypotheses), word_count(references)
     result = {"model": model, "bleu": round(bleu, 2), "chrf": round(chrf, 2),
               "ppl": round(ppl, 3), "n_params": measured.n_params,
               "size_bytes": measured.size_bytes,
@@ -197,6 +208,12 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
               "load_seconds": round(load_seconds, 2), "warmup_seconds": round(warmup_seconds, 2),
               "translate_seconds": round(seconds, 2),
               "sentences_per_second": round(len(references) / max(seconds, 1e-9), 1),
+              # speed in output words too (a model that stops early is fast in sentences),
+              # with its length beside it; and the whole wait, loading included
+              "words_per_second": round(words / max(seconds, 1e-9), 1),
+              "words_per_sentence": round(words / len(references), 2),
+              "length_ratio": round(words / max(reference_words, 1), 3),
+              "total_seconds": round(load_seconds + warmup_seconds + seconds, 2),
               "machine": load.as_dict(), "test_sets": set_results}
     if json_path:
         write_json(result, json_path)

@@ -7,6 +7,16 @@ from dataclasses import dataclass
 from onmt_qd.recipe.deployment import DEPLOYED, REFERENCE
 from onmt_qd.recipe.identity import DEFAULT_FAMILY, FULL_PRECISION, TEACHER, ModelId
 
+# A run's claims are judged only when its teacher translates: its BLEU at least this
+# and above copying the source (the trivial baseline), its output of a plausible length.
+# Under that, every difference between its students is noise (an undertrained teacher's
+# run had "4-bit QD >= PM 4-bit" met at 0.0 >= 0.0, and a 208x "speed-up" of a student
+# whose output stopped after ~4 tokens).
+MIN_TEACHER_BLEU = 5.0
+LENGTH_RATIOS = (0.5, 2.0)  # output words over reference words, for a usable model
+# speed claims compare models whose outputs are about as long (words per sentence)
+COMPARABLE_LENGTH = 1.25
+CANNOT_JUDGE = "cannot judge"
 MIN_SIZE_RATIO = 10
 MIN_DEPLOYED_SPEEDUP = 3  # issue 22: the deployed 4-bit student vs the fp32 teacher
 FP32_BYTES = 4
@@ -77,6 +87,56 @@ def fp32_bytes(entry):
     return entry["n_params"] * FP32_BYTES
 
 
+def broken_teacher(teacher, copy_bleu=None):
+    """Why the run's teacher looks broken (a sentence naming what to check), or None:
+    its BLEU under MIN_TEACHER_BLEU or not above copying the source, or its output
+    length implausible."""
+    if teacher is None or teacher.get("bleu") is None:
+        return None
+    problems = []
+    if teacher["bleu"] < MIN_TEACHER_BLEU:
+        problems.append(f"BLEU {teacher['bleu']} is under {MIN_TEACHER_BLEU}")
+    if copy_bleu is not None and teacher["bleu"] <= copy_bleu:
+        problems.append(f"BLEU {teacher['bleu']} is not above copying the source "
+                        f"({round(copy_bleu, 2)})")
+    ratio = teacher.get("length_ratio")
+    if ratio is not None and not LENGTH_RATIOS[0] <= ratio <= LENGTH_RATIOS[1]:
+        problems.append(f"its output is {ratio} times as long as the references")
+    if not problems:
+        return None
+    return ("the teacher looks broken (" + "; ".join(problems) + "): check how many steps it "
+            "trained and its validation perplexity (logs/teacher.log), and its data")
+
+
+def _length_problem(model, other):
+    """Why two models' speeds cannot be compared (an output of implausible length, or
+    lengths too far apart: a model that stops early is fast), or None."""
+    for entry in (model, other):
+        ratio = entry.get("length_ratio")
+        if ratio is not None and not LENGTH_RATIOS[0] <= ratio <= LENGTH_RATIOS[1]:
+            return (f"{entry['name']}'s output is {ratio} times as long as the references: "
+                    "its speed says nothing")
+    lengths = [entry.get("words_per_sentence") for entry in (model, other)]
+    if None not in lengths and max(lengths) > COMPARABLE_LENGTH * max(min(lengths), 1e-9):
+        return (f"outputs of {lengths[0]} and {lengths[1]} words per sentence are not "
+                "comparable in speed")
+    return None
+
+
+def _speed_metric(model, other):
+    """Output words per second when both runs measured them, else sentences."""
+    both = all(entry.get("words_per_second") is not None for entry in (model, other))
+    return "words_per_second" if both else "sentences_per_second"
+
+
+def _goal(claim, difference):
+    """met / not met; "within noise" when equal scores alone would meet it (a
+    ">= the other" goal at a difference of 0.00)."""
+    if round(difference, 2) == 0 and claim.goal_test(0.0) and not claim.goal_test(-0.01):
+        return "within noise"
+    return "met" if claim.goal_test(difference) else "not met"
+
+
 def _verdict(kind, difference, margin):
     if kind == "close":
         return "holds" if difference >= -margin else "does not hold"
@@ -121,7 +181,7 @@ def _as_measured(entry, role):
     return {**run, "name": run_label(entry, run)}
 
 
-def _claim_row(claim, results, margin):
+def _claim_row(claim, results, margin, broken=None):
     model, other = results.find(claim.model), results.find(claim.against)
     skipped = teacher = None
     if claim.deployed:
@@ -136,16 +196,26 @@ def _claim_row(claim, results, margin):
            "goal_met": NOT_MEASURED if claim.goal else None}
     if skipped:
         row["not_measured_because"] = skipped
-    metric = "sentences_per_second" if claim.kind == "speed" else "bleu"
+    metric = "bleu" if claim.kind != "speed" else \
+        _speed_metric(model, other) if model and other else "sentences_per_second"
     for entry in (model, other):
         if entry and entry.get(metric) is not None:
             row["numbers"][entry["name"]] = entry[metric]
     if len(row["numbers"]) < 2:
         return row
+    unjudged = broken or (_length_problem(model, other)
+                          if claim.kind == "speed" or claim.min_speed_ratio else None)
+    if unjudged:
+        if claim.kind != "speed":
+            row["numbers"]["difference"] = round(model["bleu"] - other["bleu"], 2)
+        row.update(verdict=CANNOT_JUDGE, cannot_judge_because=unjudged)
+        row["goal_met"] = CANNOT_JUDGE if claim.goal else None
+        return row
     if claim.kind == "speed":
         ratio = model[metric] / other[metric]
         met = claim.goal_test(ratio)
         row["numbers"]["ratio"] = round(ratio, 2)
+        row["numbers"]["measure"] = metric
         row["verdict"] = "holds" if met else "does not hold"
         row["goal_met"] = "met" if met else "not met"
         row["per_set"] = {"pooled": row["verdict"]}  # one timed run over every set
@@ -162,7 +232,7 @@ def _claim_row(claim, results, margin):
     required = small_enough and fast_enough
     row["verdict"] = _verdict(claim.kind, difference, margin) if required else "does not hold"
     if claim.goal:
-        row["goal_met"] = "met" if claim.goal_test(difference) and required else "not met"
+        row["goal_met"] = _goal(claim, difference) if required else "not met"
     for test_set, scores in model.get("test_sets", {}).items():
         if test_set in other.get("test_sets", {}):
             set_difference = scores["bleu"] - other["test_sets"][test_set]["bleu"]
@@ -176,12 +246,14 @@ def _speed_ratios(row, model, other, teacher, minimum):
     ``other``; the ratio goes into the row's numbers, with the ratio to the teacher's
     own deployment run when it was measured (the gain the engine alone does not
     explain)."""
-    ratio = model["sentences_per_second"] / other["sentences_per_second"]
+    metric = _speed_metric(model, other)
+    ratio = model[metric] / other[metric]
     row["numbers"]["speed_ratio"] = round(ratio, 2)
+    row["numbers"]["speed_measure"] = metric
     deployed_teacher = _as_measured(teacher, DEPLOYED)
-    if deployed_teacher:
+    if deployed_teacher and deployed_teacher.get(metric):
         row["numbers"]["speed_ratio_vs_deployed_teacher"] = round(
-            model["sentences_per_second"] / deployed_teacher["sentences_per_second"], 2)
+            model[metric] / deployed_teacher[metric], 2)
     return ratio >= minimum
 
 
@@ -191,9 +263,12 @@ def _describe(reference, family):
     return ModelId(*reference, family).name
 
 
-def claims(entries, margin):
+def claims(entries, margin, copy_bleu=None):
     """Every claim for every student family of ``entries`` (results entries, each with
-    its identity's keys), in CLAIMS order within a family."""
+    its identity's keys), in CLAIMS order within a family; none judged when the teacher
+    looks broken (``copy_bleu``: BLEU of the source copied as its translation)."""
     families = list(dict.fromkeys(e["family"] for e in entries if e["family"] is not None))
-    return [_claim_row(claim, FamilyResults(entries, family), margin)
+    broken = broken_teacher(next((e for e in entries if ModelId.of(e) == TEACHER), None),
+                            copy_bleu)
+    return [_claim_row(claim, FamilyResults(entries, family), margin, broken)
             for family in families or [DEFAULT_FAMILY] for claim in CLAIMS]

@@ -18,7 +18,8 @@ DEPLOYED, REFERENCE = "deployed", "reference"  # a run's role
 def deployment(model_opt, gpu):
     """(engine, None) of the deployment path of a model built from ``model_opt``, or
     (engine, why it does not apply)."""
-    from onmt_qd.deploy.ct2 import is_transformer, sentencepiece_models
+    from onmt_qd.deploy.ct2 import is_transformer
+    from onmt_qd.models import sentencepiece_models
 
     if is_transformer(model_opt):
         if sentencepiece_models(model_opt) is None:

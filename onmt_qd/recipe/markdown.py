@@ -1,6 +1,7 @@
 """report.md: the paper's tables and its claims judged on this run, each number
 traceable to its config, log and evaluated file."""
-from onmt_qd.recipe.claims import fp32_bytes, run_label, run_of
+from onmt_qd.recipe.claims import (MIN_TEACHER_BLEU, broken_teacher, fp32_bytes, run_label,
+                                   run_of)
 from onmt_qd.recipe.deployment import REFERENCE
 from onmt_qd.recipe.identity import TEACHER, ModelId
 
@@ -18,6 +19,9 @@ def _mb(n):
 def _numbers(row):
     if "not_measured_because" in row:
         return f"not measured: {row['not_measured_because']}"
+    if "cannot_judge_because" in row:
+        numbers = ", ".join(f"{k} {v}" for k, v in row["numbers"].items())
+        return f"{numbers}; cannot judge: {row['cannot_judge_because']}"
     return ", ".join(f"{k} {v}" for k, v in row["numbers"].items()) or "-"
 
 
@@ -26,16 +30,22 @@ def render_claims(rows, margin, test_sets):
     lines = ["## The paper's claims on this run", "",
              f"BLEU pooled over {sets}. A claim holds only by more than the noise margin of "
              f"{margin} BLEU (the profile's `noise_bleu`: the spread of the same student "
-             "across runs); \"within noise\" means neither way. Speed: sentences per second "
-             "of the translation itself (model loading and one warm-up batch excluded), same "
-             "beam and batch, measured once on the pooled test sets. The goals are issue "
+             "across runs); \"within noise\" means neither way. Speed: output words (sentences, "
+             "in results of an older onmt_qd) per second of the translation itself (model "
+             "loading and one warm-up batch excluded), same beam and batch, measured once "
+             "on the test sets. The goals are issue "
              "11's thresholds, judged apart from the noise margin: a 2-bit student 2.9 "
              "BLEU under the teacher does not hold \"reaches the teacher\" yet meets "
              "\"within 3 BLEU\". The deployed claim (issue 22's) compares the student's "
              "deployment run with the teacher in fp32 through OpenNMT-py, the model a user "
              "starts from, both timed one at a time in the deploy stage (see \"Deployed "
              "models\"); speed_ratio_vs_deployed_teacher is the ratio to the teacher "
-             "deployed the same way.", ""]
+             "deployed the same way. Speeds are compared only between outputs of comparable "
+             "length (a model that "
+             "stops early is fast); no claim is judged when the teacher looks broken "
+             f"(BLEU under {MIN_TEACHER_BLEU}, not above copying the source, or an output "
+             "length out of proportion): \"cannot judge\" says why. A \">=\" goal met "
+             "only by equal scores is \"within noise\".", ""]
     several = len({r.get("family") for r in rows}) > 1
     table = [([r["family"]] if several else []) +
              [r["claim"], _numbers(r), r["verdict"],
@@ -47,14 +57,24 @@ def render_claims(rows, margin, test_sets):
     return lines + [_table(header, table), ""]
 
 
-def render(title, test_sets, entries, claim_rows, margin):
+def broken_warning(teacher, copy_bleu):
+    """The report's first lines when its teacher looks broken (claims.broken_teacher)."""
+    why = broken_teacher(teacher, copy_bleu)
+    if why is None:
+        return []
+    return [f"**The models look broken, so no claim is judged**: {why}. Every student "
+            "learned from it; retrain it longer (more epochs, or a larger corpus) before "
+            "reading anything into the tables below.", ""]
+
+
+def render(title, test_sets, entries, claim_rows, margin, copy_bleu=None):
     """The report's text; ``test_sets`` maps each set's name to its files, in the order
-    they were pooled."""
+    they were pooled; ``copy_bleu``: BLEU of the source copied (the trivial baseline)."""
     by_id = {ModelId.of(e): e for e in entries}
     teacher = by_id[TEACHER]
     teacher_fp32 = fp32_bytes(teacher)
     named = ", ".join(f"{n} (`{files['src']}`)" for n, files in test_sets.items())
-    out = [f"# {title}", "",
+    out = [f"# {title}", "", *broken_warning(teacher, copy_bleu),
            f"Test sets: {named}; each is translated in a run of its own (its BLEU per "
            "set, in its own table, is what `onmt_qd_eval` gives on it alone); BLEU, chrF, "
            "perplexity and speed are over all of them pooled. BLEU and chrF: sacrebleu on "
@@ -147,26 +167,34 @@ def render_deployed(entries, test_sets):
         for run in entry.get("runs", []):
             if "skipped" in run:
                 rows.append([run_label(entry, run), f"skipped: {run['skipped']}", "-"] +
-                            ["-"] * len(test_sets) + ["-", "-", "-"])
+                            ["-"] * len(test_sets) + ["-"] * 6)
                 continue
-            speed = run["sentences_per_second"]
-            ratio = f"{speed / reference['sentences_per_second']:.2f}x" if reference else "-"
+            measure = "words_per_second" if run.get("words_per_second") and reference \
+                and reference.get("words_per_second") else "sentences_per_second"
+            ratio = f"{run[measure] / reference[measure]:.2f}x" if reference else "-"
             rows.append([run_label(entry, run), _settings(run), _mb(run["size_bytes"])] +
                         [run["test_sets"][s]["bleu"] for s in test_sets] +
-                        [run["bleu"], f"{speed}{busy_note(run)}", ratio])
+                        [run["bleu"], f"{run['sentences_per_second']}{busy_note(run)}",
+                         run.get("words_per_second") or "-", run.get("length_ratio") or "-",
+                         run.get("total_seconds") or "-", ratio])
     if not rows:
         return []
     return ["## Deployed models", "",
             "Each model as a user ships and runs it, timed in the deploy stage one model at "
-            "a time, nothing else running, on every core unless OMP_NUM_THREADS was set "
-            "(sentences per second of the pooled test sets after one warm-up batch; model "
-            "loading excluded): a Transformer exported by "
+            "a time, no other stage running, on every core not kept busy by other "
+            "processes when its turn came (fewer with OMP_NUM_THREADS; \"busy\" marks a "
+            "speed taken while others used the cores) (per second of the test sets after "
+            "one warm-up batch; model loading excluded): a Transformer exported by "
             "`onmt_qd_export` to CTranslate2 int8 and translated from that directory (its "
             "size: the directory); an LSTM, which CTranslate2 does not convert, by "
             "OpenNMT-py with `-precision int8` (torch dynamic quantization of its Linear "
             "and LSTM layers at load time, CPU only; its size: the file it loads); the "
             "teacher also in fp32 through OpenNMT-py, the reference of the last column. "
             "Settings: the device, torch's threads or CTranslate2's translators x threads "
-            "each, beam and batch size.", "",
+            "each, beam and batch size. Words/s counts output words (sacrebleu's "
+            "tokenization), beside the output's length over the references' (a model that "
+            "stops early is fast in sentences); the ratio to the teacher is in words/s. "
+            "Total s: the whole wait, model loading and warm-up included.", "",
             _table(["model (engine)", "settings", "size MB", *test_sets, "BLEU pooled",
-                    "sentences/s", "vs teacher fp32"], rows), ""]
+                    "sentences/s", "words/s", "length vs refs", "total s",
+                    "vs teacher fp32"], rows), ""]

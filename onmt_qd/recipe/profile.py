@@ -295,7 +295,7 @@ def check_teacher_subwords(recipe, checkpoint, path):
     target language's model for the source side) would tokenize every stage wrongly."""
     import sentencepiece
 
-    from onmt_qd.deploy.ct2 import sentencepiece_models
+    from onmt_qd.models import sentencepiece_models
 
     given = recipe["sentencepiece_model"]
     if sentencepiece_models(checkpoint["opt"]) is None:

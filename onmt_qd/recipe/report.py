@@ -55,6 +55,7 @@ def collect(pipeline):
                  "bleu": result["bleu"], "chrf": result["chrf"], "ppl": result["ppl"],
                  "size_bytes": result["size_bytes"], "n_params": result["n_params"],
                  "sentences_per_second": result["sentences_per_second"],
+                 **{k: result.get(k) for k in LENGTH_KEYS},
                  "machine": result.get("machine"),
                  "bleu_signature": result["bleu_signature"],
                  "test_sets": per_set_scores(read_lines(pipeline.path("eval", f"{name}.hyp")),
@@ -86,6 +87,7 @@ def deployed_runs(pipeline, name, test_sets, pooled_references):
             continue
         hypotheses = read_lines(pipeline.path("deployed", run["hyp"]))
         kept.append({**{k: run[k] for k in RUN_KEYS}, "machine": run.get("machine"),
+                     **{k: run.get(k) for k in LENGTH_KEYS},
                      "path": os.path.relpath(run["model"], pipeline.work),
                      "test_sets": per_set_scores(hypotheses, test_sets, pooled_references)})
     return kept
@@ -93,18 +95,31 @@ def deployed_runs(pipeline, name, test_sets, pooled_references):
 
 RUN_KEYS = ("role", "engine", "beam_size", "batch_size", "size_bytes", "bleu", "chrf",
             "sentences_per_second", "translate_seconds")
+# what an evaluation says of its output's length and the whole wait (None in results of
+# an onmt_qd before them)
+LENGTH_KEYS = ("words_per_second", "words_per_sentence", "length_ratio", "total_seconds")
+
+
+def copy_bleu(pooled):
+    """BLEU of the pooled test source copied as its own translation: the trivial
+    baseline a teacher must beat for its run's claims to mean anything."""
+    from onmt_qd.evaluate.metrics import bleu_chrf, read_lines
+
+    return bleu_chrf(read_lines(pooled["src"]), read_lines(pooled["tgt"]))[0]
 
 
 def write_report(pipeline):
     entries = collect(pipeline)
     margin, test_sets = pipeline.profile.noise_bleu, pipeline.test_sets()
-    claim_rows = claims(entries, margin)
+    baseline = copy_bleu(pipeline.pooled_test_set())
+    claim_rows = claims(entries, margin, baseline)
     results = {"test_sets": {n: {**files, "sentences": count_lines(files["tgt"])}
                              for n, files in test_sets.items()},
-               "noise_bleu": margin, "models": entries, "claims": claim_rows}
+               "noise_bleu": margin, "copy_source_bleu": round(baseline, 2),
+               "models": entries, "claims": claim_rows}
     title = f"{pipeline.name} ({pipeline.profile.name} profile)"
-    for name, text in (("results.json", json.dumps(results, indent=1)),
-                       ("report.md", render(title, test_sets, entries, claim_rows, margin))):
+    text = render(title, test_sets, entries, claim_rows, margin, baseline)
+    for name, text in (("results.json", json.dumps(results, indent=1)), ("report.md", text)):
         with atomic_output(pipeline.path(name)) as temporary, open(temporary, "w") as handle:
             handle.write(text)
     plot(entries, pipeline.path("bleu_vs_size.png"))

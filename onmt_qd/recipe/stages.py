@@ -136,7 +136,7 @@ class Pipeline(Runner):
         stages.append(Stage("evaluate", self.evaluate_all, [self.path("eval")], evaluated_on,
                             needs=["data", *(m.name for m in self.evaluated), "compress"],
                             progress=lambda: self.models_done("eval", self.evaluated,
-                                                              "evaluated")))
+                                                              "evaluated", "evaluate")))
         stages.append(self.deploy_stage(evaluated_on))
         stages.append(Stage("report", self.report, [self.path("report.md")],
                             lambda: f"{evaluated_on()} noise={p.noise_bleu}",
@@ -339,10 +339,18 @@ class Pipeline(Runner):
             "-report_json", self.path("sizes", f"{name}.json")), log_name=f"compress.{name}"),
             [m.name for m in self.quantized])
 
-    def models_done(self, folder, models, done):
-        """How many of ``models`` have their JSON in ``folder`` (compress, evaluate)."""
-        n = sum(os.path.exists(self.path(folder, f"{m.name}.json")) for m in models)
-        return f"{n}/{len(models)} models {done}", n / len(models) if models else 0.0
+    def models_done(self, folder, models, done, log_prefix=None):
+        """How many of ``models`` have their JSON in ``folder`` (compress, evaluate);
+        with ``log_prefix``, the sentences each model still running has translated
+        (its command's progress in logs/PREFIX.NAME.log), so a long one moves too."""
+        finished = [os.path.exists(self.path(folder, f"{m.name}.json")) for m in models]
+        line = f"{sum(finished)}/{len(models)} models {done}"
+        running = [progress.counted(self.path("logs", f"{log_prefix}.{m.name}.log"),
+                                    "sentences") if log_prefix else None
+                   for m, over in zip(models, finished) if not over]
+        line += "".join(f"; {m.name} {where[0]}" for m, where in zip(
+            [m for m, over in zip(models, finished) if not over], running) if where)
+        return line, sum(finished) / len(models) if models else 0.0
 
     def evaluated_file(self, model):
         """Quantized models are evaluated from their compressed file."""

@@ -8,6 +8,8 @@ import yaml
 from onmt.constants import CorpusTask
 from onmt.utils.logging import logger
 
+REPORTS_PER_EPOCH = 10  # training's log says where it is at least this often an epoch
+
 
 def corpus_units(opt):
     """What one pass over the training corpora holds in OpenNMT-py's batching units:
@@ -61,3 +63,9 @@ def apply_epochs(opt):
     opt.valid_steps = opt.save_checkpoint_steps = steps
     opt.train_steps = opt.epochs * steps
     logger.info(f"{steps} steps per epoch; training {opt.epochs} epochs = {opt.train_steps} steps")
+    report = max(1, steps // REPORTS_PER_EPOCH)
+    if opt.report_every > report:  # an epoch of 32 steps logged nothing at every 50
+        logger.info(f"-report_every {opt.report_every} is more than an epoch's steps / "
+                    f"{REPORTS_PER_EPOCH}: reporting every {report} steps, so that progress "
+                    "moves within each epoch")
+        opt.report_every = report
