@@ -414,6 +414,25 @@ def check_config_keys(parser, args):
         check_keys(parser, config, f"config {path}")
 
 
+def given_options(parser, args):
+    """The options ``args`` set, on the command line or in a -config file (dest names):
+    a default the user did not choose may be chosen for them (train/loading.py)."""
+    given = set()
+    strings = {}
+    for action in parser._actions:
+        for string in action.option_strings:
+            strings[string] = action.dest
+    for i, arg in enumerate(args):
+        dest = strings.get(arg.split("=", 1)[0])
+        if dest is None:
+            continue
+        given.add(dest)
+        if dest == "config" and i + 1 < len(args):
+            with open(args[i + 1]) as handle:
+                given.update(str(key) for key in (yaml.safe_load(handle) or {}))
+    return given
+
+
 def _is_number(text):
     try:
         float(text)

@@ -145,3 +145,12 @@ def test_the_evaluate_stage_shows_the_sentences_of_the_models_still_running(tmp_
     line, done = Pipeline.models_done(stub, "eval", models, "evaluated", "evaluate")
     assert line == "1/3 models evaluated; student_fp 1,200/2,532 sentences"
     assert done == pytest.approx(1 / 3)
+
+
+def test_the_keys_reference_is_what_the_code_accepts():
+    """docs/recipe_keys.md is made from RECIPE_KEYS and Profile; a key added to the code
+    without its line (or a changed default) fails here."""
+    from onmt_qd.recipe.profile import keys_reference
+
+    with open(os.path.join(os.path.dirname(RECIPES_DIR), "docs", "recipe_keys.md")) as handle:
+        assert handle.read() == keys_reference()

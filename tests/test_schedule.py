@@ -71,3 +71,36 @@ def test_an_epoch_shorter_than_ten_reports_reports_more_often(data, report_every
                                  "-report_every", str(report_every)])
     apply_epochs(opt)
     assert opt.valid_steps == 19 and opt.report_every == expected
+
+
+@pytest.mark.parametrize("args,given,workers,bucket", [
+    ([], set(), 0, 600),                                     # OpenNMT-py's 2 and 262144
+    (["-num_workers", "2"], {"num_workers"}, 2, 300),        # the user's workers: a share each
+    (["-bucket_size", "100"], {"bucket_size"}, 0, 100),      # a bucket within the corpus
+    (["-world_size", "2", "-gpu_backend", "gloo"], set(), 0, 300),
+])
+def test_loading_is_chosen_from_the_corpus_unless_the_user_chose(data, args, given, workers,
+                                                                 bucket):
+    """Issue 36: with OpenNMT-py's defaults two loader workers each filled a 262,144-
+    example bucket from a 4,000-line corpus (65 passes) before the first step. A small
+    corpus is read in the training process, and no bucket exceeds a reader's share."""
+    import yaml
+
+    from onmt_qd.train.loading import choose_loading
+
+    config = yaml.safe_load(open(data["config"]))
+    del config["num_workers"], config["bucket_size"]
+    path = data["root"] / "defaults.yaml"
+    path.write_text(yaml.safe_dump(config))
+    opt = parse(train_parser(), ["-config", str(path), *args])
+    choose_loading(opt, given)
+    assert (opt.num_workers, opt.bucket_size) == (workers, bucket)
+
+
+def test_the_options_a_user_gave_are_known_from_the_line_and_the_config(data):
+    from onmt_qd.opts import given_options
+
+    parser = train_parser()
+    assert given_options(parser, ["-config", data["config"], "-bucket_size", "9"]) >= {
+        "config", "bucket_size", "num_workers", "batch_size"}
+    assert "num_workers" not in given_options(parser, ["-train_steps", "1"])

@@ -14,8 +14,23 @@ from onmt_qd.recipe.runner import RecipeError
 
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "recipes")
-RECIPE_KEYS = {"dataset", "sentencepiece", "vocab_size", "train", "profiles", "teacher_model",
-               "sentencepiece_model"}
+# every key of a recipe file and what it means (docs/recipe_keys.md is made from these)
+RECIPE_KEYS = {
+    "dataset": ("name or {folder, src, tgt}", "required",
+                "a registered dataset (multi30k, integ200k, wmt13), or a folder of parallel "
+                "files: train.SRC/.TGT, valid.SRC/.TGT and every other NAME.SRC/.TGT pair as "
+                "a test set"),
+    "sentencepiece": ("bool", "false", "train one joint SentencePiece model (shared "
+                      "vocabulary) of spm_vocab_size pieces on the training data"),
+    "vocab_size": ("int", "50000", "the word vocabulary's size when not sentencepiece"),
+    "train": ("onmt_qd_train options", "{}", "options shared by every model of every profile"),
+    "profiles": ("name -> profile", "required", "the profiles (keys below)"),
+    "teacher_model": ("path", "none", "a trained OpenNMT-py checkpoint (stock onmt_train or "
+                      "onmt_qd) used as the teacher instead of training one; relative paths "
+                      "are relative to the recipe file"),
+    "sentencepiece_model": ("path", "none", "with teacher_model: the one joint SentencePiece "
+                            "model (shared vocabulary) it was trained with"),
+}
 LOCAL_DATASET_KEYS = {"folder", "src", "tgt"}
 DISTILL_DATA = ("gold", "teacher")
 # a student family's name: part of its models' file and stage names (identity.py)
@@ -27,6 +42,14 @@ WHOLE_NUMBERS = {"teacher_topk": 0, "quantized_epochs": 0, "jobs": 1,
                  "translate_batch_size": 1, "diffquant_steps": 1, "spm_vocab_size": 1}
 
 
+def _key(default, meaning):
+    """A profile key's dataclass field: its default (a type to call for a mutable one)
+    and meaning (docs/recipe_keys.md is made from these)."""
+    if callable(default):
+        return field(default_factory=default, metadata={"meaning": meaning})
+    return field(default=default, metadata={"meaning": meaning})
+
+
 @dataclass(frozen=True)
 class Profile:
     """One profile of a recipe: every key it may set, with its default. ``train``,
@@ -35,32 +58,38 @@ class Profile:
     student families: each gets every student of the profile, all from one teacher."""
 
     name: str
-    teacher: dict | None = None  # None: the recipe names its teacher_model
-    student: dict | None = None  # the default student family's options
-    students: dict = field(default_factory=dict)  # further families: name -> options
-    subset: dict | None = None  # split -> its first N lines; None: the whole dataset
-    spm_vocab_size: int = 8000
-    gpu: bool = False
-    train: dict = field(default_factory=dict)
-    # 0: quantized students train from scratch; N: they resume their full-precision run
-    # N epochs before its end
-    quantized_epochs: int = 0
-    pm_bits: tuple = ()
-    qd_bits: tuple = ()
-    normal_loss_bits: tuple = ()
-    diffquant_bits: tuple = ()
-    diffquant_steps: int = 300
-    # 0: distilled students ask a live teacher instead of the cache
-    teacher_topk: int = DEFAULT_TOPK
-    distill_data: str = "gold"  # or teacher: students learn from its translations
+    teacher: dict | None = _key(None, "onmt_qd_train options of the teacher (required unless "
+                                "the recipe names its teacher_model)")
+    student: dict | None = _key(None, "onmt_qd_train options of the default student family")
+    students: dict = _key(dict, "more student families: name -> onmt_qd_train options; "
+                          "each gets every student of the profile, from the one teacher")
+    subset: dict | None = _key(None, "train/valid/test -> the first N lines of that split "
+                               "(none: the whole dataset)")
+    spm_vocab_size: int = _key(8000, "SentencePiece pieces, with sentencepiece: true")
+    gpu: bool = _key(False, "train and translate on GPU 0 (or world_size GPUs)")
+    train: dict = _key(dict, "onmt_qd_train options over the recipe's train, for every model")
+    quantized_epochs: int = _key(0, "0: quantized students train from scratch; N: they "
+                                 "resume their full-precision run N epochs before its end")
+    pm_bits: tuple = _key(tuple, "widths of post-training (PM) quantization of the distilled "
+                          "full-precision student")
+    qd_bits: tuple = _key(tuple, "widths of quantized distillation students")
+    normal_loss_bits: tuple = _key(tuple, "widths of students quantized with the normal loss")
+    diffquant_bits: tuple = _key(tuple, "widths of differentiable quantization")
+    diffquant_steps: int = _key(300, "steps of differentiable quantization")
+    teacher_topk: int = _key(DEFAULT_TOPK, "teacher tokens cached per position for "
+                             "word-level distillation (0: ask the live teacher)")
+    distill_data: str = _key("gold", "gold: distilled students train on the references; "
+                             "teacher: on the teacher's beam-5 translations")
     # the spread of one student's BLEU across two quick runs (docs/results.md: 26.71 vs
-    # 27.77 on test_2016_flickr); a claim holds only by more than this
-    noise_bleu: float = 1.0
-    jobs: int = 1  # stages (and models or parts within one) side by side
-    # data-parallel processes of each training stage and of the cache build: CPU
-    # processes (gloo), or GPUs 0..N-1 with gpu: true, where "all" is every visible GPU
-    world_size: int | str = 1
-    translate_batch_size: int = 64
+    # 27.77 on test_2016_flickr)
+    noise_bleu: float = _key(1.0, "BLEU margin a claim must hold by (the spread of one "
+                             "student across runs)")
+    jobs: int = _key(1, "stages (and models or parts within one) run side by side")
+    world_size: int | str = _key(1, "data-parallel processes of each training stage and of "
+                                 "the cache build: CPU processes (gloo), or GPUs 0..N-1 with "
+                                 "gpu: true (all: every visible GPU)")
+    translate_batch_size: int = _key(64, "sentences per batch when translating (evaluate, "
+                                     "deploy, teacher translations)")
 
     def families(self):
         """(family, onmt_qd_train options) of each student family, ``student`` first."""
@@ -131,6 +160,35 @@ class Profile:
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
             raise RecipeError(f"noise_bleu in {where} must be a number of BLEU points >= 0, "
                               f"got {noise!r}")
+
+
+def keys_reference() -> str:
+    """docs/recipe_keys.md: every recipe-file and profile key with its type, default and
+    meaning, made from RECIPE_KEYS and Profile's fields (a test keeps the file equal)."""
+    def default_of(f):
+        value = f.default_factory() if callable(f.default_factory) else f.default
+        return "none" if value is None else str(value).lower() if isinstance(value, bool) \
+            else "[]" if value == () else str(value)
+
+    lines = ["# Recipe files and profiles: every key", "",
+             "Made from `onmt_qd/recipe/profile.py` (`RECIPE_KEYS`, `Profile`); "
+             "`tests/test_recipe_configs.py` checks that this file is what the code says. "
+             "Remake it with `python -c \"from onmt_qd.recipe.profile import keys_reference; "
+             "print(keys_reference(), end='')\" > docs/recipe_keys.md`.", "",
+             "## Recipe file", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{key}` | {kind} | {default} | {meaning} |"
+              for key, (kind, default, meaning) in RECIPE_KEYS.items()]
+    lines += ["", "## Profile (under `profiles: NAME:`)", "",
+              "| key | type | default | meaning |", "|---|---|---|---|"]
+    def type_of(f):
+        names = {"dict": "mapping", "tuple": "list", "None": "none", "NoneType": "none", "str": "text",
+                 "int": "whole number", "float": "number", "bool": "true/false"}
+        parts = [getattr(t, "__name__", str(t)) for t in getattr(f.type, "__args__", [f.type])]
+        return " or ".join(names.get(p, p) for p in parts)
+
+    lines += [f"| `{f.name}` | {type_of(f)} | {default_of(f)} | {f.metadata['meaning']} |"
+              for f in fields(Profile) if f.name != "name"]
+    return "\n".join(lines) + "\n"
 
 
 def _check_models(settings, where, given_teacher):

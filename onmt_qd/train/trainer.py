@@ -27,6 +27,7 @@ from onmt_qd.train.distributed import (collective_device, data_shard, in_lockste
                                        sum_over_processes)
 from onmt_qd.train.epochs import apply_epochs
 from onmt_qd.train.fakequant import FakeQuantizer
+from onmt_qd.train.loading import choose_loading
 from onmt_qd.train.precision import use_autocast
 from onmt_qd.train.saver import QDModelSaver
 from onmt_qd.train.schedule import PlateauHalving, QDOptimizer
@@ -172,10 +173,13 @@ def valid_loading(opt):
     return valid_opt
 
 
-def train(opt):
+def train(opt, given=frozenset()):
+    """onmt_qd_train; ``given``: the options the user set (opts.given_options), the
+    others' defaults may be chosen from the corpus (train/loading.py)."""
     init_logger(opt.log_file)
     policy = check_opts(opt)
     apply_epochs(opt)
+    choose_loading(opt, given)
     process = functools.partial(train_single, policy=check_resume(opt, policy))
     if opt.world_size > 1:
         # rank 0 writes the checkpoints: only its machine removes what it left half

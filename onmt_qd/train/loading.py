@@ -1,0 +1,45 @@
+"""How OpenNMT-py reads a training corpus, chosen from its size when the user did not
+choose: its defaults suit corpora of millions of lines. A training reader fills a
+bucket of -bucket_size examples (262,144 by default) before its first batch, cycling
+the corpus to fill it: a 4,000-line corpus was read and tokenized 65 times per bucket,
+each -num_workers worker (2 by default) doing so for its share, and no training step
+came in the first 105 s. A bucket larger than a reader's share only repeats its
+examples (the same sentence several times in one length-sorted batch)."""
+import math
+
+import yaml
+from onmt.constants import CorpusTask
+from onmt.utils.logging import logger
+
+# below this many training lines one process reads and tokenizes faster than it
+# starts and feeds loader workers (docs/results.md, "Loading a small corpus")
+SMALL_CORPUS_LINES = 100_000
+
+
+def training_lines(opt) -> int:
+    """Lines of the training corpora (every corpus but the validation one)."""
+    corpora = yaml.safe_load(opt.data) if isinstance(opt.data, str) else opt.data
+    lines = 0
+    for name, corpus in corpora.items():
+        if name == CorpusTask.VALID:
+            continue
+        with open(corpus["path_src"], "rb") as handle:
+            lines += sum(1 for _ in handle)
+    return lines
+
+
+def choose_loading(opt, given=frozenset()):
+    """Set -num_workers 0 for a small corpus unless ``given`` (the options the user
+    set) holds it, and cap -bucket_size at one reader's share of the corpus; say so."""
+    lines = training_lines(opt)
+    if "num_workers" not in given and opt.num_workers > 0 and lines < SMALL_CORPUS_LINES:
+        logger.info(f"{lines:,} training lines: reading them in this process "
+                    f"(-num_workers 0, not {opt.num_workers}); set -num_workers to choose")
+        opt.num_workers = 0
+    readers = max(1, opt.num_workers) * max(1, opt.world_size)
+    share = max(1, math.ceil(lines / readers))
+    if opt.bucket_size > share:
+        logger.info(f"-bucket_size {opt.bucket_size:,} is more than a reader's "
+                    f"{share:,} training lines: using {share:,} (a larger bucket only "
+                    "repeats the corpus before the first step)")
+        opt.bucket_size = share
