@@ -3,9 +3,11 @@ same beam through onmt_qd_eval's path (OpenNMT-py's engine, fp32) and through
 CTranslate2 float32 and int8 exports of the same Transformer, each at both threadings of
 the cores (one translator on all threads, or one single-threaded translator per core);
 for an LSTM, onmt_qd_eval at -precision fp32 and int8; optionally the fp32 teacher,
-the speed a user starts from. Prints per row sentences/s, its ratio and BLEU difference
-to its family's onmt_qd_eval fp32 row (and its ratio to the teacher's), size on disk
-and the translating process's memory.
+the speed a user starts from. Prints per row sentences/s and output words/s (with the
+output's length over the references': a model that stops early is fast in sentences),
+its ratio in words/s and BLEU difference to its family's onmt_qd_eval fp32 row (and its
+ratio to the teacher's), size on disk, the translating process's memory, and "busy"
+when other processes used the cores while it was timed (onmt_qd/machine.py).
 
     python benchmarks/deploy_speed.py -src TEST.de -tgt TEST.en [-transformer M.pt|M.qdz]
         [-lstm M.pt|M.qdz] [-teacher T.pt] [-beam_size 5] [-batch_size 64] [-json OUT.json]
@@ -44,18 +46,25 @@ def peak_rss():
 def ct2_row(row, sources, references):
     from onmt_qd.deploy.ct2 import DeployedModel, directory_size
 
+    from onmt_qd.machine import LoadMeter
+
     deployed = DeployedModel(row["model"], inter_threads=row["inter"],
                              intra_threads=row["intra"])
     deployed.translate(sources[:row["batch_size"]], row["beam_size"], row["batch_size"])
     start = time.perf_counter()
-    predictions = deployed.translate(sources, row["beam_size"], row["batch_size"])[1]
+    with LoadMeter() as load:
+        predictions = deployed.translate(sources, row["beam_size"], row["batch_size"])[1]
     seconds = time.perf_counter() - start
     peak = peak_rss()  # before the scoring imports OpenNMT-py
-    from onmt_qd.evaluate.metrics import bleu_chrf
+    from onmt_qd.evaluate.metrics import bleu_chrf, word_count
 
+    hypotheses = [p[0] for p in predictions]
+    words = word_count(hypotheses)
     return {"sentences_per_second": round(len(sources) / seconds, 1),
-            "bleu": round(bleu_chrf([p[0] for p in predictions], references)[0], 2),
-            "size_bytes": directory_size(row["model"])}, peak
+            "words_per_second": round(words / seconds, 1),
+            "length_ratio": round(words / max(word_count(references), 1), 3),
+            "bleu": round(bleu_chrf(hypotheses, references)[0], 2),
+            "size_bytes": directory_size(row["model"]), "machine": load.as_dict()}, peak
 
 
 def ours_row(row, sources, references):
@@ -63,7 +72,8 @@ def ours_row(row, sources, references):
 
     result = evaluate(row["model"], row["src"], row["tgt"], row["beam_size"],
                       row["batch_size"], precision=row["precision"])
-    return {key: result[key] for key in ("sentences_per_second", "bleu", "size_bytes")}, \
+    return {key: result[key] for key in ("sentences_per_second", "words_per_second",
+                                         "length_ratio", "bleu", "size_bytes", "machine")}, \
         peak_rss()
 
 
@@ -141,22 +151,26 @@ def main():
         rows = {name: {**row, **measured(row)} for name, row in plan(args, tmp).items()}
     sentences = len(read_text_lines(args.src))
     print(f"{sentences} sentences, beam {args.beam_size}, batch {args.batch_size}; "
-          "x, dBLEU: against its family's onmt_qd_eval fp32 row; RSS: peak resident MB "
-          "of the row's process (above its imports)")
+          "x (in output words/s), dBLEU: against its family's onmt_qd_eval fp32 row; len: "
+          "output words over reference words; RSS: peak resident MB of the row's process "
+          "(above its imports); busy: other processes used the cores while it was timed")
     teacher = rows.get(TEACHER)
     for name, row in rows.items():
         base = rows[row["base"]]
-        row["speed_ratio"] = round(row["sentences_per_second"] / base["sentences_per_second"], 2)
+        row["speed_ratio"] = round(row["words_per_second"] / base["words_per_second"], 2)
         row["bleu_difference"] = round(row["bleu"] - base["bleu"], 2)
         versus = ""
         if teacher:
             row["speed_ratio_to_teacher"] = round(
-                row["sentences_per_second"] / teacher["sentences_per_second"], 2)
+                row["words_per_second"] / teacher["words_per_second"], 2)
             versus = f"  x{row['speed_ratio_to_teacher']:5.2f} teacher"
-        print(f"{name:28s} {row['sentences_per_second']:8.1f} sent/s  x{row['speed_ratio']:5.2f}"
-              f"  BLEU {row['bleu']:6.2f} ({row['bleu_difference']:+.2f})"
-              f"  {row['size_bytes']:>11,} bytes  RSS {row['peak_rss_bytes'] / MB:6.0f} MB "
-              f"({row['rss_above_imports_bytes'] / MB:5.0f}){versus}")
+        busy = "  busy" if row["machine"]["busy"] else ""
+        print(f"{name:28s} {row['sentences_per_second']:8.1f} sent/s "
+              f"{row['words_per_second']:8.1f} words/s  len {row['length_ratio']:.2f}  "
+              f"x{row['speed_ratio']:5.2f}  BLEU {row['bleu']:6.2f} "
+              f"({row['bleu_difference']:+.2f})  {row['size_bytes']:>11,} bytes  "
+              f"RSS {row['peak_rss_bytes'] / MB:6.0f} MB "
+              f"({row['rss_above_imports_bytes'] / MB:5.0f}){versus}{busy}")
     if args.json:
         with open_output(args.json) as handle:
             json.dump(rows, handle, indent=1)

@@ -25,8 +25,10 @@ import time
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from onmt_qd.evaluate.metrics import word_count
 from onmt_qd.fileio import atomic_output, read_text_lines
 from onmt_qd.inference.engine import inference_engine, load_model, translate_aligned
+from onmt_qd.machine import LoadMeter
 from onmt_qd.opts import parse, translate_parser
 
 
@@ -43,14 +45,14 @@ class OpCounter(TorchDispatchMode):
 
 
 def timed(gpu, function, *args):
-    """Seconds that ``function(*args)`` takes, the GPU's queue included."""
+    """(seconds that ``function(*args)`` takes, the GPU's queue included, its result)."""
     if gpu:
         torch.cuda.synchronize()
     start = time.perf_counter()
-    function(*args)
+    result = function(*args)
     if gpu:
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, result
 
 
 def translation_opts(model, src, batch_size, beam_size, gpu, subword_model):
@@ -69,13 +71,17 @@ def measure(loaded, opt, lines, count_ops):
         steps = [0]
         hook = engine.translator.model.generator.register_forward_hook(
             lambda *_: steps.__setitem__(0, steps[0] + 1))
-        first_seconds = timed(gpu, translate_aligned, engine, lines)  # kernels load, cuDNN
+        first_seconds = timed(gpu, translate_aligned, engine, lines)[0]  # kernels, cuDNN
         steps[0] = 0
-        seconds = timed(gpu, translate_aligned, engine, lines)
+        with LoadMeter() as load:
+            seconds, (_, predictions) = timed(gpu, translate_aligned, engine, lines)
+        words = word_count([best[0] for best in predictions])
         row = {"batch_size": batch_size, "sentences": len(lines), "seconds": round(seconds, 3),
                "first_run_seconds": round(first_seconds, 3),
-               "sentences_per_second": round(len(lines) / seconds, 1), "steps": steps[0],
-               "ms_per_step": round(1000 * seconds / steps[0], 2)}
+               "sentences_per_second": round(len(lines) / seconds, 1),
+               "words_per_second": round(words / seconds, 1),
+               "words_per_sentence": round(words / len(lines), 2), "steps": steps[0],
+               "ms_per_step": round(1000 * seconds / steps[0], 2), "machine": load.as_dict()}
         if count_ops:
             counter = OpCounter()
             with counter:
@@ -119,6 +125,8 @@ def main():
         ops = (f"  {row['ops_per_step']} ops/step, {row['ops_per_sentence']} ops/sentence"
                if args.count_ops else "")
         print(f"batch {batch_size:5d}: {row['sentences_per_second']:8.1f} sentences/s "
+              f"{row['words_per_second']:8.1f} words/s"
+              f"{' (busy)' if row['machine']['busy'] else ''} "
               f"({row['speedup']:.2f}x), {row['steps']} steps, "
               f"{row['ms_per_step']:.2f} ms/step (first run {row['first_run_seconds']:.2f} s){ops}", flush=True)
         if args.json:

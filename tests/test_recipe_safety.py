@@ -208,6 +208,24 @@ def test_ctrl_c_in_a_command_is_one_line_and_exit_130(capsys):
         run_command(interrupted, "onmt_qd_recipe")
     assert stopped.value.code == 130
     assert capsys.readouterr().err == "onmt_qd_recipe: stopped by SIGINT (Ctrl-C)\n"
-    source = open(os.path.join(REPO, "onmt_qd", "bin", "recipe.py")).read()
-    assert [line for line in source.splitlines() if line.startswith(("import", "from"))] == \
-        ["from onmt_qd.bin.common import run_command"]
+
+
+@pytest.mark.parametrize("preexec_fn", [foreground_sigint, background_sigint],
+                         ids=["Ctrl-C", "kill -INT of a job started with &"])
+def test_ctrl_c_while_the_command_still_imports_torch_is_one_line(tmp_path, preexec_fn):
+    """The console command (onmt_qd_cli, outside the package) catches SIGINT before
+    ``import onmt_qd`` starts importing torch; sent once torch's library is being
+    loaded, it ends the command in one line, exit 130 (a traceback before; and a
+    recipe started with & ignored it)."""
+    command = os.path.join(os.path.dirname(sys.executable), "onmt_qd_recipe")
+    recipe = subprocess.Popen([command, "multi30k", "-profile", "mini", "-work_dir",
+                               tmp_path / "work"], stderr=subprocess.PIPE, text=True,
+                              preexec_fn=preexec_fn)
+    deadline = time.time() + 60
+    while "libtorch" not in open(f"/proc/{recipe.pid}/maps").read():
+        assert time.time() < deadline and recipe.poll() is None, recipe.stderr.read()
+        time.sleep(0.005)
+    recipe.send_signal(signal.SIGINT)
+    assert recipe.wait(60) == 130
+    assert recipe.stderr.read() == "onmt_qd_recipe: stopped by SIGINT (Ctrl-C)\n"
+    assert not (tmp_path / "work").exists()
