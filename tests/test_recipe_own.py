@@ -204,3 +204,22 @@ def test_a_subword_model_that_is_not_the_teachers_is_refused(user_folder, data, 
         with pytest.raises(ValueError, match=message) as refusal:
             load_recipe(write_recipe(user_folder, recipe, "bad.yaml"), "own")
         assert len(str(refusal.value).splitlines()) == 1
+
+
+def test_a_transformer_gets_transformer_defaults_for_what_the_recipe_leaves_unset(
+        user_folder, data, teacher):
+    """Issue 36: Transformer students silently got OpenNMT-py's RNN defaults (dropout
+    0.3, uniform +-0.1); a group the recipe sets at any level stays the user's."""
+    bare = {k: v for k, v in TRANSFORMER_STUDENT.items() if k != "dropout"}
+    recipe = own_recipe(data, teacher, {"transformer": bare, "lstm": dict(LSTM_STUDENT)})
+    settings_of = {}
+    for gpu in (False, True):
+        recipe["profiles"]["own"]["gpu"] = gpu
+        loaded, profile = load_recipe(write_recipe(user_folder, recipe, "defaults.yaml"), "own")
+        settings_of[gpu] = loaded["family_defaults"], profile.students
+    filled, students = settings_of[False]
+    # the recipe's train sets optim and learning_rate: only initialisation and dropout
+    assert filled == {"students.transformer": {"param_init": 0.0, "param_init_glorot": True,
+                                               "dropout": 0.0, "attention_dropout": 0.0}}
+    assert students["transformer"]["dropout"] == 0.0 and "dropout" not in students["lstm"]
+    assert settings_of[True][0]["students.transformer"]["dropout"] == 0.1  # GPU: cheap masks

@@ -266,6 +266,7 @@ def load_recipe(name, profile):
     recipe = resolve_files(recipe, path)
     settings = Profile.from_dict(profile, recipe["profiles"][profile], path,
                                  given_teacher="teacher_model" in recipe)
+    settings, recipe["family_defaults"] = with_family_defaults(recipe, settings)
     vocabulary = check_given_teacher(recipe, path) if "teacher_model" in recipe else \
         settings.spm_vocab_size if recipe.get("sentencepiece") else recipe.get("vocab_size")
     if vocabulary and settings.teacher_topk:
@@ -379,6 +380,60 @@ def check_teacher_subwords(recipe, checkpoint, path):
 def _special(token):
     """OpenNMT-py's special tokens (<unk>, <blank>, <s>, </s>, ...)."""
     return token.startswith("<") and token.endswith(">")
+
+
+# What a Transformer the recipe trains gets for the options no level of the recipe file
+# sets (OpenNMT-py's defaults suit RNNs: dropout 0.3, SGD at 1.0, uniform +-0.1, from
+# which a Transformer diverges). Measured on the multi30k transformer profile, 2 CPU
+# cores (docs/results.md, "Multi30K transformer profile"): Adam at 0.001 held constant
+# (then the plateau rule) against a noam warm-up to 0.006 (one-epoch valid perplexity
+# 12.4 against 39.4); no dropout on the CPU (a mask costs more than the product it
+# follows, and the 1+1x128 student reached 6.5 after 3 epochs without it, after 4 with
+# 0.1); on a GPU, where masks are cheap, 0.1 (gpu_transformer's, not measured).
+# Each group is filled only when none of its keys is set.
+TRANSFORMER_DEFAULTS = (
+    {"optim": "adam", "learning_rate": 0.001},
+    {"param_init": 0.0, "param_init_glorot": True},
+    {"dropout": 0.0, "attention_dropout": 0.0},
+)
+GPU_TRANSFORMER_DROPOUT = {"dropout": 0.1, "attention_dropout": 0.1}
+
+
+def family_defaults(options, shared, gpu):
+    """The TRANSFORMER_DEFAULTS a model's ``options`` get (none for a recurrent model),
+    given the recipe's and profile's ``shared`` training options."""
+    merged = {**shared, **options}
+    if merged.get("encoder_type") != "transformer":
+        return {}
+    filled = {}
+    for group in TRANSFORMER_DEFAULTS:
+        if "dropout" in group and gpu:
+            group = GPU_TRANSFORMER_DROPOUT
+        if not any(key in merged for key in group):
+            filled.update(group)
+    return filled
+
+
+def with_family_defaults(recipe, profile):
+    """(the profile with every Transformer's unset options filled, {where: filled})."""
+    import dataclasses
+
+    shared = {**recipe["train"], **profile.train}
+    filled = {}
+
+    def fill(where, options):
+        if options is None:
+            return None
+        extra = family_defaults(options, shared, profile.gpu)
+        if extra:
+            filled[where] = extra
+        return {**options, **extra}
+    profile = dataclasses.replace(
+        profile, teacher=fill("teacher", profile.teacher),
+        student=fill("student", profile.student),
+        students={name: fill(f"students.{name}", options)
+                  for name, options in profile.students.items()})
+    return profile, filled
 
 
 def student_options(options, bits):

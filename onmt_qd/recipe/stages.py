@@ -36,6 +36,9 @@ class Pipeline(Runner):
                  jobs=None):
         self.name = name
         self.recipe, self.profile = load_recipe(name, profile)
+        for where, filled in self.recipe["family_defaults"].items():
+            print(f"{where} (a Transformer) gets, unset in the recipe: " +
+                  ", ".join(f"{k}: {v}" for k, v in filled.items()), flush=True)
         self.gpu = gpu or self.profile.gpu
         if self.gpu and not _cuda_devices():
             raise RecipeError(f"profile {profile} trains on a GPU (gpu: true) but torch sees "
