@@ -31,10 +31,11 @@ class Claim:
     or BEST_2BIT. Kinds: "better": the model's BLEU exceeds the other's by more than
     the noise margin; "close": it is at most the margin below it (and, with
     ``min_size_ratio``, its file that much smaller than the other's fp32 weights);
-    "speed": sentences per second over the other's, judged by the goal's ratio.
+    "speed": output words (else sentences) per second over the other's, judged by the
+    goal's ratio, at comparable output lengths.
     ``deployed``: the model's deployment run (recipe/deployment.py) against the other's
     fp32 reference run timed with it; ``min_speed_ratio``: a "close" claim holds only
-    when its sentences per second are that many times the other's too."""
+    when its speed is that many times the other's too."""
 
     id: str
     text: str
@@ -73,11 +74,11 @@ CLAIMS = [
           BEST_2BIT, TEACHER, "best 2-bit within 3 BLEU of the teacher", lambda d: d >= -3.0),
     Claim("speed", "the full-precision student translates faster than the teacher", "speed",
           ("student_fp", FULL_PRECISION), TEACHER,
-          "student >= 1.8x the teacher's sentences per second", lambda r: r >= 1.8),
+          "student >= 1.8x the teacher's speed (output words/s)", lambda r: r >= 1.8),
     Claim("deployed_4bit_vs_teacher", "the 4-bit student, deployed, translates >= 3x faster "
           "than the teacher at the teacher's BLEU minus 1", "close",
           ("quantized_distillation", 4), TEACHER,
-          "deployed >= 3x the fp32 teacher's sentences per second, within 1.0 BLEU of it",
+          "deployed >= 3x the fp32 teacher's speed (output words/s), within 1.0 BLEU of it",
           lambda d: d >= -1.0, min_speed_ratio=MIN_DEPLOYED_SPEEDUP, deployed=True),
 ]
 
@@ -242,10 +243,10 @@ def _claim_row(claim, results, margin, broken=None):
 
 
 def _speed_ratios(row, model, other, teacher, minimum):
-    """Whether ``model`` translates ``minimum`` times as many sentences per second as
-    ``other``; the ratio goes into the row's numbers, with the ratio to the teacher's
-    own deployment run when it was measured (the gain the engine alone does not
-    explain)."""
+    """Whether ``model`` translates ``minimum`` times as many words (else sentences) per
+    second as ``other``; the ratio goes into the row's numbers, with the ratio to the
+    teacher's own deployment run when it was measured (the gain the engine alone does
+    not explain)."""
     metric = _speed_metric(model, other)
     ratio = model[metric] / other[metric]
     row["numbers"]["speed_ratio"] = round(ratio, 2)
