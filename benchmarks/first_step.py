@@ -8,11 +8,13 @@ onmt_qd/train/loading.py), same config, same machine, one after the other.
 
 The config names the data, vocabulary and model and leaves bucket_size and num_workers
 unset. Each run trains until its log shows step 1 (-report_every 1), and is then
-stopped; the row gives the seconds from the command's start to that line, the
-machine's load (onmt_qd/machine.py) and the speed-up."""
+stopped; the row gives the seconds from the command's start to that line and how busy
+the machine was just before (onmt_qd/machine.py); the summary, the best of each and
+the speed-up."""
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from onmt_qd.fileio import atomic_output
 from onmt_qd.machine import LoadMeter
 
 COMMANDS = {"onmt_train": "onmt.bin.train", "onmt_qd_train": "onmt_qd.bin.train"}
+FIRST_STEP = re.compile(r"Step\s+1/")  # OpenNMT-py's report line pads the numbers
 
 
 def seconds_to_first_step(module, config, folder, timeout):
@@ -38,9 +41,9 @@ def seconds_to_first_step(module, config, folder, timeout):
     try:
         while time.perf_counter() - start < timeout:
             with open(log) as handle:
-                if "Step 1/" in handle.read():
+                if FIRST_STEP.search(handle.read()):
                     return time.perf_counter() - start
-            if process.poll() is not None:
+            if process.poll() is not None and not FIRST_STEP.search(open(log).read()):
                 raise RuntimeError(f"{module} ended before its first step:\n" +
                                    open(log).read()[-2000:])
             time.sleep(0.2)
@@ -60,11 +63,15 @@ def main():
     rows = []
     for _ in range(args.repeats):
         for name, module in COMMANDS.items():
-            with tempfile.TemporaryDirectory() as folder, LoadMeter() as load:
+            # the machine just before the run (during it, onmt_train's loader workers,
+            # its children's children, would count as other processes)
+            with LoadMeter() as before:
+                time.sleep(1.0)
+            with tempfile.TemporaryDirectory() as folder:
                 seconds = seconds_to_first_step(module, args.config, folder, args.timeout)
             rows.append({"command": name, "seconds_to_first_step":
                          None if seconds is None else round(seconds, 1),
-                         "machine": load.as_dict()})
+                         "machine_before": before.as_dict()})
             print(json.dumps(rows[-1]), flush=True)
     best = {name: min((r["seconds_to_first_step"] or args.timeout) for r in rows
                       if r["command"] == name) for name in COMMANDS}
