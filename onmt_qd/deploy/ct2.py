@@ -34,7 +34,9 @@ def cpu_threads():
     allowed to run on. Not torch.get_num_threads(): creating a CTranslate2 translator
     sets the OpenMP threads torch shares to its intra_threads."""
     value = os.environ.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else len(os.sched_getaffinity(0))
+    from onmt_qd.machine import usable_cores
+
+    return int(value) if value.isdigit() and int(value) > 0 else usable_cores()
 
 
 def directory_size(path):
