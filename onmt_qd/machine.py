@@ -5,8 +5,8 @@ an idle machine gives 70), so every timing carries the load it was taken under."
 import os
 import time
 
-# a timing is flagged when other processes used more than this share of the cores the
-# process may run on, on average over the timed interval
+# a timing is flagged when other processes used, on average over the timed interval,
+# more than this share of the cores beyond those its own threads leave free
 BUSY_SHARE = 0.25
 
 
@@ -40,10 +40,15 @@ def _own_cpu_seconds():
 
 
 class LoadMeter:
-    """``with LoadMeter() as load: work()``; then ``load.as_dict()``: the cores the
-    process may use, the 1-minute load average at the start, and how many cores other
-    processes kept busy on average meanwhile (all busy time of those CPUs minus this
-    process's own CPU time), with ``busy`` set when that exceeds BUSY_SHARE of them."""
+    """``with LoadMeter(threads) as load: work()``; then ``load.as_dict()``: the cores
+    the process may use, the 1-minute load average at the start, and how many cores
+    other processes kept busy on average meanwhile (all busy time of those CPUs minus
+    this process's own CPU time), with ``busy`` set when they took more than the cores
+    its ``threads`` (default: all) leave free plus BUSY_SHARE of them: a one-thread
+    evaluation beside another on 2 cores is not slowed, a 2-thread one is."""
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
 
     def __enter__(self):
         self.cpus = os.sched_getaffinity(0)
@@ -63,10 +68,13 @@ class LoadMeter:
 
     @property
     def busy(self) -> bool:
-        return self.others is not None and self.others > BUSY_SHARE * len(self.cpus)
+        cores = len(self.cpus)
+        free = max(0, cores - min(self.threads or cores, cores))
+        return self.others is not None and self.others > free + BUSY_SHARE * cores
 
     def as_dict(self) -> dict:
-        return {"cores": len(self.cpus), "load_average_1min": round(self.load_average, 2),
+        return {"cores": len(self.cpus), "threads": self.threads,
+                "load_average_1min": round(self.load_average, 2),
                 "other_processes_cores": None if self.others is None else round(self.others, 2),
                 "busy": self.busy}
 

@@ -110,7 +110,10 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
             warmup_seconds = time.perf_counter() - start
             progress = Progress("onmt_qd_eval", sentences)
             scores, predictions, per_set = [], [], []
-            with LoadMeter() as load:
+            engine = measured.engine
+            threads = engine.get("threads") or (engine.get("inter_threads", 0) *
+                                                engine.get("intra_threads", 0)) or None
+            with LoadMeter(threads if engine["device"] == "cpu" else None) as load:
                 for one in sets:
                     start = time.perf_counter()
                     set_scores, set_predictions = measured.translate(one.sources, progress)
