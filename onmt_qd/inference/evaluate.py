@@ -110,10 +110,7 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
             warmup_seconds = time.perf_counter() - start
             progress = Progress("onmt_qd_eval", sentences)
             scores, predictions, per_set = [], [], []
-            engine = measured.settings()
-            threads = engine.get("threads") or (engine.get("inter_threads", 0) *
-                                                engine.get("intra_threads", 0)) or None
-            with LoadMeter(threads if engine["device"] == "cpu" else None) as load:
+            with LoadMeter(measured.cpu_threads()) as load:
                 for one in sets:
                     start = time.perf_counter()
                     set_scores, set_predictions = measured.translate(one.sources, progress)
@@ -139,7 +136,7 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
               "ppl": round(ppl, 3), "n_params": measured.n_params,
               "size_bytes": measured.size_bytes,
               "bleu_signature": bleu_sig, "chrf_signature": chrf_sig,
-              "beam_size": beam_size, "batch_size": batch_size, "engine": engine,
+              "beam_size": beam_size, "batch_size": batch_size, "engine": measured.settings(),
               "sentences": len(references),
               "load_seconds": round(load_seconds, 2), "warmup_seconds": round(warmup_seconds, 2),
               "translate_seconds": round(seconds, 2),

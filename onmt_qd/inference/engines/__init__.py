@@ -65,6 +65,11 @@ class Engine:
         """Which engine translated and what decides its speed (device, threads)."""
         raise NotImplementedError
 
+    def cpu_threads(self) -> int | None:
+        """The CPU threads it translates on (None on a GPU): what machine.LoadMeter
+        judges other processes' load against."""
+        return None
+
     def close(self) -> None:
         """Release what the engine holds."""
 

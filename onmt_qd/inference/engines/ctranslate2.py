@@ -49,6 +49,11 @@ class CTranslate2Engine(Engine):
     def perplexity(self, src, tgt, sources, references):
         return self.deployed.perplexity(sources, references, self.opt.batch_size)
 
+    def cpu_threads(self):
+        deployed = self.deployed
+        return deployed.inter_threads * deployed.intra_threads \
+            if deployed.device == "cpu" else None
+
     def settings(self):
         deployed = self.deployed
         return {"name": self.name, "precision": deployed.manifest["quantization"],

@@ -53,13 +53,14 @@ class OpenNMTEngine(Engine):
         return reference_perplexity(loaded.model, loaded.vocabs, loaded.model_opt, src, tgt,
                                     self.device)
 
-    def settings(self):
+    def cpu_threads(self):
         import torch
 
+        return torch.get_num_threads() if self.device == "cpu" else None
+
+    def settings(self):
         return {"name": self.name, "precision": self.opt.precision or "fp32",
-                "device": self.device,
-                # torch's intra-op threads on the CPU (none on a GPU)
-                "threads": torch.get_num_threads() if self.device == "cpu" else None}
+                "device": self.device, "threads": self.cpu_threads()}
 
 
 class OpenNMTInt8Engine(OpenNMTEngine):
