@@ -100,6 +100,7 @@ def plan(args, tmp):
     """{name: row} in order, exports written to ``tmp``; each row's "base" names the
     onmt_qd_eval fp32 row of its family, which it is compared with."""
     from onmt_qd.deploy.ct2 import export
+    from onmt_qd.machine import usable_cores
 
     shared = {"src": args.src, "tgt": args.tgt, "beam_size": args.beam_size,
               "batch_size": args.batch_size}
@@ -111,7 +112,7 @@ def plan(args, tmp):
         base = "onmt_qd_eval fp32"
         rows[base] = {"engine": "ours", "model": args.transformer, "precision": None,
                       "base": base}
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         for quantization in ("float32", "int8"):
             directory = os.path.join(tmp, quantization)
             export(args.transformer, directory, quantization)

@@ -32,6 +32,7 @@ import time
 
 import yaml
 
+from onmt_qd.machine import usable_cores
 from onmt_qd.processes import free_port
 
 # OpenNMT-py's log line: "[2026-12-03 13:14:54,123 INFO] Step 20/   80; ..."
@@ -39,10 +40,6 @@ STEP_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO\] Step +
 REPLACED = ("save_model", "train_from", "epochs", "keep_checkpoint", "train_steps",
             "valid_steps", "save_checkpoint_steps", "report_every", "batch_size",
             "batch_type", "world_size", "gpu_ranks", "gpu_backend", "log_file")
-
-
-def cores():
-    return len(os.sched_getaffinity(0))
 
 
 def training_config(path, folder, steps, report_every):
@@ -90,7 +87,7 @@ def parallel(processes):
 
 def share(args):
     """Threads of one of -processes processes on this machine's cores."""
-    return max(1, cores() // args.processes)
+    return max(1, usable_cores() // args.processes)
 
 
 def training_rows(args):
@@ -101,15 +98,15 @@ def training_rows(args):
     b, n = args.batch_size, args.gpus or args.processes
     if args.gpus:
         return {"share": (f"1 GPU, batch {b}", ["-batch_size", str(b), "-world_size", "1",
-                                                "-gpu_ranks", "0"], cores(), b),
+                                                "-gpu_ranks", "0"], usable_cores(), b),
                 "parallel": (f"{n} GPUs, batch {b} each",
                              ["-batch_size", str(b), "-world_size", str(n), "-gpu_ranks",
                               *map(str, range(n)), "-master_port", str(free_port())],
-                             cores(), n * b)}
+                             usable_cores(), n * b)}
     return {"share": (f"1 process, {share(args)} thread(s), batch {b}",
                       ["-batch_size", str(b)], share(args), b),
-            "whole": (f"1 process, {cores()} threads, batch {n * b}",
-                      ["-batch_size", str(n * b)], cores(), n * b),
+            "whole": (f"1 process, {usable_cores()} threads, batch {n * b}",
+                      ["-batch_size", str(n * b)], usable_cores(), n * b),
             "parallel": (f"{n} gloo processes, {share(args)} thread(s) each, batch {b} each",
                          ["-batch_size", str(b), *parallel(n)], share(args), n * b)}
 
@@ -137,7 +134,7 @@ def cache_speed(args, config, folder):
     the training config's corpora (it ignores the training keys), rows as
     training_rows' on the CPU."""
     rows = {"share": (f"1 process, {share(args)} thread(s)", [], share(args)),
-            "whole": (f"1 process, {cores()} threads", [], cores()),
+            "whole": (f"1 process, {usable_cores()} threads", [], usable_cores()),
             "parallel": (f"{args.processes} gloo processes, {share(args)} thread(s) each",
                          parallel(args.processes), share(args))}
     speeds = {}

@@ -12,7 +12,7 @@ import yaml
 from onmt.opts import train_opts, translate_opts
 from onmt.utils.parse import ArgumentParser
 
-from onmt_qd.distill.rules import DEFAULT_TOPK
+from onmt_qd.constants import CT2_QUANTIZATIONS, DEFAULT_TOPK
 from onmt_qd.quant import MAX_BITS, QUANTIZERS, QuantPolicy, validate_bits
 from onmt_qd.quant.policy import ROUNDINGS
 
@@ -510,8 +510,6 @@ def check_devices(indices, option):
 
 def export_parser():
     """onmt_qd_export: a CTranslate2 model directory from a Transformer model."""
-    from onmt_qd.deploy.ct2 import QUANTIZATIONS
-
     parser = ArgumentParser(description="onmt_qd_export: write a CTranslate2 model directory "
                             "(with the model's SentencePiece models and a manifest) for an "
                             "OpenNMT-py Transformer checkpoint or onmt_qd compressed model; "
@@ -521,7 +519,7 @@ def export_parser():
               help="Transformer checkpoint (.pt, quantized or not) or compressed model (.qdz).")
     group.add("-output", "--output", required=True,
               help="The directory to write (new, or an earlier export, which is replaced).")
-    group.add("-quantization", "--quantization", choices=QUANTIZATIONS, default="int8",
+    group.add("-quantization", "--quantization", choices=CT2_QUANTIZATIONS, default="int8",
               help="CTranslate2's weight type: int8 (one scale per output row; the fastest "
               "on the CPU), int8_float32, int16, float16 (GPU) or float32.")
     return parser

@@ -17,6 +17,7 @@ import torch
 from onmt.utils.distributed import ErrorHandler, spawned_train
 from onmt.utils.logging import logger
 
+from onmt_qd.machine import usable_cores
 from onmt_qd.opts import OptionError
 
 
@@ -84,7 +85,7 @@ def cpu_rank(process, opt, device_id):
     opt = copy.copy(opt)
     opt.gpu_ranks = []
     if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // len(ranks_here(opt))))
+        torch.set_num_threads(max(1, usable_cores() // len(ranks_here(opt))))
     process(opt, -1)
 
 

@@ -99,6 +99,26 @@ def quantize_checkpoint(checkpoint, policy, seed=0, path="checkpoint"):
     return attach_quantization(out, weights, quantized, policy)
 
 
+@torch.no_grad()
+def quantize_(model: torch.nn.Module, policy: QuantPolicy,
+              generator: torch.Generator | None = None) -> dict:
+    """Post-training quantization of a model object in place (as torchao's
+    ``quantize_(model, config)``): every parameter the policy selects is replaced by
+    its dequantized values, which the model then computes with. Returns name ->
+    QuantizedTensor, what ``attach_quantization`` writes into a checkpoint and the
+    compressed file stores. Rounding is stochastic when ``generator`` is given.
+    onmt_qd_quantize does the same to a checkpoint (quantize_checkpoint)."""
+    state = model.state_dict(keep_vars=True)
+    selected = policy.select(parameter_shapes(model))
+    if not selected:
+        raise ValueError("the policy leaves no parameter of the model to quantize")
+    weights, quantized = quantize_weights({name: state[name] for name in selected}, policy,
+                                          selected, generator=generator)
+    for name, values in weights.items():
+        state[name].copy_(values.to(state[name].device))
+    return quantized
+
+
 def quantization_of(checkpoint, path="checkpoint"):
     """(policy, name -> QuantizedTensor) of a quantized checkpoint."""
     if QUANT_KEY not in checkpoint:

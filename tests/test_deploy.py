@@ -95,7 +95,7 @@ def test_translate_from_the_directory_keeps_one_line_per_source_line(transformer
 
 def test_precision_with_a_directory_is_refused_alike_by_translate_and_eval(transformer, data,
                                                                         tmp_path):
-    """One rule for both commands (engine.check_precision): a directory runs at the
+    """One rule for both commands (the engine's check_options): a directory runs at the
     quantization it was exported with; eval accepted -precision fp32 and translate did not."""
     for precision in ("fp32", "int8"):
         args = ["-model", transformer["int8"], "-src", data["test.de"], "-precision", precision]

@@ -143,7 +143,8 @@ def test_several_test_sets_are_each_scored_as_alone_and_pooled(teacher, data, tm
     """Two sets in one evaluation: each set's scores and translations are exactly those
     of evaluating it alone (its own batches), the pooled ones those of the concatenation;
     the model is built once."""
-    from onmt_qd.evaluate.metrics import bleu_chrf, read_lines
+    from onmt_qd.evaluate.metrics import bleu_chrf
+    from onmt_qd.fileio import read_text_lines as read_lines
 
     with open(data["test.de"], encoding="utf-8") as src, \
             open(data["test.en"], encoding="utf-8") as tgt:

@@ -186,3 +186,21 @@ def test_allocate_bits_respects_min_and_max():
 def test_allocate_bits_bad_input(args, message):
     with pytest.raises(ValueError, match=message):
         allocate_bits(*args)
+
+
+def test_quantize_a_model_object_as_the_command_quantizes_its_checkpoint(teacher):
+    """quantize_(model, policy), torchao's shape: the model computes with the same
+    quantized weights onmt_qd_quantize writes into the checkpoint."""
+    from onmt_qd.compat import load_checkpoint
+    from onmt_qd.models import build_model_from_checkpoint, named_weights
+    from onmt_qd.quant_checkpoint import quantize_, quantize_checkpoint
+
+    policy = QuantPolicy(bits=3, bucket_size=64)
+    model = build_model_from_checkpoint(teacher)[0]
+    quantized = quantize_(model, policy)
+    expected = quantize_checkpoint(load_checkpoint(teacher), policy)
+    weights = named_weights(expected)
+    assert set(quantized) == set(expected["qd_quant"]["tensors"])
+    state = model.state_dict()
+    for name in quantized:
+        assert torch.equal(state[name], weights[name]), name

@@ -85,7 +85,7 @@ def test_world_size_gives_training_and_the_cache_build_cpu_processes(tmp_path, m
     each; a student trained so is another model than one process's (twice the batch)."""
     before = signatures(tmp_path / "one")
     edited_recipe(tmp_path, monkeypatch, lambda r: r["profiles"]["quick"].update(world_size=2))
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("onmt_qd.recipe.runner.usable_cores", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("onmt_qd.recipe.stages.data_config", lambda work: {"data": {}})
     pipeline = Pipeline("multi30k", "quick", tmp_path / "work")

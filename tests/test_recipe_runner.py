@@ -92,7 +92,7 @@ def test_stages_side_by_side_share_the_cores_and_keep_a_users_thread_count(tmp_p
     is set."""
     from onmt_qd.recipe.runner import Runner
 
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("onmt_qd.recipe.runner.usable_cores", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert Runner(tmp_path, jobs=2).command_environment()["OMP_NUM_THREADS"] == "4"
     assert Runner(tmp_path, jobs=16).command_environment()["OMP_NUM_THREADS"] == "1"
@@ -108,7 +108,7 @@ def test_a_stage_every_other_waits_for_has_every_core(tmp_path, monkeypatch):
     (evaluate's models) share too. (The cache needs the student here too: had the
     student still been finishing when the cache started, the cache would rightly not
     have been alone.)"""
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("onmt_qd.recipe.runner.usable_cores", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     seen, pipeline = {}, None
 

@@ -14,7 +14,8 @@ import os
 import shutil
 import tempfile
 
-QUANTIZATIONS = ("int8", "int8_float32", "int16", "float16", "float32")
+from onmt_qd.constants import CT2_QUANTIZATIONS
+
 MANIFEST = "manifest.json"
 MANIFEST_DIGEST = "manifest_sha256"  # the manifest's own fields, so an edit is seen
 FORMAT = "onmt_qd-ctranslate2"
@@ -33,7 +34,9 @@ def cpu_threads():
     allowed to run on. Not torch.get_num_threads(): creating a CTranslate2 translator
     sets the OpenMP threads torch shares to its intra_threads."""
     value = os.environ.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else len(os.sched_getaffinity(0))
+    from onmt_qd.machine import usable_cores
+
+    return int(value) if value.isdigit() and int(value) > 0 else usable_cores()
 
 
 def directory_size(path):
@@ -43,7 +46,7 @@ def directory_size(path):
 
 
 # onmt_qd_translate options that CTranslate2's search does not take: refused unless
-# left at their defaults (-precision: engine.check_precision, for onmt_qd_eval too).
+# left at their defaults (-precision: engines.ctranslate2.CTranslate2Engine.check_options).
 UNSUPPORTED_OPTIONS = ("tgt", "transforms", "src_subword_model", "tgt_subword_model", "batch_type", "min_length", "ratio",
                        "length_penalty", "alpha", "beta", "coverage_penalty",
                        "block_ngram_repeat", "ignore_when_blocking", "replace_unk",
@@ -146,8 +149,9 @@ def export(model, output, quantization="int8"):
                                 sha256, temporary_name)
     from onmt_qd.qdz import load_any
 
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"-quantization {quantization}: choose one of {', '.join(QUANTIZATIONS)}")
+    if quantization not in CT2_QUANTIZATIONS:
+        raise ValueError(f"-quantization {quantization}: choose one of "
+                         f"{', '.join(CT2_QUANTIZATIONS)}")
     check_input_file(model, "-model")
     check_output(output)
     checkpoint = load_any(model)

@@ -24,7 +24,8 @@ from onmt_qd.distill.cache import (FORMAT, ROW_ARRAYS, VERSION, CacheWriter, Not
                                    index_positions, row_dtypes, source_checksum)
 from onmt_qd.distill.teacher import load_teacher, teacher_forced_logits
 from onmt_qd.fileio import check_corpora_no_bom, remove_stale_temporaries, temporary_name
-from onmt_qd.distill.rules import DEFAULT_TOPK, check_teacher_model, check_topk
+from onmt_qd.constants import DEFAULT_TOPK
+from onmt_qd.distill.rules import check_teacher_model, check_topk
 from onmt_qd.opts import OptionError
 from onmt_qd.progress import Progress
 from onmt_qd.processes import check_cpu_backend, run_processes

@@ -3,7 +3,6 @@ profile, through its checks), onmt_qd_diffquant, onmt_qd_teacher_cache and the l
 call these, so a setting is refused with the same line wherever it is given."""
 import os
 
-DEFAULT_TOPK = 8  # tokens per position a teacher cache keeps unless told otherwise
 # Above this the T^2-scaled KL loses its float32 precision: measured on random logits
 # (8000 words, std 0.3 to 5) against float64, the loss is within 0.05% up to T = 100,
 # 3% off at T = 300 and of the wrong sign at T = 10^4; T^2 overflows float32 above 1.8e19.

@@ -12,11 +12,6 @@ from onmt.transforms import get_transforms_cls
 from onmt_qd.distill.teacher import teacher_forced_logits
 
 
-def read_lines(path):
-    with open(path, encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line in handle]
-
-
 def bleu_chrf(hypotheses, references):
     """(bleu, chrf, bleu signature, chrf signature) with sacrebleu's defaults."""
     import sacrebleu

@@ -54,29 +54,23 @@ def check_files(opt, outputs):
 
 
 def check_model_input(path):
-    """-model: a checkpoint or .qdz file, or a directory written by onmt_qd_export."""
-    from onmt_qd.fileio import check_input_file
+    """-model: what the engine that translates it can load (a checkpoint or .qdz file,
+    or a directory written by onmt_qd_export)."""
+    from onmt_qd.inference.engines import engine_for
 
-    if os.path.isdir(path):
-        from onmt_qd.deploy.ct2 import read_manifest
-
-        read_manifest(path)
-    else:
-        check_input_file(path, "-model")
+    engine_for(path).check_model(path)
 
 
 def check_inference(opt, sentences):
-    """Refuse, before the model is loaded, what this engine would not do as asked:
-    options CTranslate2 does not take for an export directory, -precision (check_precision),
-    several processes, OpenNMT-py's bitsandbytes -quant_type, and a search whose
-    hypotheses in flight (beam x sentences per batch, a batch being at most the corpus)
-    would exhaust memory. With -batch_type tokens, sentences per batch are known only
-    once tokenized: -beam_size alone is bounded."""
-    if os.path.isdir(opt.models[0]):
-        from onmt_qd.deploy.ct2 import check_translate_options
+    """Refuse, before the model is loaded, what its engine would not do as asked
+    (Engine.check_options: options CTranslate2 does not take, -precision where it does
+    not apply), several processes, OpenNMT-py's bitsandbytes -quant_type, and a search
+    whose hypotheses in flight (beam x sentences per batch, a batch being at most the
+    corpus) would exhaust memory. With -batch_type tokens, sentences per batch are
+    known only once tokenized: -beam_size alone is bounded."""
+    from onmt_qd.inference.engines import engine_for
 
-        check_translate_options(opt)
-    check_precision(opt.precision, opt.models[0], opt.gpu)
+    engine_for(opt.models[0], opt.precision).check_options(opt)
     if opt.world_size > 1:
         raise ValueError(f"-world_size {opt.world_size}: this translates in one process; "
                          "leave -world_size out")
@@ -89,23 +83,6 @@ def check_inference(opt, sentences):
         raise ValueError(f"-beam_size {opt.beam_size} x -batch_size {opt.batch_size} is "
                          f"{hypotheses:,} hypotheses at once here, more than "
                          f"{MAX_HYPOTHESES:,} (memory): lower -beam_size or -batch_size")
-
-
-def check_precision(precision, model, gpu):
-    """-precision, one rule for onmt_qd_translate and onmt_qd_eval: unset is the model's
-    own precision; an onmt_qd_export directory's is the quantization it was exported
-    with, so any -precision with one is refused rather than not applied; int8 (torch
-    dynamic quantization) runs on the CPU only."""
-    from onmt_qd.deploy.int8 import check_int8
-
-    if precision and os.path.isdir(model):
-        from onmt_qd.deploy.ct2 import read_manifest
-
-        raise ValueError(f"-precision {precision} does not apply to a CTranslate2 directory "
-                         f"({model}, {read_manifest(model)['quantization']} as exported): "
-                         "leave -precision out, or export again with onmt_qd_export "
-                         "-quantization")
-    check_int8(precision, gpu)
 
 
 class LoadedModel(NamedTuple):
@@ -323,14 +300,8 @@ def translate(opt):
     lines = read_text_lines(opt.src, "-src")
     check_inference(opt, len(non_blank(lines)))
     progress = Progress("onmt_qd_translate", len(non_blank(lines)))
-    if os.path.isdir(opt.models[0]):  # an onmt_qd_export directory: CTranslate2
-        from onmt_qd.deploy.ct2 import deployed_model
+    from onmt_qd.inference.engines import open_engine
 
-        scores, predictions = deployed_model(opt).translate(
-            lines, opt.beam_size, opt.batch_size, opt.n_best, opt.max_length,
-            opt.max_length_ratio, progress)
-    else:
-        loaded = load_models(opt.models, opt)
-        with inference_engine(opt, lines, loaded) as engine:
-            scores, predictions = translate_aligned(engine, lines, progress)
+    with open_engine(opt) as engine:
+        scores, predictions = engine.translate(lines, progress)
     write_translations(opt.output, scores, predictions, opt.with_score)

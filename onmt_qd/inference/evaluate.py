@@ -1,19 +1,17 @@
-"""Evaluate one model on a test set: BLEU and chrF (sacrebleu, detokenized, with
+"""Evaluate one model on test sets: BLEU and chrF (sacrebleu, detokenized, with
 signatures), reference perplexity, parameter count, size on disk and translation
-speed. The model is read and built once and serves the translation and the
-perplexity alike; an onmt_qd_export directory is measured the same way through
-CTranslate2."""
-import contextlib
+speed. The model is loaded once by its engine (onmt_qd/inference/engines: OpenNMT-py,
+its int8 variant, or CTranslate2 on an onmt_qd_export directory) and serves the
+translation and the perplexity alike."""
 import json
 import os
 import tempfile
 import time
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from onmt_qd.inference.engine import (check_decoding, check_inference, check_model_input,
-                                      inference_engine, load_model, non_blank,
-                                      translate_aligned, warm_up, write_lines,
-                                      write_translations)
+                                      non_blank, write_lines, write_translations)
+from onmt_qd.inference.engines import open_engine
 from onmt_qd.progress import Progress
 
 
@@ -36,70 +34,6 @@ def check_args(model, srcs, tgts, beam_size, batch_size, gpu, outputs):
         check_input_file(path, option, stdin=True)
     check_one_stdin(inputs)
     check_outputs(outputs, inputs)
-
-
-class Backend(NamedTuple):
-    """What evaluate() measures of a loaded model, whichever engine translates. Each
-    test set is translated in a run of its own (its own batches), so its translations
-    are those of evaluating that set alone."""
-    warm_up: Callable  # (lines, count): translate the first ``count`` of them, untimed
-    translate: Callable  # (lines, progress): (scores, predictions) of the lines
-    perplexity: Callable  # (src path, tgt path, sources, references): of the references
-    n_params: int
-    size_bytes: int
-    engine: dict  # which engine translated, and its settings (device, precision, threads)
-
-
-@contextlib.contextmanager
-def opennmt_backend(opt):
-    """OpenNMT-py's engine on the checkpoint or .qdz, built once for every use."""
-    from onmt_qd.evaluate.metrics import reference_perplexity
-
-    loaded = load_model(opt.models[0], opt)
-    device = "cpu" if opt.gpu < 0 else f"cuda:{opt.gpu}"
-
-    def on_lines(lines, use):
-        with inference_engine(opt, lines, loaded) as engine:
-            return use(engine)
-
-    yield Backend(lambda lines, count: on_lines(lines, lambda e: warm_up(e, lines, count)),
-                  lambda lines, progress: on_lines(
-                      lines, lambda e: translate_aligned(e, lines, progress)),
-                  lambda src, tgt, _sources, _references: reference_perplexity(
-                      loaded.model, loaded.vocabs, loaded.model_opt, src, tgt, device),
-                  sum(p.numel() for p in loaded.model.parameters()),
-                  os.path.getsize(opt.models[0]),
-                  {"name": "OpenNMT-py", "precision": opt.precision or "fp32",
-                   "device": device, "threads": _torch_threads(device)})
-
-
-@contextlib.contextmanager
-def ctranslate2_backend(opt):
-    """CTranslate2 on an onmt_qd_export directory; its scores of the references give
-    the perplexity."""
-    from onmt_qd.deploy.ct2 import deployed_model, directory_size
-
-    deployed = deployed_model(opt)
-
-    def translate(lines, progress=None):
-        return deployed.translate(lines, opt.beam_size, opt.batch_size,
-                                  progress=progress)
-
-    yield Backend(lambda lines, count: translate([lines[i] for i in non_blank(lines)[:count]]),
-                  translate,
-                  lambda _src, _tgt, sources, references: deployed.perplexity(
-                      sources, references, opt.batch_size),
-                  deployed.manifest["n_params"], directory_size(opt.models[0]),
-                  {"name": "CTranslate2", "precision": deployed.manifest["quantization"],
-                   "device": deployed.device, "inter_threads": deployed.inter_threads,
-                   "intra_threads": deployed.intra_threads})
-
-
-def _torch_threads(device):
-    """torch's intra-op threads on the CPU (None on a GPU, where they do not translate)."""
-    import torch
-
-    return torch.get_num_threads() if device == "cpu" else None
 
 
 class TestSet(NamedTuple):
@@ -168,19 +102,15 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
                                          "-batch_size", str(batch_size), "-gpu", str(gpu),
                                          *extra_args])
         check_inference(opt, sentences)
-        backend = ctranslate2_backend(opt) if os.path.isdir(model) else opennmt_backend(opt)
         start = time.perf_counter()
-        with backend as measured:
+        with open_engine(opt) as measured:  # each set translated in a run of its own
             load_seconds = time.perf_counter() - start
             start = time.perf_counter()
             measured.warm_up(sets[0].sources, batch_size)
             warmup_seconds = time.perf_counter() - start
             progress = Progress("onmt_qd_eval", sentences)
             scores, predictions, per_set = [], [], []
-            engine = measured.engine
-            threads = engine.get("threads") or (engine.get("inter_threads", 0) *
-                                                engine.get("intra_threads", 0)) or None
-            with LoadMeter(threads if engine["device"] == "cpu" else None) as load:
+            with LoadMeter(measured.cpu_threads()) as load:
                 for one in sets:
                     start = time.perf_counter()
                     set_scores, set_predictions = measured.translate(one.sources, progress)
@@ -206,7 +136,7 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
               "ppl": round(ppl, 3), "n_params": measured.n_params,
               "size_bytes": measured.size_bytes,
               "bleu_signature": bleu_sig, "chrf_signature": chrf_sig,
-              "beam_size": beam_size, "batch_size": batch_size, "engine": measured.engine,
+              "beam_size": beam_size, "batch_size": batch_size, "engine": measured.settings(),
               "sentences": len(references),
               "load_seconds": round(load_seconds, 2), "warmup_seconds": round(warmup_seconds, 2),
               "translate_seconds": round(seconds, 2),

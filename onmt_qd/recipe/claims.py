@@ -5,7 +5,10 @@ evaluated is "not measured", never passed."""
 from dataclasses import dataclass
 
 from onmt_qd.recipe.deployment import DEPLOYED, REFERENCE
-from onmt_qd.recipe.identity import DEFAULT_FAMILY, FULL_PRECISION, TEACHER, ModelId
+from onmt_qd.recipe.identity import (DEFAULT_FAMILY, DIFFERENTIABLE_QUANTIZATION,
+                                     FULL_PRECISION, PM_QUANTIZATION, QUANTIZED_DISTILLATION,
+                                     QUANTIZED_NORMAL_LOSS, STUDENT_DISTILLED_FP, STUDENT_FP,
+                                     TEACHER, ModelId)
 
 # A run's claims are judged only when its teacher translates: its BLEU at least this
 # and above copying the source (the trivial baseline), its output of a plausible length.
@@ -22,7 +25,7 @@ MIN_DEPLOYED_SPEEDUP = 3  # issue 22: the deployed 4-bit student vs the fp32 tea
 FP32_BYTES = 4
 NOT_MEASURED = "not measured"
 BEST_2BIT = "best 2-bit student"
-TWO_BIT = (("quantized_distillation", 2), ("differentiable_quantization", 2))
+TWO_BIT = ((QUANTIZED_DISTILLATION, 2), (DIFFERENTIABLE_QUANTIZATION, 2))
 
 
 @dataclass(frozen=True)
@@ -51,33 +54,33 @@ class Claim:
 
 CLAIMS = [
     Claim("teacher_vs_student", "the teacher is better than the undistilled student", "better",
-          TEACHER, ("student_fp", FULL_PRECISION),
+          TEACHER, (STUDENT_FP, FULL_PRECISION),
           "teacher >= undistilled student + 1.5 BLEU", lambda d: d >= 1.5),
     Claim("distillation_fp", "distillation improves the full-precision student", "better",
-          ("student_distilled_fp", FULL_PRECISION), ("student_fp", FULL_PRECISION),
+          (STUDENT_DISTILLED_FP, FULL_PRECISION), (STUDENT_FP, FULL_PRECISION),
           "distilled > undistilled (full precision)", lambda d: d > 0),
     Claim("distillation_4bit", "distillation improves the 4-bit student", "better",
-          ("quantized_distillation", 4), ("quantized_normal_loss", 4),
+          (QUANTIZED_DISTILLATION, 4), (QUANTIZED_NORMAL_LOSS, 4),
           "distilled > undistilled (4 bits)", lambda d: d > 0),
     Claim("qd_vs_pm_4bit", "quantized distillation beats PM quantization at 4 bits", "better",
-          ("quantized_distillation", 4), ("pm_quantization", 4),
+          (QUANTIZED_DISTILLATION, 4), (PM_QUANTIZATION, 4),
           "4-bit quantized distillation >= PM 4-bit", lambda d: d >= 0),
     Claim("qd_vs_pm_2bit", "quantized distillation beats PM quantization at 2 bits", "better",
-          ("quantized_distillation", 2), ("pm_quantization", 2)),
+          (QUANTIZED_DISTILLATION, 2), (PM_QUANTIZATION, 2)),
     Claim("best_2bit_vs_pm", "the best 2-bit student beats PM quantization at 2 bits", "better",
-          BEST_2BIT, ("pm_quantization", 2), "best 2-bit >= PM 2-bit + 2 BLEU", lambda d: d >= 2),
+          BEST_2BIT, (PM_QUANTIZATION, 2), "best 2-bit >= PM 2-bit + 2 BLEU", lambda d: d >= 2),
     Claim("qd_4bit_vs_teacher", "the 4-bit quantized-distilled student reaches the teacher "
-          "at >= 10x compression", "close", ("quantized_distillation", 4), TEACHER,
+          "at >= 10x compression", "close", (QUANTIZED_DISTILLATION, 4), TEACHER,
           "within 1.0 BLEU of the teacher, file >= 10x smaller than its fp32 weights",
           lambda d: d >= -1.0, min_size_ratio=MIN_SIZE_RATIO),
     Claim("best_2bit_vs_teacher", "the best 2-bit student reaches the teacher", "close",
           BEST_2BIT, TEACHER, "best 2-bit within 3 BLEU of the teacher", lambda d: d >= -3.0),
     Claim("speed", "the full-precision student translates faster than the teacher", "speed",
-          ("student_fp", FULL_PRECISION), TEACHER,
+          (STUDENT_FP, FULL_PRECISION), TEACHER,
           "student >= 1.8x the teacher's speed (output words/s)", lambda r: r >= 1.8),
     Claim("deployed_4bit_vs_teacher", "the 4-bit student, deployed, translates >= 3x faster "
           "than the teacher at the teacher's BLEU minus 1", "close",
-          ("quantized_distillation", 4), TEACHER,
+          (QUANTIZED_DISTILLATION, 4), TEACHER,
           "deployed >= 3x the fp32 teacher's speed (output words/s), within 1.0 BLEU of it",
           lambda d: d >= -1.0, min_speed_ratio=MIN_DEPLOYED_SPEEDUP, deployed=True),
 ]

@@ -5,6 +5,17 @@ from dataclasses import dataclass
 
 FULL_PRECISION = 32
 DEFAULT_FAMILY = "student"  # the students of a profile's ``student`` options
+# the methods that make a recipe's models (ModelId.method), in the order tables and the
+# plot show them: import these, never write the strings
+TEACHER_METHOD = "teacher"
+STUDENT_FP = "student_fp"
+STUDENT_DISTILLED_FP = "student_distilled_fp"
+PM_QUANTIZATION = "pm_quantization"
+QUANTIZED_DISTILLATION = "quantized_distillation"
+DIFFERENTIABLE_QUANTIZATION = "differentiable_quantization"
+QUANTIZED_NORMAL_LOSS = "quantized_normal_loss"
+METHODS = (TEACHER_METHOD, STUDENT_FP, STUDENT_DISTILLED_FP, PM_QUANTIZATION,
+           QUANTIZED_DISTILLATION, DIFFERENTIABLE_QUANTIZATION, QUANTIZED_NORMAL_LOSS)
 
 
 @dataclass(frozen=True)
@@ -43,4 +54,4 @@ class ModelId:
         return cls(entry["method"], entry["bits"], entry["family"])
 
 
-TEACHER = ModelId("teacher", family=None)
+TEACHER = ModelId(TEACHER_METHOD, family=None)

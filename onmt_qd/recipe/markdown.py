@@ -3,7 +3,8 @@ traceable to its config, log and evaluated file."""
 from onmt_qd.recipe.claims import (MIN_TEACHER_BLEU, broken_teacher, fp32_bytes, run_label,
                                    run_of)
 from onmt_qd.recipe.deployment import REFERENCE
-from onmt_qd.recipe.identity import TEACHER, ModelId
+from onmt_qd.recipe.identity import (QUANTIZED_DISTILLATION, QUANTIZED_NORMAL_LOSS, TEACHER,
+                                     ModelId)
 
 
 def _table(header, rows):
@@ -115,9 +116,9 @@ def render(title, test_sets, entries, claim_rows, margin, copy_bleu=None):
                 _table(["model", "bits", "mean code bits", "entropy", "fixed width bits",
                         "paper formula MB", "on disk MB"], rows), ""]
     rows = []
-    for normal in sorted((i for i in by_id if i.method == "quantized_normal_loss"),
+    for normal in sorted((i for i in by_id if i.method == QUANTIZED_NORMAL_LOSS),
                          key=lambda i: (str(i.family), i.bits)):
-        pair = [by_id.get(ModelId("quantized_distillation", normal.bits, normal.family)),
+        pair = [by_id.get(ModelId(QUANTIZED_DISTILLATION, normal.bits, normal.family)),
                 by_id[normal]]
         rows += [[ModelId.of(e).label, e["bits"], e["ppl"], e["bleu"]] for e in pair if e]
     if rows:

@@ -1,10 +1,7 @@
 """bleu_vs_size.png: BLEU against what a user ships, one marker per method."""
 from onmt_qd.fileio import atomic_output
 from onmt_qd.recipe.claims import fp32_bytes
-from onmt_qd.recipe.identity import ModelId
-
-METHODS = ["teacher", "student_fp", "student_distilled_fp", "pm_quantization",
-           "quantized_distillation", "differentiable_quantization", "quantized_normal_loss"]
+from onmt_qd.recipe.identity import METHODS, TEACHER, ModelId
 
 
 def shipped_bytes(entry):
@@ -24,7 +21,7 @@ def plot(entries, path):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for e in entries:
         ax.scatter(shipped_bytes(e) / 1e6, e["bleu"], marker=markers.get(e["method"], "x"),
-                   s=160 if e["method"] == "teacher" else 60, label=ModelId.of(e).label)
+                   s=160 if ModelId.of(e) == TEACHER else 60, label=ModelId.of(e).label)
     ax.set_xscale("log")
     ax.set_xlabel("MB, log scale: .qdz file on disk; fp32 weights for full precision")
     ax.set_ylabel("BLEU")

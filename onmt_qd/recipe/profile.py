@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 
 import yaml
 
-from onmt_qd.distill.rules import DEFAULT_TOPK
+from onmt_qd.constants import DEFAULT_TOPK
 from onmt_qd.recipe.identity import DEFAULT_FAMILY
 from onmt_qd.recipe.runner import RecipeError
 

@@ -15,15 +15,16 @@ def per_set_scores(hypotheses, test_sets, pooled_references):
     order (each set translated in a run of its own, so these are its scores alone;
     ``pooled_references`` is their concatenation): each set's slice is checked against
     its own references, so a set is never scored against another set's sentences."""
-    from onmt_qd.evaluate.metrics import bleu_chrf, read_lines
+    from onmt_qd.evaluate.metrics import bleu_chrf
+    from onmt_qd.fileio import read_text_lines
 
-    pooled = read_lines(pooled_references)
+    pooled = read_text_lines(pooled_references, "references")
     if len(hypotheses) != len(pooled):
         raise ValueError(f"{len(hypotheses)} translations for the {len(pooled)} lines of "
                          f"{pooled_references}")
     scores, start = {}, 0
     for test_set, files in test_sets.items():
-        references = read_lines(files["tgt"])
+        references = read_text_lines(files["tgt"], "references")
         end = start + len(references)
         if pooled[start:end] != references:
             raise ValueError(f"lines {start + 1}-{end} of {pooled_references} are not "
@@ -42,7 +43,7 @@ def collect(pipeline):
     """One entry per evaluated model (its identity's keys first): bleu, chrf, ppl and
     speed over all test sets pooled (the single set when there is one), per-set BLEU
     and chrF under test_sets; the deploy stage's runs of it under runs."""
-    from onmt_qd.evaluate.metrics import read_lines
+    from onmt_qd.fileio import read_text_lines
 
     test_sets, pooled = pipeline.test_sets(), pipeline.pooled_test_set()
     entries = []
@@ -58,8 +59,9 @@ def collect(pipeline):
                  **{k: result.get(k) for k in LENGTH_KEYS},
                  "machine": result.get("machine"),
                  "bleu_signature": result["bleu_signature"],
-                 "test_sets": per_set_scores(read_lines(pipeline.path("eval", f"{name}.hyp")),
-                                             test_sets, pooled["tgt"]),
+                 "test_sets": per_set_scores(
+                     read_text_lines(pipeline.path("eval", f"{name}.hyp"), "translations"),
+                     test_sets, pooled["tgt"]),
                  "config": f"configs/{name}.yaml" if os.path.exists(
                      pipeline.path("configs", f"{name}.yaml")) else None,
                  "log": f"logs/{name}.log"}
@@ -76,7 +78,7 @@ def deployed_runs(pipeline, name, test_sets, pooled_references):
     """The deploy stage's runs of one model (recipe/deployment.py): engine and settings,
     size on disk, BLEU pooled and per test set (cut from its translations as the
     evaluate stage's are), sentences per second; a skipped run keeps its reason."""
-    from onmt_qd.evaluate.metrics import read_lines
+    from onmt_qd.fileio import read_text_lines
 
     with open(pipeline.path("deployed", f"{name}.json")) as handle:
         runs = json.load(handle)
@@ -85,7 +87,7 @@ def deployed_runs(pipeline, name, test_sets, pooled_references):
         if "skipped" in run:
             kept.append({k: run[k] for k in ("role", "engine", "skipped")})
             continue
-        hypotheses = read_lines(pipeline.path("deployed", run["hyp"]))
+        hypotheses = read_text_lines(pipeline.path("deployed", run["hyp"]), "translations")
         kept.append({**{k: run[k] for k in RUN_KEYS}, "machine": run.get("machine"),
                      **{k: run.get(k) for k in LENGTH_KEYS},
                      "path": os.path.relpath(run["model"], pipeline.work),
@@ -103,9 +105,11 @@ LENGTH_KEYS = ("words_per_second", "words_per_sentence", "length_ratio", "total_
 def copy_bleu(pooled):
     """BLEU of the pooled test source copied as its own translation: the trivial
     baseline a teacher must beat for its run's claims to mean anything."""
-    from onmt_qd.evaluate.metrics import bleu_chrf, read_lines
+    from onmt_qd.evaluate.metrics import bleu_chrf
+    from onmt_qd.fileio import read_text_lines
 
-    return bleu_chrf(read_lines(pooled["src"]), read_lines(pooled["tgt"]))[0]
+    return bleu_chrf(read_text_lines(pooled["src"], "source"),
+                     read_text_lines(pooled["tgt"], "references"))[0]
 
 
 def write_report(pipeline):

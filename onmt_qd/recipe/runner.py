@@ -17,6 +17,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from onmt_qd.fileio import atomic_output, remove_stale_temporaries
+from onmt_qd.machine import usable_cores
 
 SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "supervisor.py")
 
@@ -93,7 +94,7 @@ class Runner:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         sharing = 1 if getattr(self.running_alone, "value", False) else self.jobs
         if sharing * self.processes > 1:
-            threads = str(max(1, (os.cpu_count() or 1) // (sharing * self.processes)))
+            threads = str(max(1, usable_cores() // (sharing * self.processes)))
             env.setdefault("OMP_NUM_THREADS", threads)
             env.setdefault("MKL_NUM_THREADS", threads)
         return env

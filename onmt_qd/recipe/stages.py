@@ -18,7 +18,9 @@ from onmt_qd.fileio import atomic_output, sha256
 from onmt_qd.recipe import progress
 from onmt_qd.recipe.data import (TEST_KEYS, data_config, merge_translations, prepare_data,
                                  split_lines, test_sets)
-from onmt_qd.recipe.identity import TEACHER, ModelId
+from onmt_qd.recipe.identity import (DIFFERENTIABLE_QUANTIZATION, PM_QUANTIZATION,
+                                     QUANTIZED_DISTILLATION, QUANTIZED_NORMAL_LOSS,
+                                     STUDENT_DISTILLED_FP, STUDENT_FP, TEACHER, ModelId)
 from onmt_qd.recipe.profile import load_recipe, student_options
 from onmt_qd.recipe.runner import RecipeError, Runner, Stage
 
@@ -115,8 +117,8 @@ class Pipeline(Runner):
                                 progress=lambda: progress.counted(
                                     self.path("logs", "teacher_cache.log"), "sentences")))
         for family, options in self.student_families():
-            stages += [self.train_stage(ModelId("student_fp", family=family), options),
-                       self.train_stage(ModelId("student_distilled_fp", family=family), options,
+            stages += [self.train_stage(ModelId(STUDENT_FP, family=family), options),
+                       self.train_stage(ModelId(STUDENT_DISTILLED_FP, family=family), options,
                                         teacher=True)]
         quantized = []
         for family, options in self.student_families():
@@ -124,7 +126,7 @@ class Pipeline(Runner):
         self.quantized = quantized
         self.evaluated = [TEACHER, *(ModelId(method, family=family)
                                      for family, _ in self.student_families()
-                                     for method in ("student_fp", "student_distilled_fp")),
+                                     for method in (STUDENT_FP, STUDENT_DISTILLED_FP)),
                           *quantized]
         covered = ",".join(m.name for m in self.evaluated)
         stages.append(Stage("compress", self.compress_all,
@@ -170,24 +172,24 @@ class Pipeline(Runner):
     def quantized_stages(self, stages, family, options):
         """Append the family's quantized students' stages; returns their identities."""
         p, made = self.profile, []
-        fp_distilled = ModelId("student_distilled_fp", family=family)
+        fp_distilled = ModelId(STUDENT_DISTILLED_FP, family=family)
         for bits in p.pm_bits:
-            model = ModelId("pm_quantization", bits, family)
+            model = ModelId(PM_QUANTIZATION, bits, family)
             stages.append(Stage(model.name, lambda m=model: self.command(m.name, self.py(
                 "quantize", "-model", self.model_path(fp_distilled.name), "-bits", m.bits,
                 "-output", self.model_path(m.name))), [self.model_path(model.name)],
                 needs=[fp_distilled.name]))
             made.append(model)
         for bits in p.qd_bits:
-            made.append(ModelId("quantized_distillation", bits, family))
+            made.append(ModelId(QUANTIZED_DISTILLATION, bits, family))
             stages.append(self.train_stage(made[-1], options, teacher=True,
                                            warm_start=fp_distilled.name))
         for bits in p.normal_loss_bits:
-            made.append(ModelId("quantized_normal_loss", bits, family))
+            made.append(ModelId(QUANTIZED_NORMAL_LOSS, bits, family))
             stages.append(self.train_stage(made[-1], options,
-                                           warm_start=ModelId("student_fp", family=family).name))
+                                           warm_start=ModelId(STUDENT_FP, family=family).name))
         for bits in p.diffquant_bits:
-            model = ModelId("differentiable_quantization", bits, family)
+            model = ModelId(DIFFERENTIABLE_QUANTIZATION, bits, family)
             stages.append(Stage(model.name, lambda m=model: self.diffquant(m, fp_distilled),
                                 [self.model_path(model.name)], f"data={p.distill_data} " +
                                 settings_digest({"steps": p.diffquant_steps,

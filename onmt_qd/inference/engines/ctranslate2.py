@@ -1,0 +1,61 @@
+"""CTranslate2 on an onmt_qd_export directory (onmt_qd/deploy/ct2.py holds the export
+and the translator); its scores of the references give the perplexity."""
+import os
+
+from onmt_qd.inference.engines import Engine, register
+
+
+@register
+class CTranslate2Engine(Engine):
+    name = "CTranslate2"
+
+    @classmethod
+    def accepts(cls, model, precision):
+        return os.path.isdir(model)
+
+    @classmethod
+    def check_model(cls, model):
+        from onmt_qd.deploy.ct2 import read_manifest
+
+        read_manifest(model)
+
+    @classmethod
+    def check_options(cls, opt):
+        """Options CTranslate2 does not take, and any -precision: a directory runs at
+        the quantization it was exported with (refused rather than not applied)."""
+        from onmt_qd.deploy.ct2 import check_translate_options, read_manifest
+
+        check_translate_options(opt)
+        if opt.precision:
+            model = opt.models[0]
+            raise ValueError(f"-precision {opt.precision} does not apply to a CTranslate2 "
+                             f"directory ({model}, {read_manifest(model)['quantization']} as "
+                             "exported): leave -precision out, or export again with "
+                             "onmt_qd_export -quantization")
+
+    def __init__(self, opt):
+        from onmt_qd.deploy.ct2 import deployed_model, directory_size
+
+        super().__init__(opt)
+        self.deployed = deployed_model(opt)
+        self.n_params = self.deployed.manifest["n_params"]
+        self.size_bytes = directory_size(opt.models[0])
+
+    def translate(self, lines, progress=None):
+        opt = self.opt
+        return self.deployed.translate(lines, opt.beam_size, opt.batch_size, opt.n_best,
+                                       opt.max_length, opt.max_length_ratio, progress)
+
+    def perplexity(self, src, tgt, sources, references):
+        return self.deployed.perplexity(sources, references, self.opt.batch_size)
+
+    def cpu_threads(self):
+        deployed = self.deployed
+        return deployed.inter_threads * deployed.intra_threads \
+            if deployed.device == "cpu" else None
+
+    def settings(self):
+        deployed = self.deployed
+        return {"name": self.name, "precision": deployed.manifest["quantization"],
+                "device": deployed.device, "inter_threads": deployed.inter_threads,
+                "intra_threads": deployed.intra_threads}

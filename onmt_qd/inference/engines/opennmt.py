@@ -1,0 +1,76 @@
+"""OpenNMT-py's own inference engine and translator on a checkpoint or .qdz
+(onmt_qd/inference/engine.py), built once for translation and perplexity alike; at
+-precision int8, torch's dynamic quantization on the CPU (onmt_qd/deploy/int8.py)."""
+import os
+
+from onmt_qd.inference.engines import Engine, register
+
+
+class OpenNMTEngine(Engine):
+    name = "OpenNMT-py"
+
+    @classmethod
+    def accepts(cls, model, precision):
+        return not os.path.isdir(model)
+
+    @classmethod
+    def check_model(cls, model):
+        from onmt_qd.fileio import check_input_file
+
+        check_input_file(model, "-model")
+
+    @classmethod
+    def check_options(cls, opt):
+        from onmt_qd.deploy.int8 import check_int8
+
+        check_int8(opt.precision, opt.gpu)
+
+    def __init__(self, opt):
+        from onmt_qd.inference.engine import load_models
+
+        super().__init__(opt)
+        self.loaded = load_models(opt.models, opt)  # several: an ensemble
+        self.device = "cpu" if opt.gpu < 0 else f"cuda:{opt.gpu}"
+        self.n_params = sum(p.numel() for p in self.loaded.model.parameters())
+        self.size_bytes = os.path.getsize(opt.models[0])
+
+    def translate(self, lines, progress=None):
+        from onmt_qd.inference.engine import inference_engine, translate_aligned
+
+        with inference_engine(self.opt, lines, self.loaded) as engine:
+            return translate_aligned(engine, lines, progress)
+
+    def warm_up(self, lines, count):
+        from onmt_qd.inference.engine import inference_engine, warm_up
+
+        with inference_engine(self.opt, lines, self.loaded) as engine:
+            warm_up(engine, lines, count)
+
+    def perplexity(self, src, tgt, sources, references):
+        from onmt_qd.evaluate.metrics import reference_perplexity
+
+        loaded = self.loaded
+        return reference_perplexity(loaded.model, loaded.vocabs, loaded.model_opt, src, tgt,
+                                    self.device)
+
+    def cpu_threads(self):
+        import torch
+
+        return torch.get_num_threads() if self.device == "cpu" else None
+
+    def settings(self):
+        return {"name": self.name, "precision": self.opt.precision or "fp32",
+                "device": self.device, "threads": self.cpu_threads()}
+
+
+class OpenNMTInt8Engine(OpenNMTEngine):
+    """-precision int8: the same engine on a model whose Linear and LSTM layers torch
+    quantizes dynamically at load (CPU only)."""
+
+    @classmethod
+    def accepts(cls, model, precision):
+        return precision == "int8" and super().accepts(model, precision)
+
+
+register(OpenNMTInt8Engine)
+register(OpenNMTEngine)
