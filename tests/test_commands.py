@@ -13,7 +13,7 @@ from test_bad_input import refused
 from test_recipe_configs import edited_recipe
 
 with open(os.path.join(REPO, "setup.py")) as handle:
-    COMMANDS = dict(re.findall(r'"onmt_qd_(\w+)=onmt_qd\.bin\.(\w+):main"', handle.read()))
+    COMMANDS = dict(re.findall(r'"onmt_qd_(\w+)=onmt_qd_cli:(\w+)"', handle.read()))
 
 # command -> (its arguments before a mistyped option, the typo, the option to suggest)
 TYPOS = {

@@ -167,7 +167,9 @@ def test_every_model_is_scored_through_its_deployment_path(finished):
     assert teacher["runs"][0]["bleu"] == teacher["bleu"]  # fp32 again, timed alone
     row = next(r for r in results["claims"] if r["id"] == "deployed_4bit_vs_teacher")
     assert row["model"] == "quantized_distillation_4bit (OpenNMT-py int8)"
-    assert set(row["per_set"]) == {n for n, _ in TEST_SET_SIZES} and "speed_ratio" in row["numbers"]
+    # the mini teacher does not translate: the claim is not judged (test_report_claims
+    # judges it on numbers that can be)
+    assert row["verdict"] == "cannot judge" and len(row["numbers"]) == 3
     report = (work / "report.md").read_text()
     assert "| quantized_distillation_4bit (OpenNMT-py int8) | cpu, " in \
         report.split("## Deployed models", 1)[1]

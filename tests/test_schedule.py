@@ -77,6 +77,7 @@ def test_an_epoch_shorter_than_ten_reports_reports_more_often(data, report_every
     ([], set(), 0, 600),                                     # OpenNMT-py's 2 and 262144
     (["-num_workers", "2"], {"num_workers"}, 2, 300),        # the user's workers: a share each
     (["-bucket_size", "100"], {"bucket_size"}, 0, 100),      # a bucket within the corpus
+    (["-bucket_size", "1000"], {"bucket_size"}, 0, 1000),    # the user's, warned of
     (["-world_size", "2", "-gpu_backend", "gloo"], set(), 0, 300),
 ])
 def test_loading_is_chosen_from_the_corpus_unless_the_user_chose(data, args, given, workers,

@@ -29,8 +29,10 @@ def training_lines(opt) -> int:
 
 
 def choose_loading(opt, given=frozenset()):
-    """Set -num_workers 0 for a small corpus unless ``given`` (the options the user
-    set) holds it, and cap -bucket_size at one reader's share of the corpus; say so."""
+    """For the options ``given`` does not hold (the user did not set them): -num_workers
+    0 for a small corpus, -bucket_size at most one reader's share of the corpus; say so.
+    A bucket the user set larger than that share is kept, with a warning: with the same
+    options onmt_qd_train reads exactly as onmt_train does."""
     lines = training_lines(opt)
     if "num_workers" not in given and opt.num_workers > 0 and lines < SMALL_CORPUS_LINES:
         logger.info(f"{lines:,} training lines: reading them in this process "
@@ -38,8 +40,13 @@ def choose_loading(opt, given=frozenset()):
         opt.num_workers = 0
     readers = max(1, opt.num_workers) * max(1, opt.world_size)
     share = max(1, math.ceil(lines / readers))
-    if opt.bucket_size > share:
-        logger.info(f"-bucket_size {opt.bucket_size:,} is more than a reader's "
-                    f"{share:,} training lines: using {share:,} (a larger bucket only "
-                    "repeats the corpus before the first step)")
+    if opt.bucket_size > share and "bucket_size" in given:
+        logger.warning(f"-bucket_size {opt.bucket_size:,} is more than a reader's "
+                       f"{share:,} training lines: each bucket repeats the corpus before "
+                       f"the first step; {share:,} would do")
+    elif opt.bucket_size > share:
+        logger.info(f"-bucket_size {opt.bucket_size:,} (OpenNMT-py's default) is more than "
+                    f"a reader's {share:,} training lines: using {share:,} (a larger bucket "
+                    "only repeats the corpus before the first step); set -bucket_size to "
+                    "choose")
         opt.bucket_size = share

@@ -179,8 +179,8 @@ def train(opt, given=frozenset()):
     init_logger(opt.log_file)
     policy = check_opts(opt)
     apply_epochs(opt)
-    choose_loading(opt, given)
     process = functools.partial(train_single, policy=check_resume(opt, policy))
+    choose_loading(opt, given)  # after every check: a refused run logs nothing first
     if opt.world_size > 1:
         # rank 0 writes the checkpoints: only its machine removes what it left half
         # written (another machine sharing the folder cannot tell its temporaries)

@@ -9,12 +9,13 @@ this package is imported. Adding an engine touches its file, that import and its
 import contextlib
 from typing import ClassVar
 
-ENGINES: list = []  # asked in registration order; the first that accepts a model takes it
+ENGINES: list = []  # the last registered is asked first; the first that accepts takes it
 
 
 def register(engine: type) -> type:
-    """Class decorator: add ``engine`` to ENGINES."""
-    ENGINES.append(engine)
+    """Class decorator: add ``engine`` to ENGINES, asked before those registered before
+    it (OpenNMT-py's engine, which takes any file, is registered first)."""
+    ENGINES.insert(0, engine)
     return engine
 
 
@@ -92,4 +93,4 @@ def open_engine(opt):
         engine.close()
 
 
-from onmt_qd.inference.engines import ctranslate2, opennmt  # noqa: E402,F401 - registers
+from onmt_qd.inference.engines import opennmt, ctranslate2  # noqa: E402,F401,I001 - registers

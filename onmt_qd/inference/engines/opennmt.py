@@ -72,5 +72,5 @@ class OpenNMTInt8Engine(OpenNMTEngine):
         return precision == "int8" and super().accepts(model, precision)
 
 
-register(OpenNMTInt8Engine)
 register(OpenNMTEngine)
+register(OpenNMTInt8Engine)  # asked first: -precision int8
