@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ONMT_QD_DATA_MIRROR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export ONMT_QD_DATA_MIRROR
 
-.PHONY: install demo test clean
+.PHONY: install demo lint test clean
 
 install: $(STAMP)
 
@@ -18,15 +18,19 @@ $(STAMP): setup.py constraints.txt
 	$(BIN)/pip install -q --no-deps -c constraints.txt OpenNMT-py
 	$(BIN)/pip install -q -c constraints.txt ConfigArgParse PyYAML pyonmttok sacrebleu \
 	    sentencepiece rapidfuzz pyahocorasick regex numpy spacy fasttext-wheel safetensors \
-	    bitarray constriction matplotlib scipy ctranslate2 pytest pytest-xdist
+	    bitarray constriction matplotlib scipy ctranslate2 pytest pytest-xdist ruff
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 demo: install
 	$(BIN)/onmt_qd_recipe multi30k -profile quick -work_dir runs/multi30k_quick
 
+# pyflakes' and pycodestyle's rules (ruff.toml) on the whole tree, in a second
+lint: install
+	$(BIN)/ruff check .
+
 # two workers, one core each: a worker's torch on two threads would fight the other for a core
-test: install
+test: install lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=20 tests
 
 clean:

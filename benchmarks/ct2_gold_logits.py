@@ -47,7 +47,8 @@ def main():
             log_probs = logits - (np.log(np.exp(logits - logits.max()).sum()) + logits.max())
             differences.append(abs(log_probs[index[token]] - score.log_probs[position]))
     print(json.dumps({"pairs": len(pairs), "prefix_kept": kept, "positions": len(differences),
-                      "vocabulary": len(index), "logits_per_position": int(np.asarray(decoded[0].logits[0][0]).size),
+                      "vocabulary": len(index),
+                      "logits_per_position": int(np.asarray(decoded[0].logits[0][0]).size),
                       "max_abs_difference": round(max(differences), 4),
                       "mean_abs_difference": round(float(np.mean(differences)), 5),
                       "ctranslate2": ctranslate2.__version__}))

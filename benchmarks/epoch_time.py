@@ -30,7 +30,6 @@ error and the others go on; -json is rewritten after every row."""
 import argparse
 import itertools
 import json
-import os
 import re
 import statistics
 import tempfile

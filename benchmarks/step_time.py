@@ -217,14 +217,16 @@ def main():
           f"({n_params:,} params), "
           f"{args.steps} steps of 64 sentences, median seconds per step")
     for label, seconds, quant in rows:
-        share = f", quantization {quant * 1000:.1f} ms = {quant / seconds:.0%} of the step" if quant else ""
+        share = (f", quantization {quant * 1000:.1f} ms = {quant / seconds:.0%} of the step"
+                 if quant else "")
         print(f"{label:<26} {seconds * 1000:8.1f} ms   {seconds / base:5.2f}x plain{share}")
     header = cached.cache.header
     size = sum(os.path.getsize(os.path.join(cache_path, f)) for f in os.listdir(cache_path))
     epoch = teacher_step * steps_per_epoch(opt)
     print(f"teacher cache, top {args.topk}: built in {build_seconds:.1f} s over "
-          f"{header['sentences']:,} sentences = {build_seconds / epoch:.2f} of one teacher training "
-          f"epoch ({teacher_step * 1000:.1f} ms/step x {steps_per_epoch(opt)} steps = {epoch:.1f} s); "
+          f"{header['sentences']:,} sentences = {build_seconds / epoch:.2f} of one teacher "
+          f"training epoch ({teacher_step * 1000:.1f} ms/step x {steps_per_epoch(opt)} steps = "
+          f"{epoch:.1f} s); "
           f"{size:,} bytes for {header['rows']:,} target tokens = {size / header['rows']:.1f} "
           "bytes per target token")
     shutil.rmtree(workdir)

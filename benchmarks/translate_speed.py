@@ -109,7 +109,8 @@ def main():
     p.add_argument("-json", default=None)
     args = p.parse_args()
     lines = read_text_lines(args.src, "-src")
-    device = torch.cuda.get_device_name(0) if args.gpu else f"cpu, {torch.get_num_threads()} threads"
+    device = torch.cuda.get_device_name(0) if args.gpu else \
+        f"cpu, {torch.get_num_threads()} threads"
     print(f"{args.model}: {len(lines)} sentences, beam {args.beam_size}, {device}, "
           f"torch {torch.__version__}", flush=True)
     rows = []
@@ -128,7 +129,8 @@ def main():
               f"{row['words_per_second']:8.1f} words/s"
               f"{' (busy)' if row['machine']['busy'] else ''} "
               f"({row['speedup']:.2f}x), {row['steps']} steps, "
-              f"{row['ms_per_step']:.2f} ms/step (first run {row['first_run_seconds']:.2f} s){ops}", flush=True)
+              f"{row['ms_per_step']:.2f} ms/step (first run {row['first_run_seconds']:.2f} s)"
+              f"{ops}", flush=True)
         if args.json:
             with atomic_output(args.json) as temporary, open(temporary, "w") as handle:
                 json.dump({"model": args.model, "device": device, "rows": rows}, handle,

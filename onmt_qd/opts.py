@@ -337,9 +337,9 @@ def recipe_parser():
 def eval_parser():
     parser = argparse.ArgumentParser(
         prog="onmt_qd_eval", description="onmt_qd_eval -model M -src S [S2 ...] -tgt T "
-        "[T2 ...] [-json OUT.json]: BLEU and chrF (sacrebleu, detokenized, with signatures), reference "
-        "perplexity, parameter count and size on disk of a checkpoint, compressed file or "
-        "onmt_qd_export directory. "
+        "[T2 ...] [-json OUT.json]: BLEU and chrF (sacrebleu, detokenized, with signatures), "
+        "reference perplexity, parameter count and size on disk of a checkpoint, compressed "
+        "file or onmt_qd_export directory. "
         "-src - (or -tgt -) reads standard input; -json - or -output - writes standard "
         "output.")
     parser.add_argument("-model", required=True)

@@ -3,7 +3,8 @@ output may carry the job's own output (onmt_qd_translate -output -)."""
 import sys
 import time
 
-REPORT_SECONDS = 5.0  # the first line after this long (short runs stay silent), then at most one per this long
+# the first line after this long (short runs stay silent), then at most one per this long
+REPORT_SECONDS = 5.0
 
 
 class Progress:

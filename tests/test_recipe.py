@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import MULTI30K, REPO, run_cli
+from conftest import MULTI30K, REPO
 
 METHODS = {"teacher", "student_fp", "student_distilled_fp", "pm_quantization",
            "quantized_distillation", "differentiable_quantization", "quantized_normal_loss"}

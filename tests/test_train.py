@@ -1,7 +1,6 @@
 """onmt_qd_train end to end on a real Multi30K subset: distillation, quantized
 distillation, options, kill and resume."""
 import glob
-import os
 import signal
 import subprocess
 import sys

@@ -47,7 +47,8 @@ def directory_size(path):
 
 # onmt_qd_translate options that CTranslate2's search does not take: refused unless
 # left at their defaults (-precision: engines.ctranslate2.CTranslate2Engine.check_options).
-UNSUPPORTED_OPTIONS = ("tgt", "transforms", "src_subword_model", "tgt_subword_model", "batch_type", "min_length", "ratio",
+UNSUPPORTED_OPTIONS = ("tgt", "transforms", "src_subword_model", "tgt_subword_model",
+                       "batch_type", "min_length", "ratio",
                        "length_penalty", "alpha", "beta", "coverage_penalty",
                        "block_ngram_repeat", "ignore_when_blocking", "replace_unk",
                        "random_sampling_topk", "random_sampling_topp", "stepwise_penalty",

@@ -54,7 +54,8 @@ def block_checksums(array):
     chosen so that a block holds about BLOCK_BYTES (at least one row)."""
     rows = max(1, BLOCK_BYTES // max(1, array[:1].nbytes))
     return {"block_rows": rows,
-            "crc32": [zlib.crc32(array[start:start + rows]) for start in range(0, len(array), rows)]}
+            "crc32": [zlib.crc32(array[start:start + rows])
+                      for start in range(0, len(array), rows)]}
 
 
 def file_digest(path):
@@ -307,7 +308,8 @@ class TeacherCache:
                                      header["checksums"][name]["crc32"]) for name in self.files}
         except (KeyError, TypeError) as error:
             raise ValueError(f"teacher cache {path} is damaged: {HEADER} lacks or mangles "
-                             f"{error}; remove it and rebuild it with onmt_qd_teacher_cache") from None
+                             f"{error}; remove it and rebuild it with onmt_qd_teacher_cache") \
+                from None
         for name, (rows, crc32) in self.checksums.items():
             if not (isinstance(rows, int) and rows > 0 and isinstance(crc32, list)
                     and len(crc32) == -(-len(self.files[name]) // rows)):

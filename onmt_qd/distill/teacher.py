@@ -131,8 +131,9 @@ class CachedTeacher:
         return cls(cache, loader_stride(opt), device)
 
     def _fail(self, cid, line, what):
-        raise ValueError(f"teacher cache {self.cache.path}: corpus '{cid}' line {line + 1} {what}; "
-                         "the cache was made from other data: rebuild it with onmt_qd_teacher_cache")
+        raise ValueError(f"teacher cache {self.cache.path}: corpus '{cid}' line {line + 1} "
+                         f"{what}; the cache was made from other data: rebuild it with "
+                         "onmt_qd_teacher_cache")
 
     def distribution(self, batch):
         cids = batch["cid"]

@@ -30,7 +30,8 @@ def prepare_data(runner, recipe, profile, data_dir, mirror):
         build_vocabulary(runner, config)
     # a list, not a mapping: YAML writes a mapping's keys sorted, and the report cuts the
     # pooled translations back into sets in exactly the order they were pooled
-    config["test_sets"] = [{"name": n, "src": src, "tgt": tgt} for n, (src, tgt) in test_sets.items()]
+    config["test_sets"] = [{"name": n, "src": src, "tgt": tgt}
+                           for n, (src, tgt) in test_sets.items()]
     config["test"] = pooled_test_set(ordered_test_sets(config["test_sets"]), data)
     with atomic_output(runner.path("data_config.yaml")) as temporary, \
             open(temporary, "w") as handle:

@@ -181,8 +181,8 @@ def keys_reference() -> str:
     lines += ["", "## Profile (under `profiles: NAME:`)", "",
               "| key | type | default | meaning |", "|---|---|---|---|"]
     def type_of(f):
-        names = {"dict": "mapping", "tuple": "list", "None": "none", "NoneType": "none", "str": "text",
-                 "int": "whole number", "float": "number", "bool": "true/false"}
+        names = {"dict": "mapping", "tuple": "list", "None": "none", "NoneType": "none",
+                 "str": "text", "int": "whole number", "float": "number", "bool": "true/false"}
         parts = [getattr(t, "__name__", str(t)) for t in getattr(f.type, "__args__", [f.type])]
         return " or ".join(names.get(p, p) for p in parts)
 
