@@ -15,7 +15,7 @@ from onmt_qd.inference.engines import open_engine
 from onmt_qd.progress import Progress
 
 
-def check_args(model, srcs, tgts, beam_size, batch_size, gpu, outputs):
+def check_args(model, srcs, tgts, beam_size, batch_size, gpu, outputs, subword_models):
     """Every check that can fail, before a model is loaded."""
     from onmt_qd.fileio import STDIN, check_input_file, check_one_stdin, check_outputs
     from onmt_qd.opts import check_devices
@@ -32,6 +32,9 @@ def check_args(model, srcs, tgts, beam_size, batch_size, gpu, outputs):
     inputs = [("-model", model), *(("-src", s) for s in srcs), *(("-tgt", t) for t in tgts)]
     for option, path in inputs[1:]:
         check_input_file(path, option, stdin=True)
+    for name, path in subword_models.items():
+        if path:
+            check_input_file(path, f"-{name}")
     check_one_stdin(inputs)
     check_outputs(outputs, inputs)
 
@@ -73,14 +76,15 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
     ``words_per_sentence`` and ``length_ratio`` (output words over reference words);
     ``machine`` says how busy the machine was meanwhile (onmt_qd/machine.py).
     ``subword_models``: {src_subword_model, tgt_subword_model} overriding the
-    checkpoint's (engine.resolve_subword_models)."""
+    checkpoint's (models.resolve_subword_models)."""
     from onmt_qd.evaluate.metrics import bleu_chrf, word_count
     from onmt_qd.machine import LoadMeter
     from onmt_qd.opts import parse, translate_parser
 
     srcs, tgts = ([src], [tgt]) if isinstance(src, str) else (list(src), list(tgt))
+    subword_models = subword_models or {}
     check_args(model, srcs, tgts, beam_size, batch_size, gpu,
-               {"-json": json_path, "-output": output})
+               {"-json": json_path, "-output": output}, subword_models)
     sets = read_test_sets(srcs, tgts)
     sources = [line for one in sets for line in one.sources]
     references = [line for one in sets for line in one.references]
@@ -91,12 +95,8 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
         src_file = write_lines(os.path.join(tmp, "src"), sources)
         tgt_file = write_lines(os.path.join(tmp, "tgt"), references)
         extra_args = ["-precision", precision] if precision else []  # None: the model's
-        for name, path in (subword_models or {}).items():
-            if path:
-                from onmt_qd.fileio import check_input_file
-
-                check_input_file(path, f"-{name}")
-                extra_args += [f"-{name}", path]
+        extra_args += [arg for name, path in subword_models.items() if path
+                       for arg in (f"-{name}", path)]
         opt = parse(translate_parser(), ["-model", model, "-src", src_file, "-output",
                                          os.devnull, "-beam_size", str(beam_size),
                                          "-batch_size", str(batch_size), "-gpu", str(gpu),

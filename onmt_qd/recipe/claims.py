@@ -127,7 +127,7 @@ def _length_problem(model, other):
     return None
 
 
-def _speed_metric(model, other):
+def speed_metric(model, other):
     """Output words per second when both runs measured them, else sentences."""
     both = all(entry.get("words_per_second") is not None for entry in (model, other))
     return "words_per_second" if both else "sentences_per_second"
@@ -201,7 +201,7 @@ def _claim_row(claim, results, margin, broken=None):
     if skipped:
         row["not_measured_because"] = skipped
     metric = "bleu" if claim.kind != "speed" else \
-        _speed_metric(model, other) if model and other else "sentences_per_second"
+        speed_metric(model, other) if model and other else "sentences_per_second"
     for entry in (model, other):
         if entry and entry.get(metric) is not None:
             row["numbers"][entry["name"]] = entry[metric]
@@ -250,7 +250,7 @@ def _speed_ratios(row, model, other, teacher, minimum):
     second as ``other``; the ratio goes into the row's numbers, with the ratio to the
     teacher's own deployment run when it was measured (the gain the engine alone does
     not explain)."""
-    metric = _speed_metric(model, other)
+    metric = speed_metric(model, other)
     ratio = model[metric] / other[metric]
     row["numbers"]["speed_ratio"] = round(ratio, 2)
     row["numbers"]["speed_measure"] = metric

@@ -1,7 +1,7 @@
 """report.md: the paper's tables and its claims judged on this run, each number
 traceable to its config, log and evaluated file."""
 from onmt_qd.recipe.claims import (MIN_TEACHER_BLEU, broken_teacher, fp32_bytes, run_label,
-                                   run_of)
+                                   run_of, speed_metric)
 from onmt_qd.recipe.deployment import REFERENCE
 from onmt_qd.recipe.identity import (QUANTIZED_DISTILLATION, QUANTIZED_NORMAL_LOSS, TEACHER,
                                      ModelId)
@@ -34,16 +34,16 @@ def render_claims(rows, margin, test_sets):
              "across runs); \"within noise\" means neither way. Speed: output words (sentences, "
              "in results of an older onmt_qd) per second of the translation itself (model "
              "loading and one warm-up batch excluded), same beam and batch, measured once "
-             "on the test sets. The goals are issue "
-             "11's thresholds, judged apart from the noise margin: a 2-bit student 2.9 "
-             "BLEU under the teacher does not hold \"reaches the teacher\" yet meets "
-             "\"within 3 BLEU\". The deployed claim (issue 22's) compares the student's "
+             "on the test sets. The goals are issue 11's thresholds, judged apart from the "
+             "noise margin: a 2-bit student 2.9 BLEU under the teacher does not hold "
+             "\"reaches the teacher\" yet meets \"within 3 BLEU\". The deployed claim "
+             "(issue 22's) compares the student's "
              "deployment run with the teacher in fp32 through OpenNMT-py, the model a user "
              "starts from, both timed one at a time in the deploy stage (see \"Deployed "
              "models\"); speed_ratio_vs_deployed_teacher is the ratio to the teacher "
              "deployed the same way. Speeds are compared only between outputs of comparable "
-             "length (a model that "
-             "stops early is fast); no claim is judged when the teacher looks broken "
+             "length (a model that stops early is fast); no claim is judged when the "
+             "teacher looks broken "
              f"(BLEU under {MIN_TEACHER_BLEU}, not above copying the source, or an output "
              "length out of proportion): \"cannot judge\" says why. A \">=\" goal met "
              "only by equal scores is \"within noise\".", ""]
@@ -170,9 +170,10 @@ def render_deployed(entries, test_sets):
                 rows.append([run_label(entry, run), f"skipped: {run['skipped']}", "-"] +
                             ["-"] * len(test_sets) + ["-"] * 6)
                 continue
-            measure = "words_per_second" if run.get("words_per_second") and reference \
-                and reference.get("words_per_second") else "sentences_per_second"
-            ratio = f"{run[measure] / reference[measure]:.2f}x" if reference else "-"
+            ratio = "-"
+            if reference:
+                measure = speed_metric(run, reference)
+                ratio = f"{run[measure] / reference[measure]:.2f}x"
             rows.append([run_label(entry, run), _settings(run), _mb(run["size_bytes"])] +
                         [run["test_sets"][s]["bleu"] for s in test_sets] +
                         [run["bleu"], f"{run['sentences_per_second']}{busy_note(run)}",

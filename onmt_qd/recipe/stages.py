@@ -350,11 +350,11 @@ class Pipeline(Runner):
         (its command's progress in logs/PREFIX.NAME.log), so a long one moves too."""
         finished = [os.path.exists(self.path(folder, f"{m.name}.json")) for m in models]
         line = f"{sum(finished)}/{len(models)} models {done}"
-        running = [progress.counted(self.path("logs", f"{log_prefix}.{m.name}.log"),
-                                    "sentences") if log_prefix else None
-                   for m, over in zip(models, finished) if not over]
-        line += "".join(f"; {m.name} {where[0]}" for m, where in zip(
-            [m for m, over in zip(models, finished) if not over], running) if where)
+        for model in (m for m, over in zip(models, finished) if log_prefix and not over):
+            where = progress.counted(self.path("logs", f"{log_prefix}.{model.name}.log"),
+                                     "sentences")
+            if where:
+                line += f"; {model.name} {where[0]}"
         return line, sum(finished) / len(models) if models else 0.0
 
     def evaluated_file(self, model):

@@ -11,20 +11,29 @@ from onmt.utils.logging import logger
 REPORTS_PER_EPOCH = 10  # training's log says where it is at least this often an epoch
 
 
+def training_corpora(opt):
+    """(name, corpus) of every training corpus of the data options (not the validation
+    one), whether OpenNMT-py has parsed its YAML text yet or not."""
+    corpora = yaml.safe_load(opt.data) if isinstance(opt.data, str) else opt.data
+    return [(name, corpus) for name, corpus in corpora.items() if name != CorpusTask.VALID]
+
+
+def line_count(path):
+    """Lines as OpenNMT-py's corpus reader splits them (bytes, on "\\n")."""
+    with open(path, "rb") as handle:
+        return sum(1 for _ in handle)
+
+
 def corpus_units(opt):
     """What one pass over the training corpora holds in OpenNMT-py's batching units:
     sentences, or for token batches the sum over examples of max(source length,
     target length + 2) as its batcher counts them (pieces when the corpus goes through
     sentencepiece, BOS and EOS on the target). Padding to the longest example of each
     batch is not counted: a real pass takes up to a fifth more token batches."""
-    corpora = yaml.safe_load(opt.data) if isinstance(opt.data, str) else opt.data
     units = 0
-    for name, corpus in corpora.items():
-        if name == CorpusTask.VALID:
-            continue
+    for _, corpus in training_corpora(opt):
         if opt.batch_type == "sents":
-            with open(corpus["path_tgt"], encoding="utf-8") as handle:
-                units += sum(1 for _ in handle)
+            units += line_count(corpus["path_tgt"])
             continue
         pieces = "sentencepiece" in (corpus.get("transforms") or opt.transforms or [])
         src = line_lengths(corpus["path_src"], opt.src_subword_model if pieces else None)
