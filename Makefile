@@ -18,7 +18,7 @@ $(STAMP): setup.py constraints.txt
 	$(BIN)/pip install -q --no-deps -c constraints.txt OpenNMT-py
 	$(BIN)/pip install -q -c constraints.txt ConfigArgParse PyYAML pyonmttok sacrebleu \
 	    sentencepiece rapidfuzz pyahocorasick regex numpy spacy fasttext-wheel safetensors \
-	    bitarray constriction matplotlib scipy ctranslate2 pytest pytest-xdist ruff
+	    bitarray constriction matplotlib scipy ctranslate2 pytest pytest-xdist ruff mypy
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
