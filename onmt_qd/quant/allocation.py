@@ -1,6 +1,9 @@
 """Redistributing quantization precision across tensors by gradient norm, for
 differentiable quantization (docs/method.md §4, paper appendix A.4.2)."""
+from __future__ import annotations
+
 import math
+from collections.abc import Sequence
 
 from onmt_qd.quant.quantizer import MAX_BITS, validate_bits
 
@@ -8,7 +11,7 @@ MIN_POINTS = 2
 MAX_POINTS = 2 ** MAX_BITS
 
 
-def _check(sizes, grad_norms):
+def _check(sizes: Sequence[int], grad_norms: Sequence[float]) -> None:
     if len(sizes) != len(grad_norms):
         raise ValueError(f"got {len(sizes)} tensor sizes but {len(grad_norms)} gradient norms")
     if any(size < 1 for size in sizes):
@@ -17,7 +20,7 @@ def _check(sizes, grad_norms):
         raise ValueError("gradient norms must be finite and non-negative")
 
 
-def _largest_remainder(amount, weights, caps):
+def _largest_remainder(amount: int, weights: Sequence[float], caps: Sequence[int]) -> list[int]:
     """Integers summing to ``amount`` (<= sum(caps)), each <= its cap, proportional to
     ``weights`` as far as the caps allow (water-filling, then largest remainders;
     ties go to the larger weight so a larger weight never gets less)."""
@@ -44,7 +47,7 @@ def _largest_remainder(amount, weights, caps):
     return shares
 
 
-def allocate_points(sizes, grad_norms, bits):
+def allocate_points(sizes: Sequence[int], grad_norms: Sequence[float], bits: int) -> list[int]:
     """The 2017 rule: points per tensor. Conserved exactly: the total number of points,
     len(sizes) * 2**bits. Every tensor keeps half of its 2**bits (at least 2 points);
     the rest is shared in proportion to the gradient norms (equally if all are zero),
@@ -58,7 +61,8 @@ def allocate_points(sizes, grad_norms, bits):
     return [base + more for more in extra]
 
 
-def check_avg_bits(avg_bits, min_bits=1, max_bits=None, name=None):
+def check_avg_bits(avg_bits: float, min_bits: int = 1, max_bits: int | None = None,
+                   name: str | None = None) -> None:
     """The budget ``allocate_bits`` shares out: at least ``min_bits`` per weight and, when
     given, at most ``max_bits`` (more would leave every tensor at ``max_bits``, short of
     the budget asked). ``name``: the option that set it (onmt_qd_diffquant -avg_bits)."""
@@ -71,7 +75,8 @@ def check_avg_bits(avg_bits, min_bits=1, max_bits=None, name=None):
                          "quantized weight")
 
 
-def allocate_bits(sizes, grad_norms, avg_bits, min_bits=1, max_bits=MAX_BITS):
+def allocate_bits(sizes: Sequence[int], grad_norms: Sequence[float], avg_bits: float,
+                  min_bits: int = 1, max_bits: int = MAX_BITS) -> list[int]:
     """Bits per tensor under a budget counted in bits of stored levels, weighted by size:
     sum(size_i * bits_i) <= floor(avg_bits * sum(size_i)). This is never exceeded and
     filled greedily: every tensor starts at ``min_bits``; each further bit goes to the

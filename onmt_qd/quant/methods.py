@@ -1,13 +1,27 @@
 """The registry of quantization methods: a new method is one function and one
 ``register_quantizer`` call; policies, command-line choices and differentiable
 quantization all read ``QUANTIZERS`` (docs/architecture.md, "Where to add")."""
+from __future__ import annotations
+
 import dataclasses
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
 from onmt_qd.quant.quantizer import (
-    fake_quantize_uniform, quantile_points, quantize_to_points, quantize_uniform)
+    QuantizedTensor, fake_quantize_uniform, quantile_points, quantize_to_points,
+    quantize_uniform)
+
+# The three functions a method is made of (see Quantizer). Aliases are evaluated at
+# import time, hence Optional rather than "| None" inside them.
+# points(tensor, bits, bucket_size, n_points) -> sorted points in [0, 1]
+PointsFn = Callable[[torch.Tensor, int, int, int], torch.Tensor]
+# rounding(tensor, bits, bucket_size, stochastic, generator) -> quantized tensor
+RoundingFn = Callable[[torch.Tensor, int, int, bool, Optional[torch.Generator]],
+                      QuantizedTensor]
+# fake(flat, bits, bucket_size, stochastic, generator, out) -> dequantized values
+FakeQuantizeFn = Callable[[torch.Tensor, int, int, bool, Optional[torch.Generator],
+                           Optional[torch.Tensor]], torch.Tensor]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,13 +36,15 @@ class Quantizer:
     many tensors may be quantized together in one buffer (training does); ``fake``,
     optional, is a faster ``fake_quantize`` for them."""
     name: str
-    points: Callable
-    rounding: Callable = None
+    points: PointsFn
+    rounding: RoundingFn | None = None
     stochastic: bool = False
     bucket_local: bool = False
-    fake: Callable = None
+    fake: FakeQuantizeFn | None = None
 
-    def quantize(self, tensor, bits, bucket_size, stochastic=False, generator=None):
+    def quantize(self, tensor: torch.Tensor, bits: int, bucket_size: int,
+                 stochastic: bool = False,
+                 generator: torch.Generator | None = None) -> QuantizedTensor:
         if stochastic and not self.stochastic:
             raise ValueError(stochastic_error())
         if self.rounding is not None:
@@ -36,8 +52,9 @@ class Quantizer:
         points = self.points(tensor, bits, bucket_size, 2 ** bits)
         return quantize_to_points(tensor, points, bucket_size, bits)
 
-    def fake_quantize(self, flat, bits, bucket_size, stochastic=False, generator=None,
-                      out=None):
+    def fake_quantize(self, flat: torch.Tensor, bits: int, bucket_size: int,
+                      stochastic: bool = False, generator: torch.Generator | None = None,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
         """The dequantized values Q(flat), into ``out`` when given. ``flat``: a flat
         float32 tensor of whole buckets (exactly the values of ``quantize``)."""
         if stochastic and not self.stochastic:
@@ -48,10 +65,10 @@ class Quantizer:
         return values if out is None else out.copy_(values)
 
 
-QUANTIZERS = {}
+QUANTIZERS: dict[str, Quantizer] = {}
 
 
-def register_quantizer(quantizer):
+def register_quantizer(quantizer: Quantizer) -> Quantizer:
     """Add ``quantizer`` under its name (an existing name is an error)."""
     if quantizer.name in QUANTIZERS:
         raise ValueError(f"quantization method {quantizer.name!r} is already registered")
@@ -59,7 +76,7 @@ def register_quantizer(quantizer):
     return quantizer
 
 
-def get_quantizer(name):
+def get_quantizer(name: str) -> Quantizer:
     try:
         return QUANTIZERS[name]
     except KeyError:
@@ -67,12 +84,13 @@ def get_quantizer(name):
                          f"got {name!r}") from None
 
 
-def stochastic_error():
+def stochastic_error() -> str:
     capable = [name for name, q in QUANTIZERS.items() if q.stochastic]
     return f"stochastic rounding needs the {' or '.join(capable)} method"
 
 
-def _evenly_spaced(tensor, bits, bucket_size, n_points):
+def _evenly_spaced(tensor: torch.Tensor, bits: int, bucket_size: int,
+                   n_points: int) -> torch.Tensor:
     return torch.linspace(0, 1, n_points, device=tensor.device)
 
 

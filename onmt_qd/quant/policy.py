@@ -2,11 +2,18 @@
 
 One policy object, applied by parameter name, decides this for training, export, size
 accounting and evaluation alike, and travels in checkpoints as a plain dict."""
+from __future__ import annotations
+
 import dataclasses
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
 
 from onmt_qd.quant.methods import get_quantizer, stochastic_error
-from onmt_qd.quant.quantizer import quantize_to_points, validate_bits, validate_bucket_size
+from onmt_qd.quant.quantizer import (
+    QuantizedTensor, quantize_to_points, validate_bits, validate_bucket_size)
 
 ROUNDINGS = ("deterministic", "stochastic")
 
@@ -28,11 +35,11 @@ class QuantPolicy:
     embeddings: bool = True
     generator: bool = True
     biases: bool = False
-    include: tuple = ()
-    exclude: tuple = ()
-    bits_overrides: dict = None
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    bits_overrides: dict[str, int] | None = None  # a dict once built, None read as {}
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         validate_bits(self.bits)
         validate_bucket_size(self.bucket_size)
         quantizer = get_quantizer(self.method)
@@ -44,21 +51,26 @@ class QuantPolicy:
         object.__setattr__(self, "include", tuple(self.include))
         object.__setattr__(self, "exclude", tuple(self.exclude))
         object.__setattr__(self, "bits_overrides", dict(self.bits_overrides or {}))
-        for pattern in self.include + self.exclude + tuple(self.bits_overrides):
+        for pattern in self.include + self.exclude + tuple(self._overrides):
             try:
                 re.compile(pattern)
             except re.error as exc:
                 raise ValueError(f"invalid policy pattern {pattern!r}: {exc}") from None
-        for bits in self.bits_overrides.values():
+        for bits in self._overrides.values():
             validate_bits(bits)
 
-    def bits_for(self, name):
+    @property
+    def _overrides(self) -> Mapping[str, int]:
+        """``bits_overrides``, which __post_init__ has made a dict."""
+        return self.bits_overrides or {}
+
+    def bits_for(self, name: str) -> int:
         """The policy's bits for ``name``: the last matching override, else ``bits``."""
-        matching = [bits for pattern, bits in self.bits_overrides.items()
+        matching = [bits for pattern, bits in self._overrides.items()
                     if re.search(pattern, name)]
         return matching[-1] if matching else self.bits
 
-    def _switched_on(self, name, shape):
+    def _switched_on(self, name: str, shape: tuple[int, ...]) -> bool:
         if len(shape) >= 2:
             selected = True
         else:
@@ -69,7 +81,7 @@ class QuantPolicy:
             selected = False
         return selected
 
-    def select(self, named_shapes):
+    def select(self, named_shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
         """name -> bits for every quantized parameter, in the input order. A pattern
         that matches nothing is an error: it is almost always a typo."""
         names = list(named_shapes)
@@ -83,13 +95,15 @@ class QuantPolicy:
             if (self._switched_on(name, tuple(shape))
                 or any(re.search(p, name) for p in self.include))
             and not any(re.search(p, name) for p in self.exclude)}
-        for pattern in self.bits_overrides:
+        for pattern in self._overrides:
             if not any(re.search(pattern, name) for name in selected):
                 raise ValueError(f"policy pattern {pattern!r} matches no quantized "
                                  f"parameter; parameters look like {example!r}")
         return selected
 
-    def quantize(self, name, tensor, bits=None, points=None, stochastic=None, generator=None):
+    def quantize(self, name: str, tensor: torch.Tensor, bits: int | None = None,
+                 points: torch.Tensor | None = None, stochastic: bool | None = None,
+                 generator: torch.Generator | None = None) -> QuantizedTensor:
         """Quantize ``tensor`` (parameter ``name``) the policy's way: to explicit
         ``points`` when given (differentiable quantization), else by the policy's
         method (QUANTIZERS). ``stochastic`` overrides the rounding."""
@@ -103,7 +117,7 @@ class QuantPolicy:
             raise ValueError(stochastic_error())
         return quantize_to_points(tensor, points, self.bucket_size, bits)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """JSON-serializable form, for checkpoints and the compressed file."""
         as_dict = dataclasses.asdict(self)
         as_dict["include"] = list(self.include)
@@ -111,5 +125,5 @@ class QuantPolicy:
         return as_dict
 
     @classmethod
-    def from_dict(cls, as_dict):
+    def from_dict(cls, as_dict: Mapping[str, Any]) -> QuantPolicy:
         return cls(**as_dict)

@@ -3,6 +3,8 @@
 Every quantized tensor is stored the same way, uniform or not: one level index per
 weight, (alpha, beta) per bucket and the sorted points the levels index, so a single
 ``dequantize`` serves training, export, evaluation and file readers."""
+from __future__ import annotations
+
 import dataclasses
 import numbers
 
@@ -17,17 +19,17 @@ MAX_BITS = 8  # levels are stored as uint8
 MAX_BUCKET_SIZE = 2 ** 20
 
 
-def validate_bits(bits, name="bits"):
+def validate_bits(bits: object, name: str = "bits") -> None:
     """The one rule for a width in bits, wherever it comes from: ``name`` says where (an
     option such as -bits, a profile key)."""
     if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) \
-            or not 1 <= bits <= MAX_BITS:
+            or not 1 <= int(bits) <= MAX_BITS:
         raise ValueError(f"{name} must be an integer from 1 to {MAX_BITS}, got {bits!r}")
 
 
-def validate_bucket_size(bucket_size):
+def validate_bucket_size(bucket_size: object) -> None:
     if isinstance(bucket_size, bool) or not isinstance(bucket_size, numbers.Integral) \
-            or not 1 <= bucket_size <= MAX_BUCKET_SIZE:
+            or not 1 <= int(bucket_size) <= MAX_BUCKET_SIZE:
         raise ValueError(f"bucket size must be an integer from 1 to {MAX_BUCKET_SIZE}, "
                          f"got {bucket_size!r}")
 
@@ -38,15 +40,15 @@ class QuantizedTensor:
     alpha: torch.Tensor    # float32 [n_buckets], bucket max - min
     beta: torch.Tensor     # float32 [n_buckets], bucket min
     points: torch.Tensor   # float32 [n_points], sorted, in [0, 1]
-    shape: tuple
+    shape: tuple[int, ...]
     bucket_size: int
     bits: int              # allocation: n_points <= 2**bits
 
     @property
-    def n_buckets(self):
+    def n_buckets(self) -> int:
         return self.alpha.numel()
 
-    def dequantize(self):
+    def dequantize(self) -> torch.Tensor:
         """alpha * point + beta per element, as two separately rounded float32 ops
         (never a fused multiply-add), so CPU and CUDA give the same bits. The min of
         every bucket is exact; its max is off by at most float32 rounding of alpha."""
@@ -54,13 +56,13 @@ class QuantizedTensor:
         buckets = scaled * self.alpha[:, None] + self.beta[:, None]
         return unbucket(buckets, self.levels.numel()).view(self.shape)
 
-    def to(self, device):
+    def to(self, device: torch.device | str) -> QuantizedTensor:
         return dataclasses.replace(
             self, **{name: getattr(self, name).to(device)
                      for name in ("levels", "alpha", "beta", "points")})
 
 
-def uniform_points(bits, device=None):
+def uniform_points(bits: int, device: torch.device | str | None = None) -> torch.Tensor:
     """The 2**bits evenly spaced points of [0, 1], both ends included. Computed on the
     CPU: CUDA divides by a scalar through its reciprocal, one ulp off."""
     validate_bits(bits)
@@ -68,13 +70,14 @@ def uniform_points(bits, device=None):
     return (torch.arange(n_points, dtype=torch.float32) / (n_points - 1)).to(device)
 
 
-def project_points(points):
+def project_points(points: torch.Tensor) -> torch.Tensor:
     """Clamp to [0, 1] and sort: keeps trained points a valid codebook after an
     optimizer step (the caller's optimizer state then follows the old order)."""
     return torch.sort(points.detach().clamp(0.0, 1.0)).values
 
 
-def quantile_points(tensor, bits, bucket_size=256, n_points=None):
+def quantile_points(tensor: torch.Tensor, bits: int, bucket_size: int = 256,
+                    n_points: int | None = None) -> torch.Tensor:
     """Points at the j/(s-1) quantiles of the tensor's scaled values (linear
     interpolation, as torch.quantile, but by one sort: no input size limit).
     ``n_points`` (at most 2**bits) serves allocations that are not a power of two."""
@@ -94,7 +97,8 @@ def quantile_points(tensor, bits, bucket_size=256, n_points=None):
     return project_points(torch.lerp(ordered[lower], ordered[upper], weight))
 
 
-def _round_to_grid_(grid, stochastic, generator):
+def _round_to_grid_(grid: torch.Tensor, stochastic: bool,
+                    generator: torch.Generator | None) -> torch.Tensor:
     """Levels of values in [0, 2**bits - 1], in place when deterministic: the nearest
     integer, or the floor plus a Bernoulli draw of the remainder (E[Q(v)] = v)."""
     if not stochastic:
@@ -104,7 +108,9 @@ def _round_to_grid_(grid, stochastic, generator):
     return floor.add_(draws.lt_(grid.sub_(floor)))
 
 
-def quantize_uniform(tensor, bits, bucket_size=256, stochastic=False, generator=None):
+def quantize_uniform(tensor: torch.Tensor, bits: int, bucket_size: int = 256,
+                     stochastic: bool = False,
+                     generator: torch.Generator | None = None) -> QuantizedTensor:
     """Round scaled values to the uniform grid, to the nearest point or stochastically."""
     validate_bits(bits)
     validate_bucket_size(bucket_size)
@@ -117,7 +123,9 @@ def quantize_uniform(tensor, bits, bucket_size=256, stochastic=False, generator=
                            bucket_size, bits)
 
 
-def fake_quantize_uniform(flat, bits, bucket_size, stochastic=False, generator=None, out=None):
+def fake_quantize_uniform(flat: torch.Tensor, bits: int, bucket_size: int,
+                          stochastic: bool = False, generator: torch.Generator | None = None,
+                          out: torch.Tensor | None = None) -> torch.Tensor:
     """``quantize_uniform(flat, ...).dequantize()`` bit for bit, for a flat tensor of
     whole buckets, in a few in-place passes over ``out`` (allocated when None): what
     training runs before every forward pass. No clamps: the scaled values of finite
@@ -138,7 +146,8 @@ def fake_quantize_uniform(flat, bits, bucket_size, stochastic=False, generator=N
     return out
 
 
-def quantize_to_points(tensor, points, bucket_size=256, bits=None):
+def quantize_to_points(tensor: torch.Tensor, points: torch.Tensor, bucket_size: int = 256,
+                       bits: int | None = None) -> QuantizedTensor:
     """Nearest point for every scaled value (a value on a midpoint goes to the lower
     point). ``bits`` defaults to the fewest that index all the points."""
     validate_bucket_size(bucket_size)
@@ -155,7 +164,7 @@ def quantize_to_points(tensor, points, bucket_size=256, bits=None):
                            tuple(tensor.shape), bucket_size, bits)
 
 
-def point_gradient(qt, grad_q):
+def point_gradient(qt: QuantizedTensor, grad_q: torch.Tensor) -> torch.Tensor:
     """dL/dp_j = sum over weights i on point j of alpha_bucket(i) * dL/dq_i, since
     q_i = alpha * p_j + beta (differentiable quantization, docs/method.md §4)."""
     buckets = bucket_view(grad_q.detach().float().to(qt.alpha.device), qt.bucket_size)
