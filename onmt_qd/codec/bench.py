@@ -3,28 +3,33 @@ distribution that bucketed weights give (most levels near the middle of the grid
 
     python -m onmt_qd.codec.bench [-n 25000000]
 """
+from __future__ import annotations
+
 import argparse
 import time
+from typing import Callable, TypeVar
 
 import numpy as np
 
 from onmt_qd.codec.entropy import CODERS, entropy_bits, symbol_counts
 
+Result = TypeVar("Result")
 
-def bell_levels(n, bits, seed=0):
+
+def bell_levels(n: int, bits: int, seed: int = 0) -> np.ndarray:
     """Levels of Gaussian weights, bucket range about +-3 sigma, rounded to 2**bits points."""
     top = 2 ** bits - 1
     rng = np.random.default_rng(seed)
     return np.clip(np.round(rng.normal(top / 2, top / 6, n)), 0, top).astype(np.uint8)
 
 
-def timed(fn, *args):
+def timed(fn: Callable[..., Result], *args: object) -> tuple[Result, float]:
     start = time.perf_counter()
     result = fn(*args)
     return result, time.perf_counter() - start
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=25_000_000, help="symbols per run")
     n = parser.parse_args().n

@@ -13,11 +13,14 @@ A coder's *table* is what the decoder needs besides the data: a small numpy arra
 next to the data. Decoders raise ValueError on inconsistent input; callers that read
 untrusted files turn that into their own error.
 """
+from __future__ import annotations
+
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import constriction
 import numpy as np
+import numpy.typing as npt
 from bitarray import bitarray
 from bitarray.util import canonical_decode, canonical_huffman
 
@@ -28,7 +31,7 @@ ANS_TABLE_MAX = 2 ** 16 - 1
 ANS_DECODE_CHUNK = 2 ** 20
 
 
-def entropy_bits(counts):
+def entropy_bits(counts: npt.ArrayLike) -> float:
     """Shannon entropy, in bits per symbol, of the distribution the counts describe:
     the lower bound on the mean length of any symbol code."""
     counts = np.asarray(counts, dtype=np.float64)
@@ -39,7 +42,7 @@ def entropy_bits(counts):
     return float(-(p * np.log2(p)).sum())
 
 
-def symbol_counts(symbols, n_symbols):
+def symbol_counts(symbols: npt.ArrayLike, n_symbols: int) -> np.ndarray:
     """How often each of the ``n_symbols`` symbols occurs."""
     return np.bincount(np.asarray(symbols, dtype=np.uint8), minlength=n_symbols)
 
@@ -47,7 +50,7 @@ def symbol_counts(symbols, n_symbols):
 # --- canonical Huffman -------------------------------------------------------------
 
 
-def huffman_code_lengths(counts):
+def huffman_code_lengths(counts: npt.ArrayLike) -> np.ndarray:
     """Optimal code length per symbol (0 for absent symbols; a lone symbol gets 1).
 
     Codes longer than MAX_CODE_LENGTH only arise for extremely skewed counts; the
@@ -65,7 +68,7 @@ def huffman_code_lengths(counts):
     return lengths
 
 
-def _canonical_order(code_lengths):
+def _canonical_order(code_lengths: npt.ArrayLike) -> tuple[list[int], list[int]]:
     """(count of codes per length, symbols sorted by (length, symbol)): the two lists
     that define a canonical code, rebuilt from the lengths alone."""
     lengths = np.asarray(code_lengths, dtype=np.int64)
@@ -79,11 +82,12 @@ def _canonical_order(code_lengths):
     return [int(c) for c in count], [int(s) for s in symbols]
 
 
-def _canonical_codewords(code_lengths):
+def _canonical_codewords(code_lengths: np.ndarray) -> dict[int, bitarray]:
     """symbol -> codeword of the canonical code with these lengths (the standard
     assignment: consecutive binary numbers, shifted left when the length grows)."""
     count, symbols = _canonical_order(code_lengths)
-    codewords, value, previous = {}, 0, 0
+    codewords: dict[int, bitarray] = {}
+    value = previous = 0
     for symbol in symbols:
         length = int(code_lengths[symbol])
         value <<= length - previous
@@ -92,7 +96,7 @@ def _canonical_codewords(code_lengths):
     return codewords
 
 
-def huffman_encode(symbols, code_lengths):
+def huffman_encode(symbols: npt.ArrayLike, code_lengths: np.ndarray) -> bytes:
     symbols = np.ascontiguousarray(symbols, dtype=np.uint8)
     if symbols.size == 0:
         return b""
@@ -101,7 +105,7 @@ def huffman_encode(symbols, code_lengths):
     return bits.tobytes()
 
 
-def huffman_decode(data, code_lengths, n_symbols):
+def huffman_decode(data: bytes, code_lengths: np.ndarray, n_symbols: int) -> np.ndarray:
     if n_symbols == 0:
         return np.zeros(0, dtype=np.uint8)
     if n_symbols > 8 * len(data):  # every codeword takes at least one bit
@@ -113,7 +117,7 @@ def huffman_decode(data, code_lengths, n_symbols):
                        count=n_symbols)
 
 
-def huffman_mean_bits(counts, code_lengths):
+def huffman_mean_bits(counts: npt.ArrayLike, code_lengths: npt.ArrayLike) -> float:
     """Exact mean code length, in bits per symbol, of these counts under this code."""
     counts = np.asarray(counts, dtype=np.float64)
     total = counts.sum()
@@ -123,7 +127,7 @@ def huffman_mean_bits(counts, code_lengths):
 # --- rANS ----------------------------------------------------------------------------
 
 
-def ans_table(counts):
+def ans_table(counts: npt.ArrayLike) -> np.ndarray:
     """The counts rescaled so the largest is ANS_TABLE_MAX (uint16); every present
     symbol keeps a non-zero count, so stays encodable at its near-true probability."""
     counts = np.asarray(counts, dtype=np.float64)
@@ -134,14 +138,14 @@ def ans_table(counts):
     return np.minimum(scaled, ANS_TABLE_MAX).astype(np.uint16)
 
 
-def _ans_model(table):
+def _ans_model(table: npt.ArrayLike) -> Any:  # constriction has no type information
     table = np.asarray(table, dtype=np.float64)
     if table.ndim != 1 or table.size == 0 or not table.any():
         raise ValueError("ANS table needs at least one non-zero count")
     return constriction.stream.model.Categorical(table, perfect=False)
 
 
-def ans_encode(symbols, table):
+def ans_encode(symbols: npt.ArrayLike, table: np.ndarray) -> bytes:
     """``table``: the stored ans_table (any non-negative counts work; the decoder needs
     the same ones)."""
     symbols = np.ascontiguousarray(symbols, dtype=np.int32)
@@ -152,7 +156,7 @@ def ans_encode(symbols, table):
     return coder.get_compressed().astype("<u4").tobytes()
 
 
-def ans_decode(data, table, n_symbols):
+def ans_decode(data: bytes, table: np.ndarray, n_symbols: int) -> np.ndarray:
     if n_symbols == 0:
         return np.zeros(0, dtype=np.uint8)
     if len(data) % 4:
@@ -169,7 +173,7 @@ def ans_decode(data, table, n_symbols):
     return symbols
 
 
-def ans_mean_bits(counts, table):
+def ans_mean_bits(counts: npt.ArrayLike, table: npt.ArrayLike) -> float:
     """Cross-entropy of the counts under the table's distribution: the ANS code length
     per symbol up to the final flush (a few bytes per stream)."""
     counts = np.asarray(counts, dtype=np.float64)
@@ -191,20 +195,20 @@ class Coder:
     decoder's side information, stored as ``table_dtype`` (little-endian numpy)."""
     name: str
     table_dtype: str
-    table: Callable
-    encode: Callable   # (symbols, table) -> bytes
-    decode: Callable   # (data, table, n_symbols) -> uint8 array
-    mean_code_bits: Callable  # (counts, table) -> bits per symbol
+    table: Callable[[np.ndarray], np.ndarray]  # (counts) -> table
+    encode: Callable[[np.ndarray, np.ndarray], bytes]   # (symbols, table) -> bytes
+    decode: Callable[[bytes, np.ndarray, int], np.ndarray]  # -> uint8 array
+    mean_code_bits: Callable[[np.ndarray, np.ndarray], float]  # bits per symbol
 
 
-CODERS = {
+CODERS: dict[str, Coder] = {
     "huffman": Coder("huffman", "u1", huffman_code_lengths, huffman_encode,
                      huffman_decode, huffman_mean_bits),
     "ans": Coder("ans", "<u2", ans_table, ans_encode, ans_decode, ans_mean_bits),
 }
 
 
-def get_coder(name):
+def get_coder(name: str) -> Coder:
     try:
         return CODERS[name]
     except KeyError:

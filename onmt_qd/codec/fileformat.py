@@ -14,19 +14,25 @@ Reading runs no code from the file (JSON and numpy.frombuffer only, no pickle), 
 the checksum before decoding anything and validates every header field, so a corrupted
 or hostile file gives a one-line CompressedFileError rather than a decoder traceback.
 """
+from __future__ import annotations
+
 import hashlib
 import json
 import math
+import os
 import struct
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
-from onmt_qd.codec.entropy import get_coder
-from onmt_qd.codec.levelcoding import encode_levels
-from onmt_qd.codec.sizereport import build_size_report
+from onmt_qd.codec.entropy import Coder, get_coder
+from onmt_qd.codec.levelcoding import EncodedLevels, encode_levels
+from onmt_qd.codec.sizereport import SizeReport, build_size_report
 from onmt_qd.fileio import atomic_output
-from onmt_qd.quant.quantizer import QuantizedTensor, validate_bits, validate_bucket_size
+from onmt_qd.quant.quantizer import (
+    QuantizedFields, QuantizedTensor, validate_bits, validate_bucket_size)
 
 MAGIC = b"ONMTQDZ\0"
 FORMAT_VERSION = 1
@@ -44,6 +50,10 @@ PLAIN_DTYPES = {
 }
 DTYPE_NAMES = {torch_dtype: name for name, (torch_dtype, _) in PLAIN_DTYPES.items()}
 
+# The parsed JSON header and its entries: JSON values, each checked where it is read.
+Json = dict[str, Any]
+FieldType = TypeVar("FieldType")
+
 
 class CompressedFileError(ValueError):
     """A file that is not a readable compressed model; the message is one line."""
@@ -56,7 +66,7 @@ class _InvalidHeader(ValueError):
 # --- writing -------------------------------------------------------------------------
 
 
-def tensor_bytes(tensor):
+def tensor_bytes(tensor: torch.Tensor) -> tuple[str, bytes]:
     """(dtype name, raw little-endian bytes) of a CPU copy of ``tensor``."""
     tensor = tensor.detach().cpu().contiguous()
     if tensor.dtype not in DTYPE_NAMES:
@@ -68,7 +78,7 @@ def tensor_bytes(tensor):
     return name, tensor.numpy().astype(numpy_dtype, copy=False).tobytes()
 
 
-def tensor_from_bytes(data, dtype_name, shape):
+def tensor_from_bytes(data: bytes, dtype_name: str, shape: tuple[int, ...]) -> torch.Tensor:
     torch_dtype, numpy_dtype = PLAIN_DTYPES[dtype_name]
     array = np.frombuffer(data, dtype=numpy_dtype)
     tensor = torch.from_numpy(array.astype(array.dtype.newbyteorder("="), copy=True))
@@ -78,23 +88,24 @@ def tensor_from_bytes(data, dtype_name, shape):
 class _Payload:
     """Accumulates the binary payload; ``add`` returns the index entry of one array."""
 
-    def __init__(self):
-        self.chunks, self.size = [], 0
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
 
-    def add(self, data):
+    def add(self, data: bytes) -> dict[str, int]:
         entry = {"offset": self.size, "length": len(data)}
         self.chunks.append(data)
         self.size += len(data)
         return entry
 
 
-def _float32_bytes(tensor, what):
+def _float32_bytes(tensor: torch.Tensor, what: str) -> bytes:
     if tensor.dtype != torch.float32:
         raise ValueError(f"{what} must be float32, got {tensor.dtype}")
     return tensor_bytes(tensor)[1]
 
 
-def _checked_levels(name, qt):
+def _checked_levels(name: str, qt: QuantizedFields) -> np.ndarray:
     """The levels as a flat uint8 array, after the checks a reader will make."""
     validate_bits(qt.bits)
     validate_bucket_size(qt.bucket_size)
@@ -111,12 +122,13 @@ def _checked_levels(name, qt):
     return levels
 
 
-def _table_bytes(table, coder):
+def _table_bytes(table: np.ndarray, coder: Coder) -> bytes:
     return np.asarray(table).astype(coder.table_dtype, copy=False).tobytes()
 
 
-def _quantized_entry(name, qt, encoded, coder, payload):
-    entry = {"shape": [int(d) for d in qt.shape], "bits": int(qt.bits),
+def _quantized_entry(name: str, qt: QuantizedFields, encoded: EncodedLevels, coder: Coder,
+                     payload: _Payload) -> Json:
+    entry: Json = {"shape": [int(d) for d in qt.shape], "bits": int(qt.bits),
              "bucket_size": int(qt.bucket_size)}
     for field in ("alpha", "beta", "points"):
         entry[field] = payload.add(_float32_bytes(getattr(qt, field), f"{name}.{field}"))
@@ -126,12 +138,14 @@ def _quantized_entry(name, qt, encoded, coder, payload):
     return entry
 
 
-def _plain_entry(tensor, payload):
+def _plain_entry(tensor: torch.Tensor, payload: _Payload) -> Json:
     dtype_name, data = tensor_bytes(tensor)
     return {"dtype": dtype_name, "shape": list(tensor.shape), "data": payload.add(data)}
 
 
-def write_compressed(path, meta, quantized, plain, coder="huffman", pooling="auto"):
+def write_compressed(path: str | os.PathLike[str], meta: Json,
+                     quantized: Mapping[str, QuantizedFields], plain: Mapping[str, torch.Tensor],
+                     coder: str = "huffman", pooling: str = "auto") -> SizeReport:
     """Write the compressed file atomically and return its SizeReport.
 
     ``meta``: JSON-serializable dict; ``quantized``: name -> QuantizedTensor (or any
@@ -139,17 +153,17 @@ def write_compressed(path, meta, quantized, plain, coder="huffman", pooling="aut
     "huffman" or "ans"; ``pooling``: "per_tensor", "pooled" or "auto" (the smaller)."""
     if not isinstance(meta, dict):
         raise ValueError("meta must be a dict")
-    coder = get_coder(coder)
+    entropy_coder = get_coder(coder)
     levels = {name: _checked_levels(name, qt) for name, qt in quantized.items()}
     n_points = {name: qt.points.numel() for name, qt in quantized.items()}
-    encoded = encode_levels(levels, n_points, coder, pooling)
+    encoded = encode_levels(levels, n_points, entropy_coder, pooling)
     payload = _Payload()
     shared_table = (None if encoded.shared_table is None
-                    else payload.add(_table_bytes(encoded.shared_table, coder)))
+                    else payload.add(_table_bytes(encoded.shared_table, entropy_coder)))
     header = {
-        "meta": meta, "coder": coder.name, "pooling": encoded.pooling,
+        "meta": meta, "coder": entropy_coder.name, "pooling": encoded.pooling,
         "shared_table": shared_table,
-        "quantized": {name: _quantized_entry(name, qt, encoded, coder, payload)
+        "quantized": {name: _quantized_entry(name, qt, encoded, entropy_coder, payload)
                       for name, qt in quantized.items()},
         "plain": {name: _plain_entry(tensor, payload) for name, tensor in plain.items()},
     }
@@ -158,11 +172,11 @@ def write_compressed(path, meta, quantized, plain, coder="huffman", pooling="aut
     prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_json), payload.size)
     write_atomic(path, [prefix, header_json, *payload.chunks])
     size = FRAMING_BYTES + len(header_json) + payload.size  # what was written, even to a pipe
-    return build_size_report(quantized, encoded, coder, plain, len(header_json),
+    return build_size_report(quantized, encoded, entropy_coder, plain, len(header_json),
                              FRAMING_BYTES, size)
 
 
-def write_atomic(path, chunks):
+def write_atomic(path: str | os.PathLike[str], chunks: Iterable[bytes]) -> None:
     """Write the chunks plus their SHA-256 atomically (onmt_qd.fileio.atomic_output):
     a crash leaves either the old file or the new one, never half of one."""
     with atomic_output(path) as temporary, open(temporary, "wb") as f:
@@ -176,7 +190,7 @@ def write_atomic(path, chunks):
 # --- reading -------------------------------------------------------------------------
 
 
-def is_compressed_file(path):
+def is_compressed_file(path: str | os.PathLike[str]) -> bool:
     try:
         with open(path, "rb") as f:
             return f.read(len(MAGIC)) == MAGIC
@@ -184,7 +198,8 @@ def is_compressed_file(path):
         return False
 
 
-def read_compressed(path):
+def read_compressed(path: str | os.PathLike[str]) -> tuple[
+        Json, dict[str, QuantizedTensor], dict[str, torch.Tensor]]:
     """(meta, name -> QuantizedTensor, name -> tensor), bit-identical to what was
     written, on the CPU. Raises CompressedFileError for anything but a sound file."""
     header, payload = _verified_sections(path, _read_bytes(path))
@@ -198,7 +213,7 @@ def read_compressed(path):
             f"{path} is corrupted: cannot decode it ({detail})") from None
 
 
-def _read_bytes(path):
+def _read_bytes(path: str | os.PathLike[str]) -> bytes:
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -206,7 +221,7 @@ def _read_bytes(path):
         raise CompressedFileError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _verified_sections(path, blob):
+def _verified_sections(path: str | os.PathLike[str], blob: bytes) -> tuple[Json, bytes]:
     """(parsed JSON header, payload bytes) once magic, version, lengths and checksum
     are right."""
     if not blob.startswith(MAGIC):
@@ -243,7 +258,7 @@ def _verified_sections(path, blob):
     return header, bytes(body[header_end:])
 
 
-def _field(entry, key, kind, where):
+def _field(entry: object, key: str, kind: type[FieldType], where: str) -> FieldType:
     if not isinstance(entry, dict) or key not in entry:
         raise _InvalidHeader(f"missing field '{key}' in {where}")
     value = entry[key]
@@ -252,14 +267,14 @@ def _field(entry, key, kind, where):
     return value
 
 
-def _count(entry, key, where):
+def _count(entry: object, key: str, where: str) -> int:
     value = _field(entry, key, int, where)
     if value < 0:
         raise _InvalidHeader(f"field '{key}' in {where} is {value}, out of range")
     return value
 
 
-def _checked(entry, key, where, rule):
+def _checked(entry: Json, key: str, where: str, rule: Callable[[int], None]) -> int:
     """``entry[key]`` under the rule the writer applied (``validate_bits``, ...)."""
     value = _field(entry, key, int, where)
     try:
@@ -269,14 +284,15 @@ def _checked(entry, key, where, rule):
     return value
 
 
-def _shape(entry, where):
+def _shape(entry: Json, where: str) -> tuple[int, ...]:
     shape = _field(entry, "shape", list, where)
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise _InvalidHeader(f"field 'shape' in {where} is not a list of sizes")
     return tuple(shape)
 
 
-def _segment(payload, entry, key, where, length=None):
+def _segment(payload: bytes, entry: Json, key: str, where: str,
+             length: int | None = None) -> bytes:
     """The payload bytes ``entry[key]`` points to, checked against the payload bounds
     and, when given, the length the other fields imply."""
     spec = _field(entry, key, dict, where)
@@ -289,21 +305,23 @@ def _segment(payload, entry, key, where, length=None):
     return payload[offset:offset + size]
 
 
-def _float32_array(payload, entry, key, where, n=None):
+def _float32_array(payload: bytes, entry: Json, key: str, where: str,
+                   n: int | None = None) -> torch.Tensor:
     data = _segment(payload, entry, key, where, None if n is None else 4 * n)
     if len(data) % 4:
         raise _InvalidHeader(f"{where}.{key} is not a whole number of float32 values")
     return tensor_from_bytes(data, "float32", (-1,))
 
 
-def _table(payload, entry, key, coder, where):
+def _table(payload: bytes, entry: Json, key: str, coder: Coder, where: str) -> np.ndarray:
     data = _segment(payload, entry, key, where)
     if len(data) % np.dtype(coder.table_dtype).itemsize:
         raise _InvalidHeader(f"{where}.{key} is not a whole {coder.name} table")
     return np.frombuffer(data, dtype=coder.table_dtype)
 
 
-def _decode_quantized(name, entry, payload, coder, shared_table):
+def _decode_quantized(name: str, entry: Json, payload: bytes, coder: Coder,
+                      shared_table: np.ndarray | None) -> QuantizedTensor:
     where = f"quantized tensor '{name}'"
     shape = _shape(entry, where)
     bits = _checked(entry, "bits", where, validate_bits)
@@ -327,7 +345,7 @@ def _decode_quantized(name, entry, payload, coder, shared_table):
                            points=points, shape=shape, bucket_size=bucket_size, bits=bits)
 
 
-def _decode_plain(name, entry, payload):
+def _decode_plain(name: str, entry: Json, payload: bytes) -> torch.Tensor:
     where = f"plain tensor '{name}'"
     dtype_name = _field(entry, "dtype", str, where)
     if dtype_name not in PLAIN_DTYPES:
@@ -338,7 +356,8 @@ def _decode_plain(name, entry, payload):
     return tensor_from_bytes(data, dtype_name, shape)
 
 
-def _decode(header, payload):
+def _decode(header: Json, payload: bytes) -> tuple[
+        Json, dict[str, QuantizedTensor], dict[str, torch.Tensor]]:
     meta = _field(header, "meta", dict, "the header")
     coder_name = _field(header, "coder", str, "the header")
     try:

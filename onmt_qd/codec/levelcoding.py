@@ -5,11 +5,14 @@ Per-tensor tables fit each tensor's own level distribution; a pooled table is st
 once. Which is smaller depends on the model (many small tensors favour pooling), so
 "auto" encodes both ways and keeps the smaller. Every tensor is still its own stream,
 so a reader decodes tensors independently."""
+from __future__ import annotations
+
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 
-from onmt_qd.codec.entropy import symbol_counts
+from onmt_qd.codec.entropy import Coder, symbol_counts
 
 POOLINGS = ("per_tensor", "pooled", "auto")
 
@@ -17,25 +20,26 @@ POOLINGS = ("per_tensor", "pooled", "auto")
 @dataclasses.dataclass
 class EncodedLevels:
     pooling: str                 # "per_tensor" or "pooled"
-    counts: dict                 # name -> level counts, as long as that tensor's table
-    tables: dict                 # name -> the table that tensor's stream was coded with
-    data: dict                   # name -> coded bytes
-    shared_table: np.ndarray = None  # the pooled table, None for per_tensor
+    counts: dict[str, np.ndarray]  # name -> level counts, as long as that tensor's table
+    tables: dict[str, np.ndarray]  # name -> the table that tensor's stream was coded with
+    data: dict[str, bytes]         # name -> coded bytes
+    shared_table: np.ndarray | None = None  # the pooled table, None for per_tensor
 
-    def table_bytes(self):
+    def table_bytes(self) -> int:
         if self.shared_table is not None:
             return self.shared_table.nbytes
         return sum(table.nbytes for table in self.tables.values())
 
-    def total_bytes(self):
+    def total_bytes(self) -> int:
         return self.table_bytes() + sum(len(data) for data in self.data.values())
 
 
-def _padded(counts, size):
+def _padded(counts: np.ndarray, size: int) -> np.ndarray:
     return np.pad(counts, (0, size - len(counts)))
 
 
-def encode_levels(levels, n_points, coder, pooling="auto"):
+def encode_levels(levels: Mapping[str, np.ndarray], n_points: Mapping[str, int], coder: Coder,
+                  pooling: str = "auto") -> EncodedLevels:
     """Code every tensor's levels (name -> uint8 array, indices below n_points[name])."""
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")

@@ -4,11 +4,19 @@ Every figure is counted from what was actually written, so the parts add up to t
 file's size on disk exactly; the paper's formula is computed separately as a check
 (it leaves out points, code tables, stream padding and metadata, which the report shows
 on their own lines)."""
+from __future__ import annotations
+
 import dataclasses
 import math
 import re
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from onmt_qd.codec.entropy import entropy_bits
+import torch
+
+from onmt_qd.codec.entropy import Coder, entropy_bits
+from onmt_qd.codec.levelcoding import EncodedLevels
+from onmt_qd.quant.quantizer import QuantizedFields
 
 FLOAT32_BYTES = 4
 
@@ -20,7 +28,7 @@ TENSOR_GROUPS = (("generator", r"^generator\."), ("embeddings", r"\.embeddings\.
                  ("other", r""))
 
 
-def tensor_group(name):
+def tensor_group(name: str) -> str:
     """The group (TENSOR_GROUPS) a tensor belongs to, for the size report."""
     return next(group for group, pattern in TENSOR_GROUPS if re.search(pattern, name))
 
@@ -40,11 +48,11 @@ class QuantizedSize:
     table_bytes: int         # 0 when the table is pooled
 
     @property
-    def fixed_width_bytes(self):
+    def fixed_width_bytes(self) -> int:
         return math.ceil(self.n_params * self.bits / 8)
 
     @property
-    def stored_bytes(self):
+    def stored_bytes(self) -> int:
         return self.code_bytes + self.scale_bytes + self.points_bytes + self.table_bytes
 
 
@@ -59,37 +67,37 @@ class PlainSize:
 class SizeReport:
     coder: str
     pooling: str
-    quantized: list
-    plain: list
+    quantized: list[QuantizedSize]
+    plain: list[PlainSize]
     shared_table_bytes: int  # the pooled code table, 0 per tensor
     header_bytes: int        # JSON header: options, vocabularies, tensor index
     framing_bytes: int       # magic, version, lengths and checksum
     bytes_on_disk: int
 
     @property
-    def n_params(self):
+    def n_params(self) -> int:
         return sum(t.n_params for t in self.quantized) + sum(t.n_params for t in self.plain)
 
     @property
-    def fp32_bytes(self):
+    def fp32_bytes(self) -> int:
         """All weights, quantized and plain, as float32: the baseline of the ratio."""
         return FLOAT32_BYTES * self.n_params
 
     @property
-    def data_bytes(self):
+    def data_bytes(self) -> int:
         return (sum(t.stored_bytes for t in self.quantized) + self.shared_table_bytes
                 + sum(t.bytes for t in self.plain))
 
     @property
-    def metadata_bytes(self):
+    def metadata_bytes(self) -> int:
         return self.header_bytes + self.framing_bytes
 
     @property
-    def total_bytes(self):
+    def total_bytes(self) -> int:
         return self.data_bytes + self.metadata_bytes
 
     @property
-    def paper_formula_bytes(self):
+    def paper_formula_bytes(self) -> float:
         """sum of n * mean code bits + buckets * 2 * 32 over quantized tensors, plus 32
         bits per unquantized parameter, in bytes."""
         bits = sum(t.n_params * t.mean_code_bits + t.n_buckets * 2 * 32
@@ -97,11 +105,11 @@ class SizeReport:
         return (bits + 32 * sum(t.n_params for t in self.plain)) / 8
 
     @property
-    def groups(self):
+    def groups(self) -> dict[str, dict[str, int]]:
         """group -> quantized and plain parameters and their stored bytes (levels,
         scales, points and own tables, or raw values), in TENSOR_GROUPS order; a pooled
         code table belongs to no group."""
-        groups = {}
+        groups: dict[str, dict[str, int]] = {}
         for rows, kind, size in ((self.quantized, "quantized", "stored_bytes"),
                                  (self.plain, "plain", "bytes")):
             for t in rows:
@@ -112,19 +120,19 @@ class SizeReport:
         order = [group for group, _ in TENSOR_GROUPS]
         return dict(sorted(groups.items(), key=lambda item: order.index(item[0])))
 
-    def means(self):
+    def means(self) -> dict[str, float]:
         """Bits per quantized weight (code, entropy, fixed width), each tensor weighted by
         its size, and their count: what the recipe's tables and plot show."""
         n = sum(t.n_params for t in self.quantized)
 
-        def mean(bits_of):
+        def mean(bits_of: Callable[[QuantizedSize], float]) -> float:
             return sum(bits_of(t) * t.n_params for t in self.quantized) / max(n, 1)
 
         return {"quantized_params": n, "mean_code_bits": mean(lambda t: t.mean_code_bits),
                 "entropy_bits": mean(lambda t: t.entropy_bits),
                 "fixed_width_bits": mean(lambda t: t.bits)}
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serializable dict, derived figures and means included."""
         derived = ("n_params", "fp32_bytes", "data_bytes", "metadata_bytes", "total_bytes",
                    "paper_formula_bytes", "groups")
@@ -137,8 +145,9 @@ class SizeReport:
         return out
 
 
-def build_size_report(quantized, encoded, coder, plain, header_bytes, framing_bytes,
-                      bytes_on_disk):
+def build_size_report(quantized: Mapping[str, QuantizedFields], encoded: EncodedLevels,
+                      coder: Coder, plain: Mapping[str, torch.Tensor], header_bytes: int,
+                      framing_bytes: int, bytes_on_disk: int) -> SizeReport:
     """``quantized``: name -> QuantizedTensor; ``encoded``: their EncodedLevels;
     ``plain``: name -> tensor."""
     rows = []
@@ -159,7 +168,7 @@ def build_size_report(quantized, encoded, coder, plain, header_bytes, framing_by
                       framing_bytes, bytes_on_disk)
 
 
-def format_size_report(report):
+def format_size_report(report: SizeReport) -> str:
     """The report as a readable text table (sizes in bytes; MB = 10^6 bytes)."""
     lines = [f"{'quantized tensor':<40} {'params':>10} {'bits':>4} {'fixed':>10} "
              f"{'entropy':>7} {report.coder:>7} {'levels':>10} {'scales':>8} "

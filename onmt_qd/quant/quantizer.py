@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from typing import Protocol
 
 import torch
 
@@ -32,6 +33,18 @@ def validate_bucket_size(bucket_size: object) -> None:
             or not 1 <= int(bucket_size) <= MAX_BUCKET_SIZE:
         raise ValueError(f"bucket size must be an integer from 1 to {MAX_BUCKET_SIZE}, "
                          f"got {bucket_size!r}")
+
+
+class QuantizedFields(Protocol):
+    """What readers of a quantized tensor use: a QuantizedTensor, or any object with
+    its fields (the compressed-file writer accepts stand-ins)."""
+    levels: torch.Tensor
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    points: torch.Tensor
+    shape: tuple[int, ...]
+    bucket_size: int
+    bits: int
 
 
 @dataclasses.dataclass
