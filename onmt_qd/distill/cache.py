@@ -18,12 +18,18 @@ The header holds a CRC-32 of every block of about 1 MiB of each of these files, 
 before training reads the cache (one sequential read, about 2.5 GB/s), so damaged values
 are refused by name instead of surfacing as a diverging loss.
 """
+from __future__ import annotations
+
 import hashlib
 import json
 import os
 import zlib
+from argparse import Namespace
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from onmt.constants import CorpusTask
 from onmt.inputters.inputter import vocabs_to_dict
@@ -44,21 +50,32 @@ DETERMINISTIC_TRANSFORMS = {"sentencepiece", "bpe", "onmt_tokenize", "filtertool
                             "prefix", "suffix", "normalize", "clean"}
 SUBWORD_TRANSFORMS = {"sentencepiece", "bpe", "onmt_tokenize"}
 
+# OpenNMT-py's vocabularies: "src" and "tgt" (pyonmttok vocabularies) beside its settings.
+Vocabs = dict[str, Any]
+# header.json, and the fingerprint in it: JSON values.
+Json = dict[str, Any]
 
-def id_dtype(vocab_size):
+
+def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 65536 else np.dtype("<i4")
 
 
-def block_checksums(array):
+def _crc32(rows: np.ndarray) -> int:
+    """CRC-32 of the rows' bytes (``.data``: numpy's type stubs give an array the buffer
+    protocol only from Python 3.12)."""
+    return zlib.crc32(rows.data)
+
+
+def block_checksums(array: np.ndarray) -> Json:
     """{"block_rows": R, "crc32": [...]}: the CRC-32 of every R rows of ``array``, R
     chosen so that a block holds about BLOCK_BYTES (at least one row)."""
     rows = max(1, BLOCK_BYTES // max(1, array[:1].nbytes))
     return {"block_rows": rows,
-            "crc32": [zlib.crc32(array[start:start + rows])
+            "crc32": [_crc32(array[start:start + rows])
                       for start in range(0, len(array), rows)]}
 
 
-def file_digest(path):
+def file_digest(path: str) -> tuple[str, int]:
     """(sha256 hex, number of lines) of a file, in one streaming pass."""
     sha, lines, last = hashlib.sha256(), 0, b"\n"
     with open(path, "rb") as handle:
@@ -69,7 +86,7 @@ def file_digest(path):
     return sha.hexdigest(), lines + (last != b"\n")
 
 
-def check_deterministic(opt):
+def check_deterministic(opt: Namespace) -> None:
     """Refuse transforms that draw random numbers in training: the cache would hold the
     teacher's view of one draw while every epoch trains on another."""
     for name in sorted(opt._all_transform):
@@ -89,7 +106,7 @@ def check_deterministic(opt):
                         "distill from the live teacher with -teacher_model")
 
 
-def _option_value(value):
+def _option_value(value: object) -> Any:  # JSON
     """JSON form of an option; a file is represented by its contents' digest."""
     if isinstance(value, str) and os.path.isfile(value):
         return {"sha256": file_digest(value)[0]}
@@ -100,7 +117,7 @@ def _option_value(value):
     return str(value)
 
 
-def transform_options(opt):
+def transform_options(opt: Namespace) -> Json:
     """Every option the used transforms declare, with its value in this run."""
     options = {}
     for name in sorted(opt._all_transform):
@@ -112,13 +129,13 @@ def transform_options(opt):
     return options
 
 
-def vocab_digest(vocabs):
+def vocab_digest(vocabs: Vocabs) -> str:
     tokens = vocabs_to_dict(vocabs)
     text = "\n".join(tokens["src"]) + "\0" + "\n".join(tokens["tgt"])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def data_fingerprint(opt, vocabs):
+def data_fingerprint(opt: Namespace, vocabs: Vocabs) -> Json:
     """What a cache must have been made from to serve this run: training corpora (file
     contents, line counts, transforms, per-corpus options), transform options, decoder
     start token and vocabulary."""
@@ -139,47 +156,47 @@ def data_fingerprint(opt, vocabs):
             "decoder_start_token": opt.decoder_start_token, "vocab_sha256": vocab_digest(vocabs)}
 
 
-def _flatten(value, prefix=""):
+def _flatten(value: object, prefix: str = "") -> dict[str, Any]:
     if isinstance(value, dict):
-        items = {}
+        items: dict[str, Any] = {}
         for key, sub in value.items():
             items.update(_flatten(sub, f"{prefix}{key}."))
         return items
     return {prefix[:-1]: value}
 
 
-def _short(value):
+def _short(value: object) -> str:
     text = json.dumps(value)
     return text[:60] + "..." if len(text) > 60 else text
 
 
-def first_difference(cached, wanted):
+def first_difference(cached: Json, wanted: Json) -> str | None:
     """'KEY is A in the cache, B in this run' for the first key that differs, or None."""
-    cached, wanted = _flatten(cached), _flatten(wanted)
-    for key in sorted(set(cached) | set(wanted)):
-        if cached.get(key) != wanted.get(key):
-            return (f"{key} is {_short(cached.get(key, 'absent'))} in the cache, "
-                    f"{_short(wanted.get(key, 'absent'))} in this run")
+    flat_cached, flat_wanted = _flatten(cached), _flatten(wanted)
+    for key in sorted(set(flat_cached) | set(flat_wanted)):
+        if flat_cached.get(key) != flat_wanted.get(key):
+            return (f"{key} is {_short(flat_cached.get(key, 'absent'))} in the cache, "
+                    f"{_short(flat_wanted.get(key, 'absent'))} in this run")
     return None
 
 
-def corpus_line(numbers, stride):
+def corpus_line(numbers: npt.ArrayLike, stride: int) -> np.ndarray:
     """Line numbers of the examples OpenNMT-py 3.5.1 tags ``cid_line_number``.
 
     With a stride s > 1 (data-loader workers times data-parallel GPUs) its reader takes
     the lines whose block line // s is congruent to the offset modulo s, but numbers the
     i-th line it takes i*s + offset; this undoes that numbering (identity for s = 1)."""
-    numbers = np.asarray(numbers, dtype=np.int64)
+    lines = np.asarray(numbers, dtype=np.int64)
     if stride == 1:
-        return numbers
-    offset, taken = numbers % stride, numbers // stride
+        return lines
+    offset, taken = lines % stride, lines // stride
     return (taken // stride) * stride * stride + offset * stride + taken % stride
 
 
 _CHECKSUM_PRIME = 1048573  # below 2**20: ids below 2**32 summed over 2**11 positions fit int64
 
 
-def source_checksum(src_ids, src_len):
+def source_checksum(src_ids: torch.Tensor, src_len: torch.Tensor) -> torch.Tensor:
     """Per sentence, a position-weighted sum of its source token ids (exact int64): tells
     one sentence's cache entries from another's with the same target."""
     positions = torch.arange(1, src_ids.size(1) + 1, device=src_ids.device, dtype=torch.int64)
@@ -188,21 +205,23 @@ def source_checksum(src_ids, src_len):
     return ((src_ids.long() + 1) * weights * real).sum(1)
 
 
-def row_dtypes(vocab_size):
+def row_dtypes(vocab_size: int) -> dict[str, np.dtype]:
     return {"ids": id_dtype(vocab_size), "logp": LOGP_DTYPE, "rest": LOGP_DTYPE,
             "gold": id_dtype(vocab_size)}
 
 
-def corpus_bases(corpus_lines):
+def corpus_bases(corpus_lines: Mapping[str, int]) -> dict[str, int]:
     """{corpus: index position of its first line}: the corpora one after another."""
-    bases, total = {}, 0
+    bases: dict[str, int] = {}
+    total = 0
     for name, lines in corpus_lines.items():
         bases[name] = total
         total += lines
     return bases
 
 
-def index_positions(bases, cids, lines):
+def index_positions(bases: Mapping[str, int], cids: Sequence[str],
+                    lines: np.ndarray) -> np.ndarray:
     """Index positions of the given corpus lines."""
     return np.array([bases[c] for c in cids], dtype=np.int64) + lines
 
@@ -211,7 +230,8 @@ class CacheWriter:
     """Appends each batch's rows as it comes (nothing is held in memory) and fills the
     (corpus, line) index; ``finish`` writes the header that makes the folder a cache."""
 
-    def __init__(self, folder, corpus_lines, topk, vocab_size):
+    def __init__(self, folder: str, corpus_lines: Mapping[str, int], topk: int,
+                 vocab_size: int) -> None:
         os.makedirs(folder)
         self.folder, self.topk = folder, topk
         self.dtypes = row_dtypes(vocab_size)
@@ -222,13 +242,15 @@ class CacheWriter:
         self.files = {name: open(os.path.join(folder, f"{name}.bin"), "wb") for name in ROW_ARRAYS}
         self.rows = self.sentences = 0
 
-    def add(self, cids, lines, checksums, lengths, arrays):
+    def add(self, cids: Sequence[str], lines: np.ndarray, checksums: np.ndarray,
+            lengths: np.ndarray, arrays: Mapping[str, np.ndarray]) -> None:
         """One batch: ``lengths[b]`` rows for sentence b (line ``lines[b]`` of corpus
         ``cids[b]``); ``arrays`` (ids, logp, rest, gold) hold the rows of all sentences,
         sentence after sentence."""
         self.add_at(index_positions(self.bases, cids, lines), checksums, lengths, arrays)
 
-    def add_at(self, positions, checksums, lengths, arrays):
+    def add_at(self, positions: np.ndarray, checksums: np.ndarray, lengths: np.ndarray,
+               arrays: Mapping[str, np.ndarray]) -> None:
         """``add`` with the sentences given by their index positions."""
         if (self.index["length"][positions] >= 0).any():
             raise ValueError("a corpus line came twice while building the teacher cache")
@@ -241,7 +263,7 @@ class CacheWriter:
         self.rows += int(lengths.sum())
         self.sentences += len(lengths)
 
-    def finish(self, header):
+    def finish(self, header: Json) -> None:
         for handle in self.files.values():
             handle.close()
         self.index.flush()
@@ -250,15 +272,15 @@ class CacheWriter:
                       dtypes={k: v.str for k, v in self.dtypes.items()})
         header["checksums"] = {name: block_checksums(array)
                                for name, array in map_files(self.folder, header).items()}
-        with open(os.path.join(self.folder, HEADER), "w") as handle:
-            json.dump(header, handle, indent=1)
+        with open(os.path.join(self.folder, HEADER), "w") as header_file:
+            json.dump(header, header_file, indent=1)
 
 
 class NotACacheError(ValueError):
     """The folder holds no teacher cache at all (rather than a damaged or outdated one)."""
 
 
-def map_files(folder, header):
+def map_files(folder: str, header: Json) -> dict[str, np.ndarray]:
     """{file name: read-only memmap} of the arrays ``header`` describes, each refused
     unless its size is the one the header gives."""
     rows, topk, dtypes = header["rows"], header["topk"], header["dtypes"]
@@ -267,7 +289,7 @@ def map_files(folder, header):
               "logp.bin": (np.dtype(dtypes["logp"]), (rows, topk)),
               "rest.bin": (np.dtype(dtypes["rest"]), (rows,)),
               "gold.bin": (np.dtype(dtypes["gold"]), (rows,))}
-    files = {}
+    files: dict[str, np.ndarray] = {}
     for name, (dtype, shape) in layout.items():
         path = os.path.join(folder, name)
         expected = int(np.prod(shape)) * dtype.itemsize
@@ -283,7 +305,7 @@ def map_files(folder, header):
 class TeacherCache:
     """A finished cache, memory-mapped (``verify`` checks its contents)."""
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         self.path = path
         try:
             with open(os.path.join(path, HEADER)) as handle:
@@ -319,19 +341,19 @@ class TeacherCache:
         self.index = self.files["index.bin"]
         self.arrays = {name: self.files[f"{name}.bin"] for name in ROW_ARRAYS}
 
-    def verify(self):
+    def verify(self) -> int:
         """Raise, naming the block and file, unless every block of every file matches
         its checksum (one sequential read of the cache); returns the number of blocks."""
         for name, (rows, checksums) in self.checksums.items():
             array = self.files[name]
             for block, checksum in enumerate(checksums):
-                if zlib.crc32(array[block * rows:(block + 1) * rows]) != checksum:
+                if _crc32(array[block * rows:(block + 1) * rows]) != checksum:
                     raise ValueError(f"teacher cache {self.path} is damaged: block {block} of "
                                      f"{os.path.join(self.path, name)} fails its checksum; "
                                      "remove it and rebuild it with onmt_qd_teacher_cache")
         return sum(len(checksums) for _, checksums in self.checksums.values())
 
-    def check(self, fingerprint, topk=None):
+    def check(self, fingerprint: Json, topk: int | None = None) -> None:
         """Raise unless the cache was made from what ``fingerprint`` describes (and holds
         ``topk`` tokens per position when asked)."""
         if topk is not None and topk != self.topk:
@@ -343,12 +365,14 @@ class TeacherCache:
             raise ValueError(f"teacher cache {self.path} was made from other data: {difference}; "
                              "rebuild it with onmt_qd_teacher_cache")
 
-    def lookup(self, cids, lines):
+    def lookup(self, cids: Sequence[str], lines: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(offsets, lengths, checksums) of the given corpus lines."""
         entries = self.index[index_positions(self.header["bases"], cids, lines)]
         return entries["offset"], entries["length"], entries["checksum"]
 
-    def gather(self, offsets, lengths, width):
+    def gather(self, offsets: np.ndarray, lengths: np.ndarray, width: int
+               ) -> dict[str, np.ndarray]:
         """Rows of each sentence padded to ``width`` (padding repeats its last row):
         ids, logp, rest, gold as arrays of B*width rows, in OpenNMT-py's loss order."""
         steps = np.arange(width)[None, :]

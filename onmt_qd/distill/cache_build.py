@@ -1,10 +1,15 @@
 """onmt_qd_teacher_cache: run the teacher once, teacher-forced, over the training corpora
 as onmt_qd_train reads them (same transforms and vocabulary) and write its top-K
 distribution per target position (format: onmt_qd.distill.cache)."""
+from __future__ import annotations
+
 import copy
 import functools
 import os
 import shutil
+from argparse import Namespace
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,10 +23,12 @@ from onmt.transforms import get_specials, get_transforms_cls, make_transforms
 from onmt.utils.logging import logger
 from onmt.utils.parse import ArgumentParser
 
-from onmt_qd.distill.cache import (FORMAT, ROW_ARRAYS, VERSION, CacheWriter, NotACacheError,
-                                   TeacherCache, check_deterministic, corpus_bases,
-                                   data_fingerprint, file_digest, first_difference,
-                                   index_positions, row_dtypes, source_checksum)
+from onmt_qd.distill.cache import (FORMAT, ROW_ARRAYS, VERSION, CacheWriter, Json,
+                                   NotACacheError, TeacherCache, Vocabs, check_deterministic,
+                                   corpus_bases, data_fingerprint, file_digest,
+                                   first_difference, index_positions, row_dtypes,
+                                   source_checksum)
+from onmt_qd.distill.loss import Batch
 from onmt_qd.distill.teacher import load_teacher, teacher_forced_logits
 from onmt_qd.fileio import check_corpora_no_bom, remove_stale_temporaries, temporary_name
 from onmt_qd.constants import DEFAULT_TOPK
@@ -30,8 +37,17 @@ from onmt_qd.opts import OptionError
 from onmt_qd.progress import Progress
 from onmt_qd.processes import check_cpu_backend, run_processes
 
+if TYPE_CHECKING:  # OpenNMT-py has no type information: to mypy these are Any, named
+    from onmt.models import NMTModel
+    from onmt.transforms import Transform
 
-def one_pass_batches(opt, transforms_cls, vocabs, device):
+# What teacher_rows gives per batch: corpus ids, line numbers, source checksums, row
+# counts, and the rows (ids, logp, rest, gold) of all its sentences.
+TeacherRows = tuple[list[str], np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]
+
+
+def one_pass_batches(opt: Namespace, transforms_cls: dict[str, type[Transform]], vocabs: Vocabs,
+                     device: torch.device) -> Iterator[Batch]:
     """Every example of every training corpus once, in length-sorted batches, through
     OpenNMT-py's own reader, transforms and numericalization (tagged with corpus and
     line like training batches). The training corpora are read as a validation set is:
@@ -48,7 +64,8 @@ def one_pass_batches(opt, transforms_cls, vocabs, device):
         yield batch
 
 
-def topk_rows(logits, topk):
+def topk_rows(logits: torch.Tensor, topk: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(top-K ids, their log-probabilities, log of the mass of all other tokens)."""
     logp = F.log_softmax(logits.float(), dim=-1)
     values, ids = logp.topk(topk, dim=-1)
@@ -56,13 +73,13 @@ def topk_rows(logits, topk):
     return ids, values, rest
 
 
-def header_of(opt, vocabs, topk):
+def header_of(opt: Namespace, vocabs: Vocabs, topk: int) -> Json:
     return {"format": FORMAT, "version": VERSION, "topk": topk,
             "vocab_size": len(vocabs["tgt"]), "teacher_sha256": file_digest(opt.teacher_model)[0],
             "fingerprint": data_fingerprint(opt, vocabs)}
 
 
-def check_existing(path, header):
+def check_existing(path: str, header: Json) -> bool:
     """True when ``path`` already holds this very cache, undamaged; raise when it holds
     another, an outdated or a damaged one."""
     try:
@@ -80,7 +97,7 @@ def check_existing(path, header):
     return True
 
 
-def verify_teacher_cache(path):
+def verify_teacher_cache(path: str) -> int:
     """onmt_qd_teacher_cache -verify CACHE: every block against its checksum; returns
     the number of blocks."""
     blocks = TeacherCache(path).verify()
@@ -88,7 +105,7 @@ def verify_teacher_cache(path):
     return blocks
 
 
-def check_processes(opt):
+def check_processes(opt: Namespace) -> None:
     """Refuse a parallel build its processes cannot run: CPU processes without gloo, or
     GPUs not one per process (the build runs on one machine)."""
     check_cpu_backend(opt, "builds the cache")
@@ -103,7 +120,9 @@ def check_processes(opt):
                           "built on one machine, which runs every rank; drop -cpu_ranks")
 
 
-def teacher_rows(opt, transforms_cls, vocabs, teacher, device, topk, shard=(0, 1)):
+def teacher_rows(opt: Namespace, transforms_cls: dict[str, type[Transform]], vocabs: Vocabs,
+                 teacher: NMTModel, device: torch.device, topk: int,
+                 shard: tuple[int, int] = (0, 1)) -> Iterator[TeacherRows]:
     """(cids, lines, source checksums, lengths, rows) of each batch of one_pass_batches
     whose number is congruent to ``shard`` = (rank, processes): a parallel build splits
     the very batches a single process makes (the same padding, hence the same values)."""
@@ -128,11 +147,11 @@ PART_SENTENCE = np.dtype([("position", "<i8"), ("length", "<i4"), ("checksum", "
 PART_FILES = (*ROW_ARRAYS, "sentences", "batches")
 
 
-def part_folder(parts, rank):
+def part_folder(parts: str, rank: int) -> str:
     return os.path.join(parts, f"part-{rank}")
 
 
-def build_part(opt, device_id, parts, header):
+def build_part(opt: Namespace, device_id: int, parts: str, header: Json) -> None:
     """One process of a parallel build (spawned_train's process function): its batches'
     rows, sentences (index position, rows, checksum) and sentences per batch, appended
     in the order made to PARTS/part-RANK."""
@@ -166,7 +185,7 @@ def build_part(opt, device_id, parts, header):
         handle.close()
 
 
-def read_part(folder, name, dtype, width=None):
+def read_part(folder: str, name: str, dtype: np.dtype, width: int | None = None) -> np.ndarray:
     """A part's file as a read-only array (memory-mapped unless empty)."""
     path = os.path.join(folder, f"{name}.bin")
     rows = os.path.getsize(path) // (dtype.itemsize * (width or 1))
@@ -174,10 +193,10 @@ def read_part(folder, name, dtype, width=None):
     return np.memmap(path, dtype, "r", shape=shape) if rows else np.zeros(shape, dtype)
 
 
-def merge_parts(parts, processes, writer):
+def merge_parts(parts: str, processes: int, writer: CacheWriter) -> None:
     """Write the parts' rows in the order one process makes them: batch i is batch
     i // processes of part i % processes."""
-    shares = []
+    shares: list[dict[str, Any]] = []  # per part: its arrays and how far they are read
     for rank in range(processes):
         folder = part_folder(parts, rank)
         shares.append({
@@ -197,7 +216,7 @@ def merge_parts(parts, processes, writer):
         share["sentence"], share["row"] = first + len(sentences), end
 
 
-def build_teacher_cache(opt):
+def build_teacher_cache(opt: Namespace) -> int:
     """Write the cache to opt.output (under a temporary name, renamed when complete),
     in one process or, with -world_size N, N (the same bytes); returns the number of
     rows written, 0 when an identical cache is already there."""

@@ -1,9 +1,34 @@
 """Word-level distillation loss (docs/method.md §5) as an OpenNMT-py LossCompute."""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
 import torch
 import torch.nn.functional as F
 from onmt.utils.loss import LossCompute
 
 from onmt_qd.distill.rules import check_whole_targets
+
+# An OpenNMT-py batch: "src", "tgt", "srclen", "tgtlen" tensors and, in training,
+# "cid" and "cid_line_number" lists: values of several types, hence Any.
+Batch = dict[str, Any]
+
+
+class Distribution(Protocol):
+    """The teacher's distribution over a batch's target positions (distill/teacher.py)."""
+
+    def loss(self, student_logits: torch.Tensor, target: torch.Tensor, padding_idx: int,
+             weight: float, temperature: float,
+             criterion: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, plain cross-entropy) of the student against this distribution."""
+        ...
+
+
+class Teacher(Protocol):
+    """What training asks of a teacher, live or cached (distill/teacher.py)."""
+
+    def distribution(self, batch: Batch) -> Distribution:
+        ...
 
 
 class PastTheStep(BaseException):
@@ -11,7 +36,7 @@ class PastTheStep(BaseException):
     ``except Exception`` prints a traceback before re-raising; the trainer
     (train/trainer.py) raises the error itself again, for the command's one line."""
 
-    def __init__(self, error: ValueError):
+    def __init__(self, error: ValueError) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -25,7 +50,8 @@ class WordKL(torch.autograd.Function):
     of a distillation step on a small student)."""
 
     @staticmethod
-    def forward(ctx, student_logits, teacher_logits, keep, temperature):
+    def forward(ctx: Any, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                keep: torch.Tensor, temperature: float) -> torch.Tensor:
         scale = 1.0 / temperature
         student_logp = F.log_softmax(student_logits.float() * scale, dim=-1)
         teacher_logp = F.log_softmax(teacher_logits.float() * scale, dim=-1)
@@ -38,13 +64,14 @@ class WordKL(torch.autograd.Function):
         return kl
 
     @staticmethod
-    def backward(ctx, grad_output):
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         (grad,) = ctx.saved_tensors
         return (grad * grad_output).to(ctx.logits_dtype), None, None, None
 
 
-def distillation_loss(student_logits, teacher_logits, target, padding_idx, weight, temperature,
-                      ce_loss=None):
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      target: torch.Tensor, padding_idx: int, weight: float, temperature: float,
+                      ce_loss: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(1-lambda)*CE + lambda*T^2*KL(p_teacher || p_student), summed over the
     non-padding positions (OpenNMT-py's trainer divides by its normalization).
 
@@ -70,7 +97,9 @@ class TopKDistillation(torch.autograd.Function):
     (1-lambda) at the gold token."""
 
     @staticmethod
-    def forward(ctx, student_logits, target, keep, topk_ids, topk_logp, rest_logp, weight):
+    def forward(ctx: Any, student_logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor,
+                topk_ids: torch.Tensor, topk_logp: torch.Tensor, rest_logp: torch.Tensor,
+                weight: float) -> tuple[torch.Tensor, torch.Tensor]:
         logits = student_logits.float()
         lse = torch.logsumexp(logits, dim=-1, keepdim=True)
         probs = logits.sub(lse).exp_()
@@ -96,13 +125,16 @@ class TopKDistillation(torch.autograd.Function):
         return (1.0 - weight) * ce + weight * kl, ce
 
     @staticmethod
-    def backward(ctx, grad_loss, grad_ce):
+    def backward(ctx: Any, grad_loss: torch.Tensor, grad_ce: torch.Tensor
+                 ) -> tuple[torch.Tensor, None, None, None, None, None, None]:
         (grad,) = ctx.saved_tensors
         return (grad * grad_loss).to(ctx.logits_dtype), None, None, None, None, None, None
 
 
-def topk_distillation_loss(student_logits, topk_ids, topk_logp, rest_logp, target, padding_idx,
-                           weight):
+def topk_distillation_loss(student_logits: torch.Tensor, topk_ids: torch.Tensor,
+                           topk_logp: torch.Tensor, rest_logp: torch.Tensor,
+                           target: torch.Tensor, padding_idx: int,
+                           weight: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(1-lambda)*CE + lambda*KL(q || p) over K+1 buckets, summed over the non-padding
     positions; returns (loss, ce) like distillation_loss.
 
@@ -127,11 +159,11 @@ class DistillLossCompute(LossCompute):
     for the batch. Statistics (perplexity, accuracy) stay those of the gold-token
     cross-entropy."""
 
-    teacher = None
+    teacher: Teacher | None = None
     distill_weight = 0.7
     distill_temperature = 1.0
 
-    def set_teacher(self, teacher, weight, temperature):
+    def set_teacher(self, teacher: Teacher, weight: float, temperature: float) -> None:
         if self.copy_attn or self.lambda_align or self.lambda_coverage or \
                 self.lm_generator is not None or self.lm_prior_model is not None:
             raise ValueError("distillation supports plain generators only: unset "
@@ -142,7 +174,8 @@ class DistillLossCompute(LossCompute):
         self.distill_weight = weight
         self.distill_temperature = temperature
 
-    def forward(self, batch, output, attns, trunc_start=0, trunc_size=None):
+    def forward(self, batch: Batch, output: torch.Tensor, attns: dict[str, torch.Tensor],
+                trunc_start: int = 0, trunc_size: int | None = None) -> tuple[torch.Tensor, Any]:
         if self.teacher is None:
             return super().forward(batch, output, attns, trunc_start, trunc_size)
         check_whole_targets(trunc_start != 0 or (trunc_size is not None

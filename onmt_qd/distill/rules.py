@@ -1,7 +1,10 @@
 """The rules of distillation's settings, each written once: onmt_qd_train (and the recipe
 profile, through its checks), onmt_qd_diffquant, onmt_qd_teacher_cache and the losses
 call these, so a setting is refused with the same line wherever it is given."""
+from __future__ import annotations
+
 import os
+from argparse import Namespace
 
 # Above this the T^2-scaled KL loses its float32 precision: measured on random logits
 # (8000 words, std 0.3 to 5) against float64, the loss is within 0.05% up to T = 100,
@@ -9,7 +12,8 @@ import os
 MAX_TEMPERATURE = 100.0
 
 
-def check_teacher_model(path, needed_for=None, option="-teacher_model"):
+def check_teacher_model(path: str | None, needed_for: str | None = None,
+                        option: str = "-teacher_model") -> None:
     """-teacher_model names an OpenNMT-py checkpoint that exists (a .qdz lacks the
     weights a teacher needs). ``needed_for``: the command requires it, and why;
     ``option``: what the user set (a recipe's teacher_model key)."""
@@ -31,7 +35,7 @@ def check_teacher_model(path, needed_for=None, option="-teacher_model"):
     refuse_compressed(path)
 
 
-def check_topk(topk, name="-topk", vocabulary=None):
+def check_topk(topk: object, name: str = "-topk", vocabulary: int | None = None) -> None:
     """Tokens kept per position: at least 1, at most the vocabulary (when known)."""
     if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1 or (
             vocabulary is not None and topk > vocabulary):
@@ -39,7 +43,7 @@ def check_topk(topk, name="-topk", vocabulary=None):
         raise ValueError(f"{name} must be a whole number of at least 1{most}, got {topk!r}")
 
 
-def check_cached_loss(temperature, label_smoothing):
+def check_cached_loss(temperature: float, label_smoothing: float) -> None:
     """A cache stores the teacher's T = 1 log-probabilities of K tokens: its loss is the
     KL at temperature 1 plus the plain cross-entropy."""
     if temperature != 1.0:
@@ -50,13 +54,13 @@ def check_cached_loss(temperature, label_smoothing):
                          "-label_smoothing or use -teacher_model")
 
 
-def check_whole_targets(truncated):
+def check_whole_targets(truncated: bool | int) -> None:
     """The KL is taken over every target position of a batch at once."""
     if truncated:
         raise ValueError("distillation needs whole targets: set -truncated_decoder 0")
 
 
-def check_distill_opts(opt, teacher_needed_for=None):
+def check_distill_opts(opt: Namespace, teacher_needed_for: str | None = None) -> None:
     """Every rule of the distillation options a training command takes (-distill_*,
     -teacher_model, -teacher_cache, -topk), before any data or model is read."""
     if not 0.0 <= opt.distill_weight <= 1.0:

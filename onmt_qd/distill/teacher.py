@@ -2,23 +2,35 @@
 the batch's target positions, whether a live model computes it (LiveTeacher) or a cache
 holds it (CachedTeacher); the distribution computes the distillation loss against the
 student's logits. A new kind of teacher is one class with ``distribution``."""
+from __future__ import annotations
+
+from argparse import Namespace
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, NoReturn
+
 import numpy as np
 import torch
 from onmt.inputters.inputter import vocabs_to_dict
 
 from onmt_qd.compat import load_checkpoint
-from onmt_qd.distill.cache import TeacherCache, corpus_line, data_fingerprint, source_checksum
-from onmt_qd.distill.loss import distillation_loss, topk_distillation_loss
+from onmt_qd.distill.cache import (Vocabs, TeacherCache, corpus_line, data_fingerprint,
+                                   source_checksum)
+from onmt_qd.distill.loss import Batch, distillation_loss, topk_distillation_loss
 from onmt_qd.distill.rules import check_cached_loss
 from onmt_qd.models import build_model_from_checkpoint
+
+if TYPE_CHECKING:  # OpenNMT-py has no type information: to mypy this is Any, named
+    from onmt.models import NMTModel
 
 
 class VocabMismatchError(ValueError):
     pass
 
 
-def check_same_vocabs(teacher_vocab, student_vocab, other="student", this="teacher",
-                      remedy="build both from the same vocab files"):
+def check_same_vocabs(teacher_vocab: Mapping[str, Sequence[str]],
+                      student_vocab: Mapping[str, Sequence[str]], other: str = "student",
+                      this: str = "teacher",
+                      remedy: str = "build both from the same vocab files") -> None:
     """Word-level KL compares distributions position by position, so both models
     must index the same tokens: raise on the first difference. ``this`` and ``other``
     name the two vocabularies (the teacher and the student, or the data config's
@@ -36,7 +48,8 @@ def check_same_vocabs(teacher_vocab, student_vocab, other="student", this="teach
                 f"{remedy}")
 
 
-def load_teacher(path, student_vocabs, device, other="student"):
+def load_teacher(path: str, student_vocabs: Vocabs, device: torch.device | str,
+                 other: str = "student") -> NMTModel:
     """Frozen teacher model whose vocabularies match ``student_vocabs``."""
     checkpoint = load_checkpoint(path)
     check_same_vocabs(checkpoint["vocab"], vocabs_to_dict(student_vocabs), other)
@@ -49,7 +62,7 @@ def load_teacher(path, student_vocabs, device, other="student"):
     return teacher
 
 
-def teacher_forced_logits(model, batch):
+def teacher_forced_logits(model: NMTModel, batch: Batch) -> torch.Tensor:
     """Logits at every target position given the gold prefix: [batch * positions, vocab],
     rows in the order of ``batch["tgt"][:, 1:]`` flattened (OpenNMT-py's loss order)."""
     output, _ = model(batch["src"], batch["tgt"], batch["srclen"])
@@ -59,10 +72,12 @@ def teacher_forced_logits(model, batch):
 class DenseDistribution:
     """The teacher's logits over the whole vocabulary."""
 
-    def __init__(self, logits):
+    def __init__(self, logits: torch.Tensor) -> None:
         self.logits = logits
 
-    def loss(self, student_logits, target, padding_idx, weight, temperature, criterion=None):
+    def loss(self, student_logits: torch.Tensor, target: torch.Tensor, padding_idx: int,
+             weight: float, temperature: float, criterion: torch.nn.Module | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
         ce = criterion(student_logits.float(), target) if criterion is not None else None
         return distillation_loss(student_logits, self.logits, target, padding_idx, weight,
                                  temperature, ce_loss=ce)
@@ -72,10 +87,12 @@ class TopKDistribution:
     """The teacher's K most probable tokens per position, their log-probabilities and
     the log of the remaining mass (see topk_distillation_loss)."""
 
-    def __init__(self, ids, logp, rest_logp):
+    def __init__(self, ids: torch.Tensor, logp: torch.Tensor, rest_logp: torch.Tensor) -> None:
         self.ids, self.logp, self.rest_logp = ids, logp, rest_logp
 
-    def loss(self, student_logits, target, padding_idx, weight, temperature, criterion=None):
+    def loss(self, student_logits: torch.Tensor, target: torch.Tensor, padding_idx: int,
+             weight: float, temperature: float, criterion: torch.nn.Module | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
         check_cached_loss(temperature, getattr(criterion, "label_smoothing", 0.0))
         return topk_distillation_loss(student_logits, self.ids, self.logp, self.rest_logp,
                                       target, padding_idx, weight)
@@ -84,19 +101,20 @@ class TopKDistribution:
 class LiveTeacher:
     """A teacher model run teacher-forced on each batch, without gradients."""
 
-    def __init__(self, model):
+    def __init__(self, model: NMTModel) -> None:
         self.model = model
 
     @classmethod
-    def from_checkpoint(cls, path, student_vocabs, device):
+    def from_checkpoint(cls, path: str, student_vocabs: Vocabs,
+                        device: torch.device | str) -> LiveTeacher:
         return cls(load_teacher(path, student_vocabs, device))
 
-    def distribution(self, batch):
+    def distribution(self, batch: Batch) -> DenseDistribution:
         with torch.no_grad():
             return DenseDistribution(teacher_forced_logits(self.model, batch))
 
 
-def process_stride(opt):
+def process_stride(opt: Namespace) -> int:
     """How many data-parallel processes share the training lines: all -world_size of
     them, on every machine (GPUs or CPU processes), else one. OpenNMT-py 3.5 strides by
     this machine's -gpu_ranks alone, so on several machines each would read the lines
@@ -106,7 +124,7 @@ def process_stride(opt):
     return max(1, opt.world_size)
 
 
-def loader_stride(opt):
+def loader_stride(opt: Namespace) -> int:
     """The line stride of OpenNMT-py's training reader: data-loader workers times
     data-parallel processes (see onmt_qd_train's iterator and DynamicDatasetIter)."""
     return process_stride(opt) * max(1, opt.num_workers)
@@ -116,11 +134,12 @@ class CachedTeacher:
     """Entries of a teacher cache, found by each example's (corpus, line) and checked
     against the batch: row count, gold target tokens and source checksum must match."""
 
-    def __init__(self, cache, stride, device):
+    def __init__(self, cache: TeacherCache, stride: int, device: torch.device | str) -> None:
         self.cache, self.stride, self.device = cache, stride, device
 
     @classmethod
-    def from_opts(cls, opt, vocabs, device):
+    def from_opts(cls, opt: Namespace, vocabs: Vocabs, device: torch.device | str
+                  ) -> CachedTeacher:
         """The cache named by -teacher_cache, refused unless it was made from this run's
         corpora, transforms and vocabulary (and holds -topk tokens when that is set) and
         is undamaged: checked whole here, since a failure inside OpenNMT-py's training
@@ -130,12 +149,12 @@ class CachedTeacher:
         cache.verify()
         return cls(cache, loader_stride(opt), device)
 
-    def _fail(self, cid, line, what):
+    def _fail(self, cid: str, line: int, what: str) -> NoReturn:
         raise ValueError(f"teacher cache {self.cache.path}: corpus '{cid}' line {line + 1} "
                          f"{what}; the cache was made from other data: rebuild it with "
                          "onmt_qd_teacher_cache")
 
-    def distribution(self, batch):
+    def distribution(self, batch: Batch) -> TopKDistribution:
         cids = batch["cid"]
         lines = corpus_line(batch["cid_line_number"], self.stride)
         offsets, lengths, checksums = self.cache.lookup(cids, lines)
@@ -159,7 +178,8 @@ class CachedTeacher:
             torch.from_numpy(rows["rest"]).to(self.device, torch.float32))
 
 
-def teacher_from_opts(opt, vocabs, device):
+def teacher_from_opts(opt: Namespace, vocabs: Vocabs, device: torch.device | str
+                      ) -> LiveTeacher | CachedTeacher | None:
     """The teacher -teacher_model or -teacher_cache names, or None."""
     if opt.teacher_model:
         return LiveTeacher.from_checkpoint(opt.teacher_model, vocabs, device)
