@@ -2,16 +2,25 @@
 the decoding options first, run OpenNMT-py's own inference engine and translator
 (beam search and all) on it, and give one output line (or -n_best) per source
 line, in source order, blank for blank."""
+from __future__ import annotations
+
 import contextlib
 import copy
 import io
 import os
 import tempfile
-from typing import NamedTuple
+from argparse import Namespace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from onmt.inference_engine import InferenceEngine, InferenceEnginePY
 
 from onmt_qd.progress import Progress
+
+if TYPE_CHECKING:  # OpenNMT-py has no type information: to mypy NMTModel is Any, named
+    from onmt.models import NMTModel
+
+    from onmt_qd.inference.engines import Predictions, Scores
 
 
 # Studies of beam width (Koehn and Knowles 2017) stop at 1000; past a few dozen, wider
@@ -22,7 +31,8 @@ MAX_BEAM_SIZE = 1000
 MAX_HYPOTHESES = 100_000
 
 
-def check_decoding(beam_size, batch_size, n_best=1, max_length=None):
+def check_decoding(beam_size: int, batch_size: int, n_best: int = 1,
+                   max_length: int | None = None) -> None:
     """Decoding options that OpenNMT-py's beam search would fail on with a traceback,
     or that a typo makes large enough to exhaust memory."""
     for option, value in (("-beam_size", beam_size), ("-batch_size", batch_size),
@@ -38,7 +48,7 @@ def check_decoding(beam_size, batch_size, n_best=1, max_length=None):
                          "keeps beam_size hypotheses; raise -beam_size or lower -n_best")
 
 
-def check_files(opt, outputs):
+def check_files(opt: Namespace, outputs: Mapping[str, str | None]) -> None:
     """Inputs readable, outputs (option -> path) writable and none of the inputs,
     before any model is loaded."""
     from onmt_qd.fileio import check_input_file, check_one_stdin, check_outputs
@@ -53,7 +63,7 @@ def check_files(opt, outputs):
     check_outputs(outputs, inputs)
 
 
-def check_model_input(path):
+def check_model_input(path: str) -> None:
     """-model: what the engine that translates it can load (a checkpoint or .qdz file,
     or a directory written by onmt_qd_export)."""
     from onmt_qd.inference.engines import engine_for
@@ -61,7 +71,7 @@ def check_model_input(path):
     engine_for(path).check_model(path)
 
 
-def check_inference(opt, sentences):
+def check_inference(opt: Namespace, sentences: int) -> None:
     """Refuse, before the model is loaded, what its engine would not do as asked
     (Engine.check_options: options CTranslate2 does not take, -precision where it does
     not apply), several processes, OpenNMT-py's bitsandbytes -quant_type, and a search
@@ -87,12 +97,12 @@ def check_inference(opt, sentences):
 
 class LoadedModel(NamedTuple):
     """A model built once, for translation and scoring alike."""
-    model: object  # OpenNMT-py's NMTModel, in eval mode on its device
-    vocabs: dict
-    model_opt: object  # its checkpoint's options (data, transforms) as built
+    model: NMTModel  # in eval mode on its device (an EnsembleModel for several)
+    vocabs: dict[str, Any]  # OpenNMT-py's: "src", "tgt" vocabularies and settings
+    model_opt: Namespace  # its checkpoint's options (data, transforms) as built
 
 
-def load_model(path, opt):
+def load_model(path: str, opt: Namespace) -> LoadedModel:
     """``path`` (a checkpoint or a .qdz) read once and built on -gpu's device as
     OpenNMT-py's load_test_model builds a model to translate with: the translation's
     -self_attn_type, -precision fp16 as a cast, attention dropout off
@@ -115,7 +125,7 @@ def load_model(path, opt):
     return loaded
 
 
-def load_models(paths, opt):
+def load_models(paths: Sequence[str], opt: Namespace) -> LoadedModel:
     """-model's model, or its models averaged by OpenNMT-py's EnsembleModel as
     onmt_translate averages them (vocabularies must match)."""
     loaded = [load_model(path, opt) for path in paths]
@@ -131,7 +141,7 @@ def load_models(paths, opt):
     return loaded[0]._replace(model=ensemble)
 
 
-def default_transforms(opt, model_opt):
+def default_transforms(opt: Namespace, model_opt: Namespace) -> None:
     """Use the model's SentencePiece transform when the user named no transforms."""
     from onmt_qd.evaluate.metrics import valid_transforms
 
@@ -149,7 +159,7 @@ class ModelEngine(InferenceEnginePY):
     and builds opt.models itself; this sets what that __init__ sets for one process,
     with OpenNMT-py's Translator.from_opt on ``loaded``."""
 
-    def __init__(self, opt, loaded):
+    def __init__(self, opt: Namespace, loaded: LoadedModel) -> None:
         from onmt.transforms import get_transforms_cls
         from onmt.translate import GNMTGlobalScorer, Translator
         from onmt.utils.logging import init_logger
@@ -164,7 +174,8 @@ class ModelEngine(InferenceEnginePY):
             global_scorer=GNMTGlobalScorer.from_opt(opt), out_file=_Discard(),
             report_align=opt.report_align, report_score=True, logger=self.logger)
 
-    def infer_file_counted(self, progress=None):
+    def infer_file_counted(self, progress: Progress | None = None
+                           ) -> tuple[list[list[float]], list[list[str]]]:
         """infer_file, each batch counted into ``progress`` once it is translated."""
         from onmt.constants import CorpusTask
         from onmt.inputters.dynamic_iterator import build_dynamic_dataset_iter
@@ -179,7 +190,7 @@ class _Discard(io.TextIOBase):
     """The translator's out_file: it writes every prediction there, and the caller
     writes the re-aligned output itself. No file is opened, so none is left open."""
 
-    def write(self, text):
+    def write(self, text: str) -> int:
         return len(text)
 
 
@@ -188,24 +199,25 @@ class _CountedBatches:
     ``progress`` when the translator asks for the next batch (it has translated this
     one then). One pass, one iterator: batches and output exactly as without it."""
 
-    def __init__(self, batches, progress):
+    def __init__(self, batches: Iterable[tuple[dict[str, Any], Any]],
+                 progress: Progress) -> None:
         self._batches, self._progress = batches, progress
 
-    def __getattr__(self, name):  # transforms, bucket_size: what the translator reads
+    def __getattr__(self, name: str) -> Any:  # transforms, bucket_size: what the translator reads
         return getattr(self._batches, name)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[dict[str, Any], Any]]:
         for batch, bucket in self._batches:
             yield batch, bucket
             self._progress.advance(len(batch["srclen"]))
 
 
-def non_blank(lines):
+def non_blank(lines: Sequence[str]) -> list[int]:
     """Indices of the lines OpenNMT-py translates (it drops blank ones)."""
     return [i for i, line in enumerate(lines) if line.strip()]
 
 
-def write_lines(path, lines):
+def write_lines(path: str, lines: Iterable[str]) -> str:
     from onmt_qd.fileio import named_write_errors
 
     with named_write_errors(path), open(path, "w", encoding="utf-8") as handle:
@@ -214,7 +226,8 @@ def write_lines(path, lines):
 
 
 @contextlib.contextmanager
-def inference_engine(opt, lines, loaded):
+def inference_engine(opt: Namespace, lines: Sequence[str], loaded: LoadedModel
+                     ) -> Iterator[ModelEngine]:
     """OpenNMT-py's inference engine on the ``loaded`` model, validated and seeded as
     onmt_translate builds it, set to translate the non-blank ``lines`` (and their -tgt
     lines, for gold scores). It writes nothing: the caller writes the re-aligned output."""
@@ -248,7 +261,8 @@ def inference_engine(opt, lines, loaded):
             engine.terminate()
 
 
-def translate_aligned(engine, lines, progress=None):
+def translate_aligned(engine: ModelEngine, lines: Sequence[str], progress: Progress | None = None
+                      ) -> tuple[Scores, Predictions]:
     """(scores, predictions), -n_best of each per source line and in source order;
     blank lines get empty predictions (score 0). ``progress`` (a Progress over the
     non-blank lines) is told as batches finish."""
@@ -265,7 +279,7 @@ def translate_aligned(engine, lines, progress=None):
     return all_scores, all_predictions
 
 
-def warm_up(engine, lines, count):
+def warm_up(engine: ModelEngine, lines: Sequence[str], count: int) -> None:
     """Translate the first ``count`` non-blank ``lines`` and drop the result: a
     process's first translation pays one-time costs (on a GPU, loading kernels and
     planning cuDNN) that a speed measurement must not count."""
@@ -279,7 +293,8 @@ def warm_up(engine, lines, count):
         engine.translator.report_score = reports
 
 
-def write_translations(path, scores, predictions, with_score=False):
+def write_translations(path: str, scores: Sequence[Sequence[float]],
+                       predictions: Sequence[Sequence[str]], with_score: bool = False) -> None:
     """onmt_translate's output format (n_best lines per source line, optionally
     "prediction<TAB>score"), written atomically (or to standard output)."""
     from onmt_qd.fileio import open_output
@@ -290,7 +305,7 @@ def write_translations(path, scores, predictions, with_score=False):
                 out.write(f"{prediction}\t{score}\n" if with_score else f"{prediction}\n")
 
 
-def translate(opt):
+def translate(opt: Namespace) -> None:
     """onmt_qd_translate: -src translated with -model into -output, one line (or
     -n_best) per source line; progress on standard error when it takes a while."""
     from onmt_qd.fileio import read_text_lines

@@ -3,11 +3,14 @@ signatures), reference perplexity, parameter count, size on disk and translation
 speed. The model is loaded once by its engine (onmt_qd/inference/engines: OpenNMT-py,
 its int8 variant, or CTranslate2 on an onmt_qd_export directory) and serves the
 translation and the perplexity alike."""
+from __future__ import annotations
+
 import json
 import os
 import tempfile
 import time
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, cast
 
 from onmt_qd.inference.engine import (check_decoding, check_inference, check_model_input,
                                       non_blank, write_lines, write_translations)
@@ -15,7 +18,9 @@ from onmt_qd.inference.engines import open_engine
 from onmt_qd.progress import Progress
 
 
-def check_args(model, srcs, tgts, beam_size, batch_size, gpu, outputs, subword_models):
+def check_args(model: str, srcs: Sequence[str], tgts: Sequence[str], beam_size: int,
+               batch_size: int, gpu: int, outputs: Mapping[str, str | None],
+               subword_models: Mapping[str, str | None]) -> None:
     """Every check that can fail, before a model is loaded."""
     from onmt_qd.fileio import STDIN, check_input_file, check_one_stdin, check_outputs
     from onmt_qd.opts import check_devices
@@ -32,9 +37,9 @@ def check_args(model, srcs, tgts, beam_size, batch_size, gpu, outputs, subword_m
     inputs = [("-model", model), *(("-src", s) for s in srcs), *(("-tgt", t) for t in tgts)]
     for option, path in inputs[1:]:
         check_input_file(path, option, stdin=True)
-    for name, path in subword_models.items():
-        if path:
-            check_input_file(path, f"-{name}")
+    for name, subword_model in subword_models.items():
+        if subword_model:
+            check_input_file(subword_model, f"-{name}")
     check_one_stdin(inputs)
     check_outputs(outputs, inputs)
 
@@ -42,11 +47,11 @@ def check_args(model, srcs, tgts, beam_size, batch_size, gpu, outputs, subword_m
 class TestSet(NamedTuple):
     src: str
     tgt: str
-    sources: list
-    references: list
+    sources: list[str]
+    references: list[str]
 
 
-def read_test_sets(srcs, tgts):
+def read_test_sets(srcs: Sequence[str], tgts: Sequence[str]) -> list[TestSet]:
     """Each -src file with its -tgt file, read and checked parallel."""
     from onmt_qd.fileio import read_text_lines
 
@@ -62,8 +67,10 @@ def read_test_sets(srcs, tgts):
     return sets
 
 
-def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
-             json_path=None, precision=None, subword_models=None):
+def evaluate(model: str, src: str | Sequence[str], tgt: str | Sequence[str], beam_size: int = 5,
+             batch_size: int = 64, gpu: int = -1, output: str | None = None,
+             json_path: str | None = None, precision: str | None = None,
+             subword_models: Mapping[str, str | None] | None = None) -> dict[str, Any]:
     """Scores of ``model`` on ``src``/``tgt`` (its translations kept in ``output``, the
     scores in ``json_path``). ``src`` and ``tgt`` may be lists of parallel test sets:
     each set is translated in a run of its own, so its scores under ``test_sets`` are
@@ -81,7 +88,8 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
     from onmt_qd.machine import LoadMeter
     from onmt_qd.opts import parse, translate_parser
 
-    srcs, tgts = ([src], [tgt]) if isinstance(src, str) else (list(src), list(tgt))
+    # src and tgt come alike: one path each, or two lists of paths
+    srcs, tgts = ([src], [cast(str, tgt)]) if isinstance(src, str) else (list(src), list(tgt))
     subword_models = subword_models or {}
     check_args(model, srcs, tgts, beam_size, batch_size, gpu,
                {"-json": json_path, "-output": output}, subword_models)
@@ -153,7 +161,7 @@ def evaluate(model, src, tgt, beam_size=5, batch_size=64, gpu=-1, output=None,
     return result
 
 
-def write_json(result, path):
+def write_json(result: Mapping[str, Any], path: str) -> None:
     from onmt_qd.fileio import open_output
 
     with open_output(path) as handle:

@@ -6,13 +6,25 @@ benchmarks ask ``open_engine`` and never look at the path themselves.
 An engine is an ``Engine`` subclass in a file of its own, registered with
 ``@register``; the files below are imported at the end, so the registry is full once
 this package is imported. Adding an engine touches its file, that import and its test."""
+from __future__ import annotations
+
 import contextlib
-from typing import ClassVar
+from argparse import Namespace
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, ClassVar
 
-ENGINES: list = []  # the last registered is asked first; the first that accepts takes it
+if TYPE_CHECKING:
+    from onmt_qd.progress import Progress
+
+# What translating gives per source line: -n_best scores, and as many predictions.
+Scores = list[list[float]]
+Predictions = list[list[str]]
+
+# the last registered is asked first; the first that accepts takes it
+ENGINES: list[type[Engine]] = []
 
 
-def register(engine: type) -> type:
+def register(engine: type[Engine]) -> type[Engine]:
     """Class decorator: add ``engine`` to ENGINES, asked before those registered before
     it (OpenNMT-py's engine, which takes any file, is registered first)."""
     ENGINES.insert(0, engine)
@@ -35,18 +47,19 @@ class Engine:
         raise NotImplementedError
 
     @classmethod
-    def check_options(cls, opt) -> None:
+    def check_options(cls, opt: Namespace) -> None:
         """A one-line error for a translation option this engine would not honour,
         before anything is loaded."""
 
-    def __init__(self, opt):
+    def __init__(self, opt: Namespace) -> None:
         self.opt = opt
 
-    def translate(self, lines: list, progress=None) -> tuple:
+    def translate(self, lines: list[str], progress: Progress | None = None
+                  ) -> tuple[Scores, Predictions]:
         """(scores, predictions): -n_best of each per line, in order, blank for blank."""
         raise NotImplementedError
 
-    def warm_up(self, lines: list, count: int) -> None:
+    def warm_up(self, lines: list[str], count: int) -> None:
         """Translate the first ``count`` non-blank lines and drop the result: one-time
         costs a speed measurement must not count."""
         from onmt_qd.inference.engine import non_blank
@@ -55,14 +68,15 @@ class Engine:
         if sample:
             self.translate(sample)
 
-    def perplexity(self, src: str, tgt: str, sources: list, references: list) -> float:
+    def perplexity(self, src: str, tgt: str, sources: list[str], references: list[str]
+                   ) -> float:
         """Of the references given the sources (files ``src``/``tgt`` hold the same)."""
         raise NotImplementedError
 
     n_params: int = 0
     size_bytes: int = 0
 
-    def settings(self) -> dict:
+    def settings(self) -> dict[str, str | int | None]:
         """Which engine translated and what decides its speed (device, threads)."""
         raise NotImplementedError
 
@@ -75,7 +89,7 @@ class Engine:
         """Release what the engine holds."""
 
 
-def engine_for(model: str, precision: str | None = None) -> type:
+def engine_for(model: str, precision: str | None = None) -> type[Engine]:
     """The registered engine that translates ``model`` at ``precision``."""
     for engine in ENGINES:
         if engine.accepts(model, precision):
@@ -84,7 +98,7 @@ def engine_for(model: str, precision: str | None = None) -> type:
 
 
 @contextlib.contextmanager
-def open_engine(opt):
+def open_engine(opt: Namespace) -> Iterator[Engine]:
     """The engine of -model (its first, for an ensemble) at -precision, loaded once."""
     engine = engine_for(opt.models[0], opt.precision)(opt)
     try:

@@ -1,8 +1,15 @@
 """CTranslate2 on an onmt_qd_export directory (onmt_qd/deploy/ct2.py holds the export
 and the translator); its scores of the references give the perplexity."""
-import os
+from __future__ import annotations
 
-from onmt_qd.inference.engines import Engine, register
+import os
+from argparse import Namespace
+from typing import TYPE_CHECKING
+
+from onmt_qd.inference.engines import Engine, Predictions, Scores, register
+
+if TYPE_CHECKING:
+    from onmt_qd.progress import Progress
 
 
 @register
@@ -10,17 +17,17 @@ class CTranslate2Engine(Engine):
     name = "CTranslate2"
 
     @classmethod
-    def accepts(cls, model, precision):
+    def accepts(cls, model: str, precision: str | None) -> bool:
         return os.path.isdir(model)
 
     @classmethod
-    def check_model(cls, model):
+    def check_model(cls, model: str) -> None:
         from onmt_qd.deploy.ct2 import read_manifest
 
         read_manifest(model)
 
     @classmethod
-    def check_options(cls, opt):
+    def check_options(cls, opt: Namespace) -> None:
         """Options CTranslate2 does not take, and any -precision: a directory runs at
         the quantization it was exported with (refused rather than not applied)."""
         from onmt_qd.deploy.ct2 import check_translate_options, read_manifest
@@ -33,7 +40,7 @@ class CTranslate2Engine(Engine):
                              "exported): leave -precision out, or export again with "
                              "onmt_qd_export -quantization")
 
-    def __init__(self, opt):
+    def __init__(self, opt: Namespace) -> None:
         from onmt_qd.deploy.ct2 import deployed_model, directory_size
 
         super().__init__(opt)
@@ -41,20 +48,22 @@ class CTranslate2Engine(Engine):
         self.n_params = self.deployed.manifest["n_params"]
         self.size_bytes = directory_size(opt.models[0])
 
-    def translate(self, lines, progress=None):
+    def translate(self, lines: list[str], progress: Progress | None = None
+                  ) -> tuple[Scores, Predictions]:
         opt = self.opt
         return self.deployed.translate(lines, opt.beam_size, opt.batch_size, opt.n_best,
                                        opt.max_length, opt.max_length_ratio, progress)
 
-    def perplexity(self, src, tgt, sources, references):
+    def perplexity(self, src: str, tgt: str, sources: list[str], references: list[str]
+                   ) -> float:
         return self.deployed.perplexity(sources, references, self.opt.batch_size)
 
-    def cpu_threads(self):
+    def cpu_threads(self) -> int | None:
         deployed = self.deployed
         return deployed.inter_threads * deployed.intra_threads \
             if deployed.device == "cpu" else None
 
-    def settings(self):
+    def settings(self) -> dict[str, str | int | None]:
         deployed = self.deployed
         return {"name": self.name, "precision": deployed.manifest["quantization"],
                 "device": deployed.device, "inter_threads": deployed.inter_threads,
