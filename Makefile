@@ -25,9 +25,11 @@ $(STAMP): setup.py constraints.txt
 demo: install
 	$(BIN)/onmt_qd_recipe multi30k -profile quick -work_dir runs/multi30k_quick
 
-# pyflakes' and pycodestyle's rules (ruff.toml) on the whole tree, in a second
+# pyflakes' and pycodestyle's rules (ruff.toml) on the whole tree, in a second; then mypy
+# (mypy.ini) on the annotated packages: quant, codec, distill, inference
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # two workers, one core each: a worker's torch on two threads would fight the other for a core
 test: install lint
