@@ -12,7 +12,7 @@ import yaml
 from onmt.opts import train_opts, translate_opts
 from onmt.utils.parse import ArgumentParser
 
-from onmt_qd.constants import CT2_QUANTIZATIONS, DEFAULT_TOPK
+from onmt_qd.constants import CT2_QUANTIZATIONS, DEFAULT_TOPK, TEACHER_CHUNK_LINES
 from onmt_qd.quant import MAX_BITS, QUANTIZERS, QuantPolicy, validate_bits
 from onmt_qd.quant.policy import ROUNDINGS
 
@@ -221,6 +221,21 @@ def translate_parser():
     parser = ArgumentParser(description="onmt_qd_translate: onmt_translate that also "
                             "reads onmt_qd compressed model files")
     translate_opts(parser)
+    return parser
+
+
+def teacher_translate_parser():
+    parser = ArgumentParser(description="onmt_qd_teacher_translate -model TEACHER -src "
+                            "TRAIN.SRC -output TRAIN.TEACHER [-beam_size 5]: the teacher's "
+                            "translation of a training source (sequence-level distillation "
+                            "data), one line per source line, in chunks a rerun after a "
+                            "kill continues from. TEACHER: a checkpoint, or a CTranslate2 "
+                            "directory (onmt_qd_export's, or a converter's with its "
+                            "SentencePiece models in or beside it).")
+    translate_opts(parser)
+    parser.add("-chunk_lines", "--chunk_lines", type=int, default=TEACHER_CHUNK_LINES,
+               help="sentences translated and written at a time (a kill loses at most one "
+               "chunk)")
     return parser
 
 

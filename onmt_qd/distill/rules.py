@@ -21,9 +21,11 @@ def check_teacher_model(path, needed_for=None, option="-teacher_model"):
         return
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "model.bin")):
-            raise ValueError(f"{option} {path} is a CTranslate2 model directory; a teacher "
-                             "must be an OpenNMT-py checkpoint for now: give the checkpoint "
-                             "it was exported or converted from")
+            raise ValueError(f"{option} {path} is a CTranslate2 model directory: "
+                             "word-level distillation reads the teacher's distribution from "
+                             "an OpenNMT-py checkpoint (give the one it was exported from), "
+                             "while a CTranslate2 teacher teaches by its translations "
+                             "(onmt_qd_teacher_translate, or a recipe's teacher_model)")
         raise ValueError(f"{option} {path} is a directory, not a teacher checkpoint")
     if not os.path.isfile(path):
         raise ValueError(f"teacher checkpoint {path} does not exist: train the teacher "

@@ -1,7 +1,6 @@
 """A recipe's data: the dataset fetched (or cut to a profile's subset), its vocabulary
 built by OpenNMT-py, the test sets pooled into one corpus, all named in
-``data_config.yaml``; and the teacher's translations split into parts and merged back."""
-import itertools
+``data_config.yaml``."""
 import os
 import sys
 
@@ -16,7 +15,9 @@ TEST_KEYS = ("test", "test_sets")  # in data_config.yaml for evaluation, not for
 
 def prepare_data(runner, recipe, profile, data_dir, mirror):
     """Write data/ and data_config.yaml under ``runner``'s work folder; the vocabulary
-    is built by the stage "data"'s command, or taken from the recipe's teacher_model."""
+    is built by the stage "data"'s command, or taken from the recipe's teacher_model
+    checkpoint (a CTranslate2 teacher gives its tokenizers only: students have their own
+    vocabulary of its pieces)."""
     data = runner.path("data")
     files, test_sets = dataset_files(recipe["dataset"], profile, data,
                                      runner.path("data_raw") if profile.subset else data_dir,
@@ -24,7 +25,7 @@ def prepare_data(runner, recipe, profile, data_dir, mirror):
     os.makedirs(data, exist_ok=True)
     config = corpus_config(files, data)
     config.update(vocabulary_options(recipe, profile, files, data, config["data"]))
-    if "teacher_model" in recipe:
+    if "teacher_model" in recipe and "teacher_translator" not in recipe:
         config.update(teacher_vocabulary(recipe["teacher_model"], config))
     else:
         build_vocabulary(runner, config)
@@ -65,21 +66,25 @@ def corpus_config(files, data):
 
 
 def vocabulary_options(recipe, profile, files, data, corpora):
-    """The options that make the vocabulary: a SentencePiece model, the recipe's
-    sentencepiece_model or one trained on the training pair (its transforms set on each
-    of ``corpora``), or a word vocabulary's size. A given teacher's vocabulary replaces
-    the sizes (``teacher_vocabulary``)."""
-    spm_model = recipe.get("sentencepiece_model")
+    """The options that make the vocabulary: SentencePiece models (a CTranslate2
+    teacher's, which may be two, the recipe's sentencepiece_model, or one trained on the
+    training pair; their transforms set on each of ``corpora``), or a word vocabulary's
+    size. A given checkpoint teacher's vocabulary replaces the sizes
+    (``teacher_vocabulary``)."""
+    translator = recipe.get("teacher_translator")
+    spm_models = (translator.source_spm, translator.target_spm) if translator else \
+        (recipe.get("sentencepiece_model"),) * 2
     if recipe.get("sentencepiece"):
         size = profile.spm_vocab_size
-        spm_model = datasets.train_sentencepiece(list(files["train"]),
-                                                 os.path.join(data, f"spm{size}"), size)
-    if spm_model is None:
+        spm_models = (datasets.train_sentencepiece(list(files["train"]),
+                                                   os.path.join(data, f"spm{size}"), size),) * 2
+    if spm_models[0] is None:
         size = recipe.get("vocab_size", 50000)
         return {"src_vocab_size": size, "tgt_vocab_size": size}
     for corpus in corpora.values():
         corpus["transforms"] = ["sentencepiece", "filtertoolong"]
-    return {"src_subword_model": spm_model, "tgt_subword_model": spm_model,
+    return {"src_subword_model": spm_models[0], "tgt_subword_model": spm_models[1],
+            "share_vocab": spm_models[0] == spm_models[1],
             "src_seq_length": 200, "tgt_seq_length": 200}
 
 
@@ -185,36 +190,6 @@ def subset(files, sizes, folder):
                         break
                     fout.write(line)
     return out
-
-
-def split_lines(path, folder, parts):
-    """Write the lines of ``path`` as up to ``parts`` consecutive files in ``folder``;
-    returns [(file, number of lines)]. Lines end at "\\n" only, as OpenNMT-py reads them."""
-    size = max(1, -(-datasets.count_lines(path) // parts))
-    written = []
-    with open(path, encoding="utf-8", newline="\n") as handle:
-        while True:
-            lines = list(itertools.islice(handle, size))
-            if not lines:
-                return written
-            part = os.path.join(folder, f"part{len(written):03d}")
-            with open(part, "w", encoding="utf-8", newline="\n") as out:
-                out.writelines(lines)
-            written.append((part, len(lines)))
-
-
-def merge_translations(parts, path):
-    """Concatenate the translations (``PART.out``) of ``split_lines``'s parts into
-    ``path``; onmt_qd_translate gives one line per source line (blank for blank), and
-    a part that does not is refused."""
-    with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as out:
-        for part, n in parts:
-            with open(part + ".out", encoding="utf-8", newline="\n") as handle:
-                translations = handle.readlines()
-            if len(translations) != n:
-                raise RecipeError(f"{len(translations)} translations for the {n} "
-                                  f"lines of {part}")
-            out.writelines(translations)
 
 
 def drop_unreadable_tokens(vocab_path):
