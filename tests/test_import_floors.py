@@ -10,7 +10,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "onmt_qd"
 # top to bottom, every unit of the package; a floor's units import none above theirs
 FLOORS = [{"bin", "__init__"}, {"inference", "recipe"}, {"train"}, {"deploy"}, {"evaluate"},
           {"distill"}, {"processes"}, {"opts"}, {"quant_checkpoint", "qdz"}, {"models"},
-          {"compat"}, {"datasets"}, {"codec"}, {"fileio", "progress", "machine", "constants"},
+          {"compat"}, {"datasets"}, {"codec"}, {"fileio", "progress", "machine", "constants", "ct2_format"},
           {"quant"}]
 
 
