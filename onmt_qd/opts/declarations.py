@@ -1,24 +1,19 @@
-"""Every option onmt_qd adds to OpenNMT-py, declared in one place.
+"""Every option onmt_qd adds to OpenNMT-py, and every command's parser, declared in
+one place.
 
 Parsers are OpenNMT-py's own (``onmt.utils.parse.ArgumentParser``) plus our groups,
 so ``-config file.yaml`` and every stock option keep working. Unlike ``onmt_train``,
-our parsers reject unknown options and unknown YAML keys (typos must not pass
-silently)."""
+our parsers reject unknown options and unknown YAML keys (opts/parsing.py: typos must
+not pass silently)."""
 import argparse
-import difflib
 
 import torch
-import yaml
 from onmt.opts import train_opts, translate_opts
 from onmt.utils.parse import ArgumentParser
 
 from onmt_qd.constants import CT2_QUANTIZATIONS, DEFAULT_TOPK
-from onmt_qd.quant import MAX_BITS, QUANTIZERS, QuantPolicy, validate_bits
+from onmt_qd.quant import MAX_BITS, QUANTIZERS
 from onmt_qd.quant.policy import ROUNDINGS
-
-
-class OptionError(ValueError):
-    """A bad option value; the message is one line that says what to do."""
 
 
 def distill_opts(parser):
@@ -131,51 +126,6 @@ def policy_opts(parser, prefix):
     add("exclude", nargs="*", default=[], help="Regexes of parameter names to keep in fp32.")
     add("bits_override", nargs="*", default=[],
         help="Mixed precision: PATTERN=BITS pairs, e.g. generator=8.")
-
-
-def policy_from_opts(opt, prefix="quant_"):
-    """The QuantPolicy the options of ``policy_opts(parser, prefix)`` describe, checked
-    here once: None when training without -quant_bits (0); the stand-alone commands
-    (prefix "") require -bits."""
-    option = f"-{prefix}bits"
-    if prefix and not opt.quant_bits:
-        return None
-    if opt.quant_bits is None:
-        raise OptionError(f"{option} is required (an integer from 1 to {MAX_BITS})")
-    try:
-        validate_bits(opt.quant_bits, option)
-    except ValueError as exc:
-        raise OptionError(str(exc)) from None
-    overrides = {}
-    for item in opt.quant_bits_override:
-        pattern, sep, bits = item.rpartition("=")
-        if not sep or not bits.isdigit():
-            raise OptionError(f"bits override '{item}' is not PATTERN=BITS, e.g. generator=8")
-        overrides[pattern] = int(bits)
-    try:
-        return QuantPolicy(
-            bits=opt.quant_bits, bucket_size=opt.quant_bucket_size, method=opt.quant_method,
-            rounding=opt.quant_rounding, embeddings=not opt.quant_skip_embeddings,
-            generator=not opt.quant_skip_generator, biases=opt.quant_biases,
-            include=tuple(opt.quant_include), exclude=tuple(opt.quant_exclude),
-            bits_overrides=overrides or None)
-    except ValueError as exc:
-        raise OptionError(str(exc)) from None
-
-
-def policy_options(policy):
-    """The training options (dest: value) that describe ``policy``, the inverse of
-    policy_from_opts: what a resumed run keeps from, or compares with, a checkpoint."""
-    return {"quant_bits": policy.bits, "quant_bucket_size": policy.bucket_size,
-            "quant_method": policy.method, "quant_rounding": policy.rounding,
-            "quant_skip_embeddings": not policy.embeddings,
-            "quant_skip_generator": not policy.generator, "quant_biases": policy.biases,
-            "quant_include": list(policy.include), "quant_exclude": list(policy.exclude),
-            "quant_bits_override": [f"{pattern}={bits}" for pattern, bits
-                                    in policy.bits_overrides.items()]}
-
-
-QUANT_OPTIONS = tuple(policy_options(QuantPolicy()))  # quant_bits first
 
 
 def teacher_cache_parser():
@@ -364,148 +314,6 @@ def eval_parser():
                         "Linear and LSTM layers (CPU only); refused with an onmt_qd_export "
                         "directory, which has its own quantization (as onmt_qd_translate)")
     return parser
-
-
-def _known_keys(parser):
-    keys = set()
-    for action in parser._actions:
-        keys.add(action.dest)
-        keys.update(s.lstrip("-") for s in action.option_strings)
-    return keys
-
-
-def did_you_mean(word, known, prefix=""):
-    """" (did you mean 'PREFIXx'?)" for the closest known word x, or ""."""
-    close = difflib.get_close_matches(word, sorted(known), n=1)
-    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-
-
-def check_keys(parser, keys, where):
-    """Raise OptionError for the first key that names no option of ``parser``."""
-    known = _known_keys(parser)
-    for key in keys:
-        if key not in known:
-            raise OptionError(f"unknown key '{key}' in {where}{did_you_mean(key, known)}")
-
-
-def check_config_keys(parser, args):
-    """Raise OptionError for a YAML key that names no option (onmt_train ignores
-    them, so a typo silently trains something else)."""
-    for i, arg in enumerate(args):
-        if arg.lstrip("-") != "config" or i + 1 >= len(args):
-            continue
-        path = args[i + 1]
-        try:
-            with open(path) as handle:
-                config = yaml.safe_load(handle) or {}
-        except OSError as exc:
-            raise OptionError(f"cannot read config {path}: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise OptionError(f"config {path} is not a YAML text file (byte {exc.start} is "
-                              "not UTF-8): -config takes the options file, not a model or "
-                              "data") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise OptionError(f"config {path} is not valid YAML{where}: "
-                              f"{getattr(exc, 'problem', None) or exc}") from exc
-        if not isinstance(config, dict):
-            raise OptionError(f"config {path} is not a YAML mapping of option: value")
-        check_keys(parser, config, f"config {path}")
-
-
-def given_options(parser, args):
-    """The options ``args`` set, on the command line or in a -config file (dest names):
-    a default the user did not choose may be chosen for them (train/loading.py)."""
-    given = set()
-    strings = {}
-    for action in parser._actions:
-        for string in action.option_strings:
-            strings[string] = action.dest
-    for i, arg in enumerate(args):
-        dest = strings.get(arg.split("=", 1)[0])
-        if dest is None:
-            continue
-        given.add(dest)
-        if dest == "config" and i + 1 < len(args):
-            with open(args[i + 1]) as handle:
-                given.update(str(key) for key in (yaml.safe_load(handle) or {}))
-    return given
-
-
-def _is_number(text):
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _unknown_option_error(options, option):
-    if not option.startswith("-"):
-        return OptionError(f"unexpected argument '{option}'")
-    known = [s.lstrip("-") for s in options]
-    hint = did_you_mean(option.lstrip("-"), known, prefix="-")
-    return OptionError(f"unknown option '{option}'{hint}")
-
-
-def _raise_option_error(message):
-    raise OptionError(message)
-
-
-def _parsers(parser, args):
-    """``parser`` and, when it has subcommands (onmt_qd_data get|spm), the one ``args``
-    name: the parsers whose options ``args`` may use."""
-    parsers = [parser]
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            parsers += [action.choices[arg] for arg in args[:1] if arg in action.choices]
-    return parsers
-
-
-def parse(parser, args=None):
-    """Parse strictly: unknown command-line options and YAML keys are errors
-    (checked before argparse, which would read '-hiden_size' as '-h iden_size').
-    ``parser``: OpenNMT-py's (configargparse, with -config) or a plain argparse one."""
-    import sys
-
-    args = sys.argv[1:] if args is None else list(args)
-    parsers = _parsers(parser, [arg for arg in args if not arg.startswith("-")])
-    options = {}
-    for each in parsers:
-        each.error = _raise_option_error  # one line, not the whole usage
-        options.update(each._option_string_actions)
-    if "-config" in options:
-        check_config_keys(parser, args)
-    for arg in args:
-        option = arg.split("=", 1)[0]
-        if arg.startswith("-") and arg != "-" and not _is_number(arg) \
-                and option not in options:  # "-": standard input
-            raise _unknown_option_error(options, option)
-    opt, unknown = parser.parse_known_args(args)
-    if unknown:
-        raise _unknown_option_error(options, unknown[0])
-    gpu = getattr(opt, "gpu", -1)
-    if not isinstance(gpu, bool):  # onmt_qd_recipe -gpu is a switch, not a device
-        check_devices([gpu], "-gpu")
-    check_devices(getattr(opt, "gpu_ranks", None) or [], "-gpu_ranks")
-    return opt
-
-
-def check_devices(indices, option):
-    """Every GPU index that ``option`` names (-1: the CPU) is a CUDA device torch sees;
-    otherwise torch fails deep inside model building with a traceback."""
-    wanted = [int(i) for i in indices if int(i) >= 0]
-    if not wanted:
-        return
-    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if not available:
-        raise OptionError(f"{option} {wanted[0]} asks for a GPU but torch sees no CUDA device: "
-                          f"leave {option} out to run on the CPU, or install a CUDA build of "
-                          "torch on a GPU machine")
-    if max(wanted) >= available:
-        raise OptionError(f"{option} {max(wanted)}: torch sees {available} CUDA device(s), "
-                          f"numbered 0 to {available - 1}")
 
 
 def export_parser():
