@@ -8,7 +8,7 @@ not pass silently)."""
 import argparse
 
 import torch
-from onmt.opts import train_opts, translate_opts
+from onmt.opts import config_opts, train_opts, translate_opts
 from onmt.utils.parse import ArgumentParser
 
 from onmt_qd.constants import CT2_QUANTIZATIONS, DEFAULT_TOPK
@@ -128,10 +128,21 @@ def policy_opts(parser, prefix):
         help="Mixed precision: PATTERN=BITS pairs, e.g. generator=8.")
 
 
-def teacher_cache_parser():
+def command_parser(prog: str, description: str, stock_opts=config_opts,
+                   **kwargs) -> ArgumentParser:
+    """The parser every command starts from: OpenNMT-py's, so that ``-config FILE.yaml``
+    (and ``-save_config``) work alike for all of them. ``stock_opts``: the OpenNMT-py
+    options it starts with (train_opts and translate_opts declare -config themselves)."""
+    parser = ArgumentParser(prog=prog, description=description, **kwargs)
+    stock_opts(parser)
+    return parser
+
+
+def teacher_cache_parser() -> ArgumentParser:
     """onmt_qd_teacher_cache reads the data config onmt_qd_train reads (training keys in
     it are accepted and ignored)."""
     parser = train_parser()
+    parser.prog = "onmt_qd_teacher_cache"
     parser.description = ("onmt_qd_teacher_cache: run the teacher once over the training "
                           "corpora and store its top-K distribution per target position "
                           "(onmt_qd_teacher_cache -verify CACHE checks a cache)")
@@ -145,19 +156,19 @@ def teacher_cache_parser():
     return parser
 
 
-def teacher_cache_verify_parser():
+def teacher_cache_verify_parser() -> ArgumentParser:
     """onmt_qd_teacher_cache -verify CACHE reads no data config, hence a parser of its own."""
-    parser = ArgumentParser(description="onmt_qd_teacher_cache -verify CACHE: check every "
-                            "block of a teacher cache against its checksum (onmt_qd_train "
-                            "-teacher_cache does so too, before its first step)")
+    parser = command_parser("onmt_qd_teacher_cache", "onmt_qd_teacher_cache -verify CACHE: "
+                            "check every block of a teacher cache against its checksum "
+                            "(onmt_qd_train -teacher_cache does so too, before its first step)")
     parser.add("-verify", "--verify", required=True, help="The cache folder to check.")
     return parser
 
 
-def train_parser():
-    parser = ArgumentParser(description="onmt_qd_train: onmt_train plus distillation, "
-                            "quantized training and the paper's learning-rate rule")
-    train_opts(parser)
+def train_parser() -> ArgumentParser:
+    parser = command_parser("onmt_qd_train", "onmt_qd_train: onmt_train plus distillation, "
+                            "quantized training and the paper's learning-rate rule",
+                            stock_opts=train_opts)
     distributed_help(parser)
     distill_opts(parser)
     schedule_opts(parser)
@@ -167,18 +178,17 @@ def train_parser():
     return parser
 
 
-def translate_parser():
-    parser = ArgumentParser(description="onmt_qd_translate: onmt_translate that also "
-                            "reads onmt_qd compressed model files")
-    translate_opts(parser)
-    return parser
+def translate_parser() -> ArgumentParser:
+    return command_parser("onmt_qd_translate", "onmt_qd_translate: onmt_translate that also "
+                          "reads onmt_qd compressed model files", stock_opts=translate_opts)
 
 
-def quantize_parser():
-    parser = ArgumentParser(description="onmt_qd_quantize -model IN.pt -bits B -bucket_size K "
-                            "[-method uniform|quantile] [policy switches] -output OUT.pt: "
-                            "post-training (\"PM\") quantization of any OpenNMT-py "
-                            "checkpoint. OUT.pt loads in stock OpenNMT-py translation.")
+def quantize_parser() -> ArgumentParser:
+    parser = command_parser("onmt_qd_quantize", "onmt_qd_quantize -model IN.pt -bits B "
+                            "-bucket_size K [-method uniform|quantile] [policy switches] "
+                            "-output OUT.pt: post-training (\"PM\") quantization of any "
+                            "OpenNMT-py checkpoint. OUT.pt loads in stock OpenNMT-py "
+                            "translation.")
     parser.add("-model", "--model", required=True, help="checkpoint to quantize")
     parser.add("-output", "--output", required=True, help="quantized checkpoint to write")
     parser.add("-seed", "--seed", type=int, default=0,
@@ -187,16 +197,15 @@ def quantize_parser():
     return parser
 
 
-def diffquant_parser():
+def diffquant_parser() -> ArgumentParser:
     # -bucket_size is the quantization bucket here, as in onmt_qd_quantize; the data
     # loader's bucket (OpenNMT-py's -bucket_size) is set from -data_bucket_size.
-    parser = ArgumentParser(description="onmt_qd_diffquant -config DATA.yaml -model FP.pt "
-                            "-teacher_model T.pt -bits B -bucket_size K -output OUT.pt: learn "
-                            "the quantization points of a trained model (differentiable "
+    parser = command_parser("onmt_qd_diffquant", "onmt_qd_diffquant -config DATA.yaml -model "
+                            "FP.pt -teacher_model T.pt -bits B -bucket_size K -output OUT.pt: "
+                            "learn the quantization points of a trained model (differentiable "
                             "quantization) against a teacher; OUT.pt loads in stock "
                             "translation and compresses with onmt_qd_compress.",
-                            conflict_handler="resolve")
-    train_opts(parser)
+                            stock_opts=train_opts, conflict_handler="resolve")
     distill_opts(parser)
     policy_opts(parser, "")
     group = parser.add_argument_group("Differentiable quantization")
@@ -219,109 +228,110 @@ def diffquant_parser():
     return parser
 
 
-def compress_parser():
+def compress_parser() -> ArgumentParser:
     from onmt_qd.codec.entropy import CODERS
     from onmt_qd.codec.levelcoding import POOLINGS
 
-    parser = argparse.ArgumentParser(
-        prog="onmt_qd_compress", description="onmt_qd_compress -model IN.pt -output OUT.qdz "
-        "[-coder huffman|ans]: pack a quantized checkpoint into one compressed file and "
-        "print where its bytes go. -report_only prints the report without keeping a file.")
-    parser.add_argument("-model", required=True, help="quantized checkpoint (onmt_qd_train "
-                        "-quant_bits, onmt_qd_quantize or onmt_qd_diffquant), or a compressed "
-                        "file to pack again (e.g. with another -coder)")
-    parser.add_argument("-output", default=None, help="compressed file to write")
-    parser.add_argument("-coder", choices=CODERS, default="huffman")
-    parser.add_argument("-pooling", choices=POOLINGS, default="auto",
-                        help="one code table per tensor, one for all, or whichever is smaller")
-    parser.add_argument("-report_only", action="store_true")
-    parser.add_argument("-report_json", default=None, help="also write the report as JSON")
+    parser = command_parser("onmt_qd_compress", "onmt_qd_compress -model IN.pt -output "
+                            "OUT.qdz [-coder huffman|ans]: pack a quantized checkpoint into "
+                            "one compressed file and print where its bytes go. -report_only "
+                            "prints the report without keeping a file.")
+    parser.add("-model", "--model", required=True, help="quantized checkpoint (onmt_qd_train "
+               "-quant_bits, onmt_qd_quantize or onmt_qd_diffquant), or a compressed file to "
+               "pack again (e.g. with another -coder)")
+    parser.add("-output", "--output", default=None, help="compressed file to write")
+    parser.add("-coder", "--coder", choices=CODERS, default="huffman")
+    parser.add("-pooling", "--pooling", choices=POOLINGS, default="auto",
+               help="one code table per tensor, one for all, or whichever is smaller")
+    parser.add("-report_only", "--report_only", action="store_true")
+    parser.add("-report_json", "--report_json", default=None,
+               help="also write the report as JSON")
     return parser
 
 
-def data_parser():
-    parser = argparse.ArgumentParser(
+def data_parser() -> ArgumentParser:
+    """Two subcommands, each with its own -config (the top parser takes none: configargparse
+    would put a subcommand's keys before the subcommand's name)."""
+    parser = ArgumentParser(
         prog="onmt_qd_data", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="onmt_qd_data get NAME -dest D [-from MIRROR]\n"
         "   onmt_qd_data spm NAME -dest D [-vocab_size 8000]: joint SentencePiece model.")
     sub = parser.add_subparsers(dest="command", required=True)
     get = sub.add_parser("get", help="fetch a dataset")
-    get.add_argument("name")
-    get.add_argument("-dest", required=True)
-    get.add_argument("-from", dest="mirror", default=None,
-                     help="copy from this local folder instead of downloading")
+    config_opts(get)
+    get.add("name")
+    get.add("-dest", "--dest", required=True)
+    get.add("-from", "--from", dest="mirror", default=None,
+            help="copy from this local folder instead of downloading")
     spm = sub.add_parser("spm", help="train a joint SentencePiece model on a fetched dataset")
-    spm.add_argument("name")
-    spm.add_argument("-dest", required=True, help="folder the dataset was fetched into")
-    spm.add_argument("-vocab_size", type=int, default=8000)
-    spm.add_argument("-model_type", default="unigram", choices=["unigram", "bpe"])
+    config_opts(spm)
+    spm.add("name")
+    spm.add("-dest", "--dest", required=True, help="folder the dataset was fetched into")
+    spm.add("-vocab_size", "--vocab_size", type=int, default=8000)
+    spm.add("-model_type", "--model_type", default="unigram", choices=["unigram", "bpe"])
     return parser
 
 
-def recipe_parser():
-    parser = argparse.ArgumentParser(
-        prog="onmt_qd_recipe", description="onmt_qd_recipe NAME [-profile P] [-data_dir D] "
-        "[-work_dir W] [-stages S ...] [-jobs N]: run a recipe's stages; finished stages "
-        "are skipped, unless their settings changed. One run at a time per work folder; "
-        "its commands stop with it.")
-    parser.add_argument("name", help="multi30k, integ200k or wmt13, or the path of your own "
-                        "recipe file (docs/architecture.md, \"A user's recipe file\")")
-    parser.add_argument("-profile", default="quick",
-                        help="a profile of the recipe; multi30k has quick (2 CPU cores, "
-                        "under 30 minutes), transformer (its Transformer twin), gpu and "
-                        "gpu_transformer (the paper's sizes, fast settings, one GPU), "
-                        "paper (the paper's settings, GPU), mini (tests)")
-    parser.add_argument("-data_dir", default=None,
-                        help="where the dataset is (fetched if absent)")
-    parser.add_argument("-work_dir", default=None, help="default: runs/NAME_PROFILE")
-    parser.add_argument("-from", dest="mirror", default=None, help="local dataset mirror")
-    parser.add_argument("-stages", nargs="*", default=None, help="run only these stages")
-    parser.add_argument("-gpu", action="store_true", help="train and evaluate on GPU 0")
-    parser.add_argument("-jobs", type=int, default=None,
-                        help="stages run side by side, up to this many (default: the "
-                        "profile's jobs, else 1); evaluation and compression run their "
-                        "models so too")
+def recipe_parser() -> ArgumentParser:
+    parser = command_parser("onmt_qd_recipe", "onmt_qd_recipe NAME [-profile P] [-data_dir D] "
+                            "[-work_dir W] [-stages S ...] [-jobs N]: run a recipe's stages; "
+                            "finished stages are skipped, unless their settings changed. One "
+                            "run at a time per work folder; its commands stop with it.")
+    parser.add("name", help="multi30k, integ200k or wmt13, or the path of your own recipe "
+               "file (docs/architecture.md, \"A user's recipe file\")")
+    parser.add("-profile", "--profile", default="quick",
+               help="a profile of the recipe; multi30k has quick (2 CPU cores, under 30 "
+               "minutes), transformer (its Transformer twin), gpu and gpu_transformer (the "
+               "paper's sizes, fast settings, one GPU), paper (the paper's settings, GPU), "
+               "mini (tests)")
+    parser.add("-data_dir", "--data_dir", default=None,
+               help="where the dataset is (fetched if absent)")
+    parser.add("-work_dir", "--work_dir", default=None, help="default: runs/NAME_PROFILE")
+    parser.add("-from", "--from", dest="mirror", default=None, help="local dataset mirror")
+    parser.add("-stages", "--stages", nargs="*", default=None, help="run only these stages")
+    parser.add("-gpu", "--gpu", action="store_true", help="train and evaluate on GPU 0")
+    parser.add("-jobs", "--jobs", type=int, default=None,
+               help="stages run side by side, up to this many (default: the profile's jobs, "
+               "else 1); evaluation and compression run their models so too")
     return parser
 
 
-def eval_parser():
-    parser = argparse.ArgumentParser(
-        prog="onmt_qd_eval", description="onmt_qd_eval -model M -src S [S2 ...] -tgt T "
-        "[T2 ...] [-json OUT.json]: BLEU and chrF (sacrebleu, detokenized, with signatures), "
-        "reference perplexity, parameter count and size on disk of a checkpoint, compressed "
-        "file or onmt_qd_export directory. "
-        "-src - (or -tgt -) reads standard input; -json - or -output - writes standard "
-        "output.")
-    parser.add_argument("-model", required=True)
-    parser.add_argument("-src", required=True, nargs="+",
-                        help="source text; several files are several test sets, each "
-                        "translated in its own run and scored alone (test_sets in -json) "
-                        "and pooled")
-    parser.add_argument("-tgt", required=True, nargs="+",
-                        help="reference translations (raw text), one file per -src file")
-    parser.add_argument("-json", default=None, help="write the results here as JSON")
-    parser.add_argument("-output", default=None, help="keep the translations here")
-    parser.add_argument("-beam_size", type=int, default=5)
-    parser.add_argument("-batch_size", type=int, default=64)
-    parser.add_argument("-gpu", type=int, default=-1)
+def eval_parser() -> ArgumentParser:
+    parser = command_parser("onmt_qd_eval", "onmt_qd_eval -model M -src S [S2 ...] -tgt T "
+                            "[T2 ...] [-json OUT.json]: BLEU and chrF (sacrebleu, detokenized, "
+                            "with signatures), reference perplexity, parameter count and size "
+                            "on disk of a checkpoint, compressed file or onmt_qd_export "
+                            "directory. -src - (or -tgt -) reads standard input; -json - or "
+                            "-output - writes standard output.")
+    parser.add("-model", "--model", required=True)
+    parser.add("-src", "--src", required=True, nargs="+",
+               help="source text; several files are several test sets, each translated in "
+               "its own run and scored alone (test_sets in -json) and pooled")
+    parser.add("-tgt", "--tgt", required=True, nargs="+",
+               help="reference translations (raw text), one file per -src file")
+    parser.add("-json", "--json", default=None, help="write the results here as JSON")
+    parser.add("-output", "--output", default=None, help="keep the translations here")
+    parser.add("-beam_size", "--beam_size", type=int, default=5)
+    parser.add("-batch_size", "--batch_size", type=int, default=64)
+    parser.add("-gpu", "--gpu", type=int, default=-1)
     for side in ("src", "tgt"):
-        parser.add_argument(f"-{side}_subword_model", default=None,
-                            help=f"the {side} SentencePiece model, when the one the "
-                            "checkpoint names is neither where it says nor beside the "
-                            "checkpoint")
-    parser.add_argument("-precision", choices=["fp32", "int8"], default=None,
-                        help="default: the model's own; int8: torch dynamic quantization of "
-                        "Linear and LSTM layers (CPU only); refused with an onmt_qd_export "
-                        "directory, which has its own quantization (as onmt_qd_translate)")
+        parser.add(f"-{side}_subword_model", f"--{side}_subword_model", default=None,
+                   help=f"the {side} SentencePiece model, when the one the checkpoint names "
+                   "is neither where it says nor beside the checkpoint")
+    parser.add("-precision", "--precision", choices=["fp32", "int8"], default=None,
+               help="default: the model's own; int8: torch dynamic quantization of Linear "
+               "and LSTM layers (CPU only); refused with an onmt_qd_export directory, which "
+               "has its own quantization (as onmt_qd_translate)")
     return parser
 
 
-def export_parser():
+def export_parser() -> ArgumentParser:
     """onmt_qd_export: a CTranslate2 model directory from a Transformer model."""
-    parser = ArgumentParser(description="onmt_qd_export: write a CTranslate2 model directory "
-                            "(with the model's SentencePiece models and a manifest) for an "
-                            "OpenNMT-py Transformer checkpoint or onmt_qd compressed model; "
-                            "onmt_qd_translate and onmt_qd_eval take the directory as -model")
+    parser = command_parser("onmt_qd_export", "onmt_qd_export: write a CTranslate2 model "
+                            "directory (with the model's SentencePiece models and a manifest) "
+                            "for an OpenNMT-py Transformer checkpoint or onmt_qd compressed "
+                            "model; onmt_qd_translate and onmt_qd_eval take the directory as "
+                            "-model")
     group = parser.add_argument_group("Export (onmt_qd)")
     group.add("-model", "--model", required=True,
               help="Transformer checkpoint (.pt, quantized or not) or compressed model (.qdz).")

@@ -12,55 +12,65 @@ from onmt_qd.opts.devices import check_devices
 from onmt_qd.opts.errors import OptionError
 
 
-def _known_keys(parser):
+def _known_keys(*parsers: argparse.ArgumentParser) -> set:
+    """Every name an option of ``parsers`` goes by: its dest and its option strings."""
     keys = set()
-    for action in parser._actions:
-        keys.add(action.dest)
-        keys.update(s.lstrip("-") for s in action.option_strings)
+    for parser in parsers:
+        for action in parser._actions:
+            keys.add(action.dest)
+            keys.update(s.lstrip("-") for s in action.option_strings)
     return keys
 
 
-def did_you_mean(word, known, prefix=""):
+def did_you_mean(word: str, known, prefix: str = "") -> str:
     """" (did you mean 'PREFIXx'?)" for the closest known word x, or ""."""
     close = difflib.get_close_matches(word, sorted(known), n=1)
     return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
 
-def check_keys(parser, keys, where):
+def check_keys(parser: argparse.ArgumentParser, keys, where: str) -> None:
     """Raise OptionError for the first key that names no option of ``parser``."""
-    known = _known_keys(parser)
+    _refuse_unknown(keys, _known_keys(parser), where)
+
+
+def _refuse_unknown(keys, known: set, where: str) -> None:
     for key in keys:
         if key not in known:
             raise OptionError(f"unknown key '{key}' in {where}{did_you_mean(key, known)}")
 
 
-def check_config_keys(parser, args):
-    """Raise OptionError for a YAML key that names no option (onmt_train ignores
-    them, so a typo silently trains something else)."""
+def read_config(path: str) -> dict:
+    """The options a -config file sets, or an OptionError saying why it is no such file."""
+    try:
+        with open(path) as handle:
+            config = yaml.safe_load(handle) or {}
+    except OSError as exc:
+        raise OptionError(f"cannot read config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise OptionError(f"config {path} is not a YAML text file (byte {exc.start} is "
+                          "not UTF-8): -config takes the options file, not a model or "
+                          "data") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise OptionError(f"config {path} is not valid YAML{where}: "
+                          f"{getattr(exc, 'problem', None) or exc}") from exc
+    if not isinstance(config, dict):
+        raise OptionError(f"config {path} is not a YAML mapping of option: value")
+    return config
+
+
+def check_config_keys(parsers: list, args: list) -> None:
+    """Raise OptionError for a YAML key that names no option of ``parsers`` (a command's
+    and its subcommand's; onmt_train ignores such keys, so a typo silently trains
+    something else)."""
+    known = _known_keys(*parsers)
     for i, arg in enumerate(args):
-        if arg.lstrip("-") != "config" or i + 1 >= len(args):
-            continue
-        path = args[i + 1]
-        try:
-            with open(path) as handle:
-                config = yaml.safe_load(handle) or {}
-        except OSError as exc:
-            raise OptionError(f"cannot read config {path}: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise OptionError(f"config {path} is not a YAML text file (byte {exc.start} is "
-                              "not UTF-8): -config takes the options file, not a model or "
-                              "data") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise OptionError(f"config {path} is not valid YAML{where}: "
-                              f"{getattr(exc, 'problem', None) or exc}") from exc
-        if not isinstance(config, dict):
-            raise OptionError(f"config {path} is not a YAML mapping of option: value")
-        check_keys(parser, config, f"config {path}")
+        if arg.lstrip("-") == "config" and i + 1 < len(args):
+            _refuse_unknown(read_config(args[i + 1]), known, f"config {args[i + 1]}")
 
 
-def given_options(parser, args):
+def given_options(parser: argparse.ArgumentParser, args: list) -> set:
     """The options ``args`` set, on the command line or in a -config file (dest names):
     a default the user did not choose may be chosen for them (train/loading.py)."""
     given = set()
@@ -74,8 +84,7 @@ def given_options(parser, args):
             continue
         given.add(dest)
         if dest == "config" and i + 1 < len(args):
-            with open(args[i + 1]) as handle:
-                given.update(str(key) for key in (yaml.safe_load(handle) or {}))
+            given.update(str(key) for key in read_config(args[i + 1]))
     return given
 
 
@@ -109,10 +118,11 @@ def _parsers(parser, args):
     return parsers
 
 
-def parse(parser, args=None):
+def parse(parser: argparse.ArgumentParser, args=None) -> argparse.Namespace:
     """Parse strictly: unknown command-line options and YAML keys are errors
     (checked before argparse, which would read '-hiden_size' as '-h iden_size').
-    ``parser``: OpenNMT-py's (configargparse, with -config) or a plain argparse one."""
+    ``parser``: a command's (declarations.command_parser: OpenNMT-py's configargparse
+    parser, with -config)."""
     args = sys.argv[1:] if args is None else list(args)
     parsers = _parsers(parser, [arg for arg in args if not arg.startswith("-")])
     options = {}
@@ -120,7 +130,7 @@ def parse(parser, args=None):
         each.error = _raise_option_error  # one line, not the whole usage
         options.update(each._option_string_actions)
     if "-config" in options:
-        check_config_keys(parser, args)
+        check_config_keys(parsers, args)
     for arg in args:
         option = arg.split("=", 1)[0]
         if arg.startswith("-") and arg != "-" and not _is_number(arg) \
