@@ -10,11 +10,11 @@ from onmt_qd.opts.declarations import (AUTOCAST_DTYPES, compress_parser, data_pa
                                        translate_parser)
 from onmt_qd.opts.devices import check_devices
 from onmt_qd.opts.errors import OptionError
-from onmt_qd.opts.parsing import check_keys, did_you_mean, given_options, parse
+from onmt_qd.opts.parsing import check_keys, did_you_mean, given_options, options_of, parse
 from onmt_qd.opts.policy import QUANT_OPTIONS, policy_from_opts, policy_options
 
 __all__ = ["AUTOCAST_DTYPES", "QUANT_OPTIONS", "OptionError", "check_devices", "check_keys",
            "compress_parser", "data_parser", "did_you_mean", "diffquant_parser", "eval_parser",
-           "export_parser", "given_options", "parse", "policy_from_opts", "policy_options",
-           "quantize_parser", "recipe_parser", "teacher_cache_parser",
+           "export_parser", "given_options", "options_of", "parse", "policy_from_opts",
+           "policy_options", "quantize_parser", "recipe_parser", "teacher_cache_parser",
            "teacher_cache_verify_parser", "train_parser", "translate_parser"]

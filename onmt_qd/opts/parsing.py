@@ -144,3 +144,21 @@ def parse(parser: argparse.ArgumentParser, args=None) -> argparse.Namespace:
         check_devices([gpu], "-gpu")
     check_devices(getattr(opt, "gpu_ranks", None) or [], "-gpu_ranks")
     return opt
+
+
+def options_of(parser: argparse.ArgumentParser, **given) -> argparse.Namespace:
+    """The options ``parser`` gives when only ``given`` (dest: value, as parsed) is set:
+    for a caller in Python, which has values, not a command line to make up. A string
+    default is converted by the option's type, as argparse does."""
+    actions = {action.dest: action for action in parser._actions
+               if action.dest != argparse.SUPPRESS and action.default != argparse.SUPPRESS}
+    unknown = set(given) - set(actions)
+    if unknown:
+        raise TypeError(f"{parser.prog} has no option with dest {sorted(unknown)[0]}")
+    opt = argparse.Namespace()
+    for dest, action in actions.items():
+        default = action.default
+        if isinstance(default, str):
+            default = parser._get_value(action, default)
+        setattr(opt, dest, given.get(dest, default))
+    return opt
