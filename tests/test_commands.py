@@ -90,6 +90,20 @@ def test_a_command_once_without_config_reads_one(name, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["config.yaml"]
 
 
+def test_options_from_values_are_those_the_command_line_gives():
+    """opts.options_of, for a caller in Python (inference/evaluate.py): the parser's
+    defaults with the given values over them, exactly what parsing gives."""
+    from onmt_qd.opts import options_of, parse, translate_parser
+
+    given = options_of(translate_parser(), models=["m.pt"], src="s.txt", beam_size=3,
+                       precision="int8")
+    parsed = parse(translate_parser(), ["-model", "m.pt", "-src", "s.txt", "-beam_size", "3",
+                                        "-precision", "int8"])
+    assert vars(given) == vars(parsed)
+    with pytest.raises(TypeError, match="no option with dest model"):
+        options_of(translate_parser(), model="m.pt")
+
+
 def test_a_profile_width_breaks_the_rule_of_the_commands_by_name(tmp_path, monkeypatch):
     """A profile's width is refused at load with the range onmt_qd_quantize and
     onmt_qd_diffquant state for -bits, naming the profile key instead of the option."""
