@@ -16,7 +16,7 @@ from onmt_qd.quant import MAX_BITS, QUANTIZERS
 from onmt_qd.quant.policy import ROUNDINGS
 
 
-def distill_opts(parser):
+def distill_opts(parser: ArgumentParser) -> None:
     group = parser.add_argument_group("Distillation (onmt_qd)")
     group.add("-teacher_model", "--teacher_model", default=None,
               help="OpenNMT-py checkpoint of the teacher. When set, the loss is "
@@ -34,12 +34,12 @@ def distill_opts(parser):
               "onmt_qd_train: the K the -teacher_cache must hold (default: any).")
 
 
-def teacher_cache_opts(parser):
+def teacher_cache_opts(parser: ArgumentParser) -> None:
     group = parser.add_argument_group("Teacher cache (onmt_qd)")
     group.add("-output", "--output", default=None, help="The cache folder to write.")
 
 
-def schedule_opts(parser):
+def schedule_opts(parser: ArgumentParser) -> None:
     group = parser.add_argument_group("Epochs and learning-rate halving (onmt_qd)")
     group.add("-epochs", "--epochs", type=int, default=0,
               help="Train this many epochs; steps per epoch are computed from the "
@@ -58,7 +58,7 @@ def schedule_opts(parser):
 AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16}
 
 
-def precision_opts(parser):
+def precision_opts(parser: ArgumentParser) -> None:
     group = parser.add_argument_group("Precision (onmt_qd)")
     group.add("-autocast", "--autocast", choices=list(AUTOCAST_DTYPES), default="none",
               help="bf16: the model's forward runs under torch.autocast in bfloat16 "
@@ -67,7 +67,7 @@ def precision_opts(parser):
               "benchmarks/epoch_time.py. Not with -model_dtype fp16.")
 
 
-def checkpoint_opts(parser):
+def checkpoint_opts(parser: ArgumentParser) -> None:
     group = parser.add_argument_group("Checkpoints (onmt_qd)")
     group.add("-overwrite_model", "--overwrite_model", action="store_true",
               help="Let this run replace the checkpoints another run left under "
@@ -77,7 +77,7 @@ def checkpoint_opts(parser):
               "does not allow this.")
 
 
-def distributed_help(parser):
+def distributed_help(parser: ArgumentParser) -> None:
     """What -world_size and -gpu_backend do in onmt_qd_train (OpenNMT-py declares them;
     its help says nothing of CPU processes)."""
     helps = {
@@ -99,7 +99,7 @@ def distributed_help(parser):
               "checkpoints.")
 
 
-def policy_opts(parser, prefix):
+def policy_opts(parser: ArgumentParser, prefix: str) -> None:
     """Quantization policy options; ``prefix`` is "quant_" for training and "" for
     the stand-alone commands (``onmt_qd_quantize -bits 4``)."""
     group = parser.add_argument_group("Quantization (onmt_qd)")

@@ -1,7 +1,8 @@
 """The strict parse every command goes through: unknown options and unknown -config
 keys are one-line errors with a suggestion (onmt_train passes a typo silently, and
-argparse would print its whole usage). Built on argparse's internals (its actions),
-as OpenNMT-py's configargparse parsers are argparse parsers."""
+argparse would print its whole usage); and options_of, a parser's options from values
+for a caller in Python. Built on argparse's internals (its actions), as OpenNMT-py's
+configargparse parsers are argparse parsers."""
 import argparse
 import difflib
 import sys
