@@ -1,5 +1,6 @@
 """Values that several floors name (as OpenNMT-py's onmt.constants): kept at the bottom
-so that the option declarations (opts.py) need not import the modules that act on them."""
+so that the option declarations (opts/declarations.py) need not import the modules that
+act on them."""
 
 DEFAULT_TOPK = 8  # tokens per position a teacher cache keeps unless told otherwise
 # CTranslate2's weight types that onmt_qd_export writes (deploy/ct2.py)
