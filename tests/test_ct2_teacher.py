@@ -1,9 +1,10 @@
 """Issue 34: a CTranslate2 directory as the teacher. A tiny Transformer trained with two
 SentencePiece models (German, English) is exported, and laid out as a converter leaves
 an OPUS-MT model (model.bin, config.json, vocabularies, source.spm and target.spm);
-onmt_qd translates either; onmt_qd_teacher_translate continues after a kill; a user's
-recipe file distils the converted directory into students whose export drops into its
-place; and what is no usable teacher directory is refused in one line."""
+onmt_qd translates either; a teacher cache built through CTranslate2 holds what the
+checkpoint's holds; onmt_qd_teacher_translate continues after a kill; a user's recipe
+file distils the converted directory into students whose export drops into its place;
+and what is no usable teacher directory is refused in one line."""
 import json
 import os
 import re
@@ -53,7 +54,8 @@ def teacher_dirs(data, tmp_path_factory):
     subprocess.run([sys.executable, "-m", "onmt.bin.train", "-config", str(path),
                     "-save_model", str(folder / "model"), *TRANSFORMER], **quiet)
     paths = {"pt": str(folder / "model_step_40.pt"), "export": str(folder / "export"),
-             "opus": str(folder / "opus"), "spm_de": spm["de"], "spm_en": spm["en"]}
+             "opus": str(folder / "opus"), "spm_de": spm["de"], "spm_en": spm["en"],
+             "config": str(path)}
     export(paths["pt"], paths["export"], "float32")
     os.makedirs(paths["opus"])
     for name in CONVERTER_FILES:
@@ -71,6 +73,31 @@ def test_a_converter_directory_translates_as_its_export(teacher_dirs, data, tmp_
                        outputs[-1], "-beam_size", 2)[0] == 0
     assert lines_of(outputs[0]) == lines_of(outputs[1]) and any(lines_of(outputs[0]))
     assert len(lines_of(outputs[0])) == len(lines_of(data["test.de"]))
+
+
+def test_a_cache_built_through_ctranslate2_is_the_checkpoints(teacher_dirs, tmp_path):
+    """Word-level distillation from a CTranslate2 teacher: onmt_qd_teacher_cache of the
+    float32 export holds, position by position, the top-k the checkpoint gives."""
+    import numpy as np
+
+    from onmt_qd.distill.cache import TeacherCache, map_files
+
+    caches = {}
+    for name in ("pt", "export"):
+        assert command("teacher_cache", "-config", teacher_dirs["config"], "-teacher_model",
+                       teacher_dirs[name], "-topk", 4, "-output", tmp_path / name)[0] == 0
+        cache = TeacherCache(str(tmp_path / name))
+        caches[name] = map_files(cache.path, cache.header)
+    onmt, ct2 = caches["pt"], caches["export"]
+    assert np.array_equal(onmt["gold.bin"], ct2["gold.bin"]) and len(onmt["gold.bin"]) > 1000
+    assert np.mean(onmt["ids.bin"][:, 0] == ct2["ids.bin"][:, 0]) > 0.99
+    difference = np.abs(onmt["logp.bin"][:, 0].astype(float) - ct2["logp.bin"][:, 0])
+    assert difference.mean() < 0.01 and difference.max() < 0.1
+    # differentiable quantization learns its points against the live CTranslate2 teacher
+    assert command("diffquant", "-config", teacher_dirs["config"], "-model", teacher_dirs["pt"],
+                   "-teacher_model", teacher_dirs["export"], "-bits", 2, "-train_steps", 2,
+                   "-grad_norm_batches", 1, "-output", tmp_path / "dq.pt")[0] == 0
+    assert (tmp_path / "dq.pt").is_file()
 
 
 def decoder_only(folder):
@@ -122,21 +149,6 @@ def test_directories_that_are_no_teacher_are_refused_in_one_line(teacher_dirs, d
     assert not (tmp_path / "out.txt").exists()
 
 
-def test_word_level_distillation_from_a_ctranslate2_teacher_is_refused_naming_the_key(
-        teacher_dirs, data, tmp_path):
-    corpus_folder(data, tmp_path / "corpus")
-    for change, message in (({"distill_data": "gold"}, "set distill_data: teacher"),
-                            ({"diffquant_bits": [2]}, "set diffquant_bits: \\[\\]")):
-        recipe = ct2_recipe(data, teacher_dirs["opus"])
-        recipe["profiles"]["own"].update(change)
-        with pytest.raises(ValueError, match=message):
-            load_recipe(write_recipe(tmp_path, recipe, "bad.yaml"), "own")
-    recipe = ct2_recipe(data, teacher_dirs["opus"])
-    del recipe["train"]["distill_weight"]
-    with pytest.raises(ValueError, match="set distill_weight: 0 in train"):
-        load_recipe(write_recipe(tmp_path, recipe, "bad.yaml"), "own")
-
-
 def translate_command(model, source, output, *options):
     return [sys.executable, "-m", "onmt_qd.bin.teacher_translate", "-model", str(model),
             "-src", str(source), "-output", str(output), "-beam_size", "2", *map(str, options)]
@@ -181,12 +193,12 @@ def test_teacher_translations_continue_after_a_kill(teacher_dirs, data, tmp_path
 
 
 def ct2_recipe(data, teacher):
-    """own_recipe with a CTranslate2 teacher: sequence-level distillation, one
-    Transformer student family, 4-bit PM and quantized distillation."""
+    """own_recipe with a CTranslate2 teacher: one Transformer student family, 4-bit PM
+    and quantized distillation, students distilled on the teacher's translations and
+    from its cached top-4 (word-level: CTranslate2 fills the cache)."""
     recipe = own_recipe(data, str(teacher), {"transformer": dict(TRANSFORMER_STUDENT)})
     del recipe["sentencepiece_model"]
-    recipe["train"]["distill_weight"] = 0.0
-    recipe["profiles"]["own"].update(distill_data="teacher", qd_bits=[4])
+    recipe["profiles"]["own"].update(distill_data="teacher", qd_bits=[4], teacher_topk=4)
     return recipe
 
 
@@ -194,8 +206,9 @@ def test_a_recipe_distils_a_converted_teacher_into_a_drop_in_student(teacher_dir
                                                                       tmp_path):
     """The converter-style directory (two tokenizers found in it) is the teacher of a
     user's recipe run to its report; the students tokenize with its SentencePiece
-    models, and the 4-bit student's export, put in the place of the teacher's files,
-    translates with the teacher's tokenizers as a client of the directory would."""
+    models and index its vocabularies, and the 4-bit student's export, put in the place
+    of the teacher's files, translates with the teacher's tokenizers as a client of the
+    directory would."""
     corpus_folder(data, tmp_path / "corpus")
     work = tmp_path / "work"
     Pipeline(write_recipe(tmp_path, ct2_recipe(data, teacher_dirs["opus"])), "own",
@@ -206,6 +219,12 @@ def test_a_recipe_distils_a_converted_teacher_into_a_drop_in_student(teacher_dir
         os.path.join(teacher_dirs["opus"], "source.spm"),
         os.path.join(teacher_dirs["opus"], "target.spm"))
     assert config["share_vocab"] is False
+    for side, stem in (("src", "source"), ("tgt", "target")):  # the students' = the teacher's
+        with open(config[f"{side}_vocab"], encoding="utf-8") as handle:
+            assert [line.split("\t")[0] for line in handle] == json.loads(
+                (teacher_dirs["opus"] / f"{stem}_vocabulary.json").read_text())
+    assert "teacher_cache" in (work / "configs" /
+                               "transformer.student_distilled_fp.yaml").read_text()
     translations = lines_of(work / "data" / "train.teacher.en")
     assert len(translations) == 200 and any(translations)
     assert "200/200 sentences translated" in (work / "logs" /

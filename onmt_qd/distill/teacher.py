@@ -2,11 +2,14 @@
 the batch's target positions, whether a live model computes it (LiveTeacher) or a cache
 holds it (CachedTeacher); the distribution computes the distillation loss against the
 student's logits. A new kind of teacher is one class with ``distribution``."""
+import os
+
 import numpy as np
 import torch
 from onmt.inputters.inputter import vocabs_to_dict
 
 from onmt_qd.compat import load_checkpoint
+from onmt_qd.distill.ct2_teacher import TranslatorTeacher
 from onmt_qd.distill.cache import TeacherCache, corpus_line, data_fingerprint, source_checksum
 from onmt_qd.distill.loss import distillation_loss, topk_distillation_loss
 from onmt_qd.distill.rules import check_cached_loss
@@ -37,7 +40,10 @@ def check_same_vocabs(teacher_vocab, student_vocab, other="student", this="teach
 
 
 def load_teacher(path, student_vocabs, device, other="student"):
-    """Frozen teacher model whose vocabularies match ``student_vocabs``."""
+    """Frozen teacher model whose vocabularies match ``student_vocabs``, or a
+    CTranslate2 directory's translator asked teacher-forced (ct2_teacher.py)."""
+    if os.path.isdir(path):
+        return TranslatorTeacher(path, student_vocabs, device)
     checkpoint = load_checkpoint(path)
     check_same_vocabs(checkpoint["vocab"], vocabs_to_dict(student_vocabs), other)
     # Building the model draws initial weights; keep that off the student's random
@@ -51,7 +57,10 @@ def load_teacher(path, student_vocabs, device, other="student"):
 
 def teacher_forced_logits(model, batch):
     """Logits at every target position given the gold prefix: [batch * positions, vocab],
-    rows in the order of ``batch["tgt"][:, 1:]`` flattened (OpenNMT-py's loss order)."""
+    rows in the order of ``batch["tgt"][:, 1:]`` flattened (OpenNMT-py's loss order);
+    a CTranslate2 teacher gives its log-probabilities, which are logits too."""
+    if isinstance(model, TranslatorTeacher):
+        return model.forced_logits(batch)
     output, _ = model(batch["src"], batch["tgt"], batch["srclen"])
     return model.generator(output.reshape(-1, output.size(-1)))
 

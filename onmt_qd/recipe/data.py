@@ -15,9 +15,9 @@ TEST_KEYS = ("test", "test_sets")  # in data_config.yaml for evaluation, not for
 
 def prepare_data(runner, recipe, profile, data_dir, mirror):
     """Write data/ and data_config.yaml under ``runner``'s work folder; the vocabulary
-    is built by the stage "data"'s command, or taken from the recipe's teacher_model
-    checkpoint (a CTranslate2 teacher gives its tokenizers only: students have their own
-    vocabulary of its pieces)."""
+    is built by the stage "data"'s command, or taken from the recipe's teacher_model (a
+    CTranslate2 teacher's only for word-level distillation: otherwise it gives its
+    tokenizers, and the students a vocabulary of the pieces the data holds)."""
     data = runner.path("data")
     files, test_sets = dataset_files(recipe["dataset"], profile, data,
                                      runner.path("data_raw") if profile.subset else data_dir,
@@ -25,8 +25,18 @@ def prepare_data(runner, recipe, profile, data_dir, mirror):
     os.makedirs(data, exist_ok=True)
     config = corpus_config(files, data)
     config.update(vocabulary_options(recipe, profile, files, data, config["data"]))
-    if "teacher_model" in recipe and "teacher_translator" not in recipe:
-        config.update(teacher_vocabulary(recipe["teacher_model"], config))
+    translator = recipe.get("teacher_translator")
+    if translator and runner.word_level:  # its distribution meets the students' token by token
+        from onmt_qd.ct2_format import read_vocabularies
+
+        source, target = read_vocabularies(translator.path)
+        config.update(teacher_vocabulary({"src": source, "tgt": target}, config,
+                                         recipe["teacher_model"], same_order=False))
+    elif "teacher_model" in recipe and not translator:
+        from onmt_qd.compat import load_checkpoint
+
+        config.update(teacher_vocabulary(load_checkpoint(recipe["teacher_model"])["vocab"],
+                                         config, recipe["teacher_model"]))
     else:
         build_vocabulary(runner, config)
     # a list, not a mapping: YAML writes a mapping's keys sorted, and the report cuts the
@@ -100,17 +110,18 @@ def build_vocabulary(runner, config):
             drop_unreadable_tokens(vocab)
 
 
-def teacher_vocabulary(teacher_model, config):
-    """A given teacher's vocabularies as vocab files beside ``config``'s, and the data
-    options that make OpenNMT-py rebuild exactly them for the students (distillation
-    compares the teacher's and the student's outputs token by token). A vocabulary the
-    files cannot reproduce (custom special tokens) is refused in one line."""
-    from onmt_qd.compat import load_checkpoint
+def teacher_vocabulary(vocab, config, teacher_model, same_order=True):
+    """A given teacher's vocabularies ({"src": tokens, "tgt": tokens}) as vocab files
+    beside ``config``'s, and the data options that make OpenNMT-py rebuild them for the
+    students (distillation compares the teacher's and the student's outputs token by
+    token): exactly, index by index, for a checkpoint teacher; for a CTranslate2 teacher,
+    whose tokens are matched by name (distill/ct2_teacher.py), every one of them in any
+    order (a Marian model's </s> comes first). A vocabulary the files cannot reproduce
+    (custom special tokens) is refused in one line."""
     from onmt_qd.distill import check_same_vocabs
     from onmt_qd.opts import parse, train_parser
     from onmt_qd.train.checks import configured_vocabs
 
-    vocab = load_checkpoint(teacher_model)["vocab"]
     shared = vocab["src"] == vocab["tgt"]
     options = {"share_vocab": shared, "tgt_vocab": config["src_vocab"] if shared else
                config["tgt_vocab"], "src_vocab_size": len(vocab["src"]),
@@ -125,9 +136,16 @@ def teacher_vocabulary(teacher_model, config):
     with open(probe, "w") as handle:
         yaml.safe_dump(config, handle)
     try:
-        check_same_vocabs(vocab, configured_vocabs(parse(train_parser(), ["-config", probe])),
-                          "data stage", remedy="the teacher's vocabulary uses special tokens "
-                          "the recipe cannot reproduce; train the teacher with the defaults")
+        rebuilt = configured_vocabs(parse(train_parser(), ["-config", probe]))
+        if same_order:
+            check_same_vocabs(vocab, rebuilt, "data stage", remedy="the teacher's vocabulary "
+                              "uses special tokens the recipe cannot reproduce; train the "
+                              "teacher with the defaults")
+        for side in ("src", "tgt"):
+            lost = set(vocab[side]) - set(rebuilt[side])
+            if lost:
+                raise ValueError(f"{len(lost)} of the teacher's {side} tokens ('{min(lost)}'"
+                                 "...) are not in the vocabulary OpenNMT-py rebuilds from them")
     except ValueError as exc:
         raise RecipeError(f"teacher_model {teacher_model}: {exc}") from None
     finally:

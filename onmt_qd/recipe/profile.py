@@ -278,8 +278,6 @@ def load_recipe(name, profile):
     settings, recipe["family_defaults"] = with_family_defaults(recipe, settings)
     vocabulary = check_given_teacher(recipe, path) if "teacher_model" in recipe else \
         settings.spm_vocab_size if recipe.get("sentencepiece") else recipe.get("vocab_size")
-    if "teacher_translator" in recipe:
-        check_translator_teacher(recipe, settings, path)
     if vocabulary and settings.teacher_topk:
         try:  # the rule of onmt_qd_teacher_cache -topk
             check_topk(settings.teacher_topk, f"teacher_topk in profile {profile} of {path}",
@@ -337,8 +335,7 @@ def resolve_files(recipe, path):
 def check_given_teacher(recipe, path):
     """A trained teacher fixes the vocabulary and the subword model: the data stage
     takes both from it instead of building new ones (recipe/data.py). Returns the size
-    of its target vocabulary (None for a CTranslate2 teacher, which teaches by its
-    translations only: check_translator_teacher)."""
+    of its target vocabulary (None for a CTranslate2 teacher: the data stage finds it)."""
     from onmt_qd.compat import load_checkpoint
     from onmt_qd.distill.rules import check_teacher_model
 
@@ -389,25 +386,6 @@ def word_level(recipe, profile):
     options = {**recipe["train"], **profile.train}
     default = options.get("distill_weight", train_parser().get_default("distill_weight"))
     return any(family.get("distill_weight", default) > 0 for _, family in profile.families())
-
-
-def check_translator_teacher(recipe, profile, path):
-    """What a CTranslate2 teacher can teach: its translations. Word-level distillation
-    and differentiable quantization need its distribution at each reference token,
-    which onmt_qd reads from OpenNMT-py checkpoints only (issue 34 item 5)."""
-    where = f"profile {profile.name} of {path}"
-    if profile.distill_data != "teacher":
-        raise RecipeError(f"{where}: a CTranslate2 teacher_model teaches by its translations "
-                          "(sequence-level distillation): set distill_data: teacher")
-    if word_level(recipe, profile):
-        raise RecipeError(f"{where}: word-level distillation needs the teacher's distribution "
-                          "at each reference token, which onmt_qd reads from OpenNMT-py "
-                          "checkpoint teachers only: set distill_weight: 0 in train (the "
-                          "students then learn from its translations)")
-    if profile.diffquant_bits:
-        raise RecipeError(f"{where}: differentiable quantization learns against a live "
-                          "OpenNMT-py teacher, and teacher_model is a CTranslate2 directory: "
-                          "set diffquant_bits: []")
 
 
 # share of a teacher's vocabulary (special tokens aside) that must be pieces of its

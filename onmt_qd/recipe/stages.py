@@ -303,7 +303,7 @@ class Pipeline(Runner):
             if teacher and self.uses_cache():
                 config.update(teacher_cache=self.teacher_cache_path(), topk=p.teacher_topk)
             elif teacher and self.word_level:
-                config["teacher_model"] = self.model_path("teacher")
+                config["teacher_model"] = self.teacher_file()
             config.update(self.process_options())
             self.command(name, self.py("train", "-config", self.write_config(name, config)))
             os.replace(self.path("models", name, "model_best.pt"), self.model_path(name))
@@ -344,7 +344,7 @@ class Pipeline(Runner):
         self.command(model.name, self.py(
             "diffquant", "-config", self.write_config(model.name, config),
             "-model", self.model_path(start.name),
-            "-teacher_model", self.model_path(TEACHER.name), "-bits", model.bits,
+            "-teacher_model", self.teacher_file(), "-bits", model.bits,
             "-train_steps", self.profile.diffquant_steps,
             "-output", self.model_path(model.name), *(["-gpu_ranks", 0] if self.gpu else [])))
 
@@ -458,7 +458,7 @@ class Pipeline(Runner):
         config.update(self.process_options())
         self.command("teacher_cache", self.py(
             "teacher_cache", "-config", self.write_config("teacher_cache", config),
-            "-teacher_model", self.model_path("teacher"),
+            "-teacher_model", self.teacher_file(),
             "-topk", self.profile.teacher_topk, "-output", self.teacher_cache_path()))
 
     def report(self):
