@@ -146,9 +146,12 @@ def export(model, output, quantization="int8"):
     from ctranslate2.converters import OpenNMTPyConverter
 
     import onmt_qd
+    from onmt_qd.compat import prepare_onmt
     from onmt_qd.fileio import (check_input_file, remove_stale_temporaries, same_file,
                                 sha256, temporary_name)
     from onmt_qd.qdz import load_any
+
+    prepare_onmt()  # CTranslate2's converter loads the checkpoint weights-only too
 
     if quantization not in CT2_QUANTIZATIONS:
         raise ValueError(f"-quantization {quantization}: choose one of "
