@@ -166,9 +166,23 @@ def test_diffquant_refuses_an_average_width_before_reading_any_model(tmp_path):
 def test_a_command_starts_without_spacy_and_a_terminology_transform_still_gets_it():
     """OpenNMT-py imports spaCy for its terminology transform only: a command does not
     pay for it at every start (about 1.3 s of CPU), and the transform still loads it."""
-    script = ("import inspect, sys, onmt_qd.opts, onmt.transforms.terminology as t\n"
+    script = ("import inspect, sys, onmt_qd.bin, onmt_qd.opts, onmt.transforms.terminology as t\n"
               "inspect.getmodule(sys._getframe(), 'x.py')  # as torch registering an operator\n"
               "print('thinc' in sys.modules, t.spacy.load.__module__)")
     result = subprocess.run([sys.executable, "-W", "ignore", "-c", script], cwd=REPO,
                             capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "spacy"]
+
+
+def test_importing_the_pure_parts_leaves_the_process_as_it_was():
+    """Importing onmt_qd, quant or codec installs no stand-in spacy, no warning filter
+    and no torch safe global: commands and the OpenNMT-py adapter do that
+    (compat.prepare_onmt), and a library user's process stays their own."""
+    script = ("import sys, warnings, torch\n"
+              "filters, safe = list(warnings.filters), torch.serialization.get_safe_globals()\n"
+              "import onmt_qd, onmt_qd.quant, onmt_qd.codec\n"
+              "print('spacy' in sys.modules, warnings.filters == filters,\n"
+              "      set(torch.serialization.get_safe_globals()) == set(safe))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.split() == ["False", "True", "True"]

@@ -148,8 +148,11 @@ def export(model, output, quantization="int8"):
     import torch
     from ctranslate2.converters import OpenNMTPyConverter
 
+    from onmt_qd.compat import prepare_onmt
     from onmt_qd.fileio import check_input_file, same_file, sha256
     from onmt_qd.qdz import load_any
+
+    prepare_onmt()  # CTranslate2's converter loads the checkpoint weights-only too
 
     if quantization not in CT2_QUANTIZATIONS:
         raise ValueError(f"-quantization {quantization}: choose one of "

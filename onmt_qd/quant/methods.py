@@ -8,6 +8,7 @@ import torch
 
 from onmt_qd.quant.quantizer import (
     fake_quantize_uniform, quantile_points, quantize_to_points, quantize_uniform)
+from onmt_qd.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,23 +49,9 @@ class Quantizer:
         return values if out is None else out.copy_(values)
 
 
-QUANTIZERS = {}
-
-
-def register_quantizer(quantizer):
-    """Add ``quantizer`` under its name (an existing name is an error)."""
-    if quantizer.name in QUANTIZERS:
-        raise ValueError(f"quantization method {quantizer.name!r} is already registered")
-    QUANTIZERS[quantizer.name] = quantizer
-    return quantizer
-
-
-def get_quantizer(name):
-    try:
-        return QUANTIZERS[name]
-    except KeyError:
-        raise ValueError(f"quantization method must be one of {', '.join(QUANTIZERS)}, "
-                         f"got {name!r}") from None
+QUANTIZERS = Registry("quantization method")
+register_quantizer = QUANTIZERS.register  # a name taken is an error
+get_quantizer = QUANTIZERS.lookup
 
 
 def stochastic_error():

@@ -9,14 +9,16 @@ this package is imported. Adding an engine touches its file, that import and its
 import contextlib
 from typing import ClassVar
 
-ENGINES: list = []  # the last registered is asked first; the first that accepts takes it
+from onmt_qd.registry import Registry
+
+# by class name (two engines may share a display name); the first that accepts takes it
+ENGINES = Registry("engine", newest_first=True)
 
 
 def register(engine: type) -> type:
     """Class decorator: add ``engine`` to ENGINES, asked before those registered before
     it (OpenNMT-py's engine, which takes any file, is registered first)."""
-    ENGINES.insert(0, engine)
-    return engine
+    return ENGINES.register(engine, engine.__name__)
 
 
 class Engine:
@@ -77,7 +79,7 @@ class Engine:
 
 def engine_for(model: str, precision: str | None = None) -> type:
     """The registered engine that translates ``model`` at ``precision``."""
-    for engine in ENGINES:
+    for engine in ENGINES.values():
         if engine.accepts(model, precision):
             return engine
     raise ValueError(f"-model {model}: no engine translates it")
