@@ -31,7 +31,7 @@ def training_config(path: str, folder: str, train_lines: int = 0) -> str:
     them), written to ``folder``; returns its path. ``train_lines``: each training
     corpus cut to its first lines (copies in ``folder``), so that the cache is built,
     and the teacher's epoch counted, over those alone."""
-    from onmt_qd.recipe import TEST_KEYS
+    from onmt_qd.recipe import RECIPE_ONLY_KEYS
 
     try:
         with open(path) as handle:
@@ -47,7 +47,7 @@ def training_config(path: str, folder: str, train_lines: int = 0) -> str:
                                    os.path.join(folder, f"{name}.{key}"))
     training = os.path.join(folder, "data_config.yaml")
     with open(training, "w") as handle:
-        yaml.safe_dump({k: v for k, v in config.items() if k not in TEST_KEYS}, handle)
+        yaml.safe_dump({k: v for k, v in config.items() if k not in RECIPE_ONLY_KEYS}, handle)
     return training
 
 

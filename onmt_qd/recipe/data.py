@@ -10,7 +10,9 @@ from onmt_qd import datasets
 from onmt_qd.fileio import atomic_output
 from onmt_qd.recipe.runner import RecipeError
 
-TEST_KEYS = ("test", "test_sets")  # in data_config.yaml for evaluation, not for training
+# in data_config.yaml for the recipe's stages, not for training: the test sets, and the
+# source the teacher translates when the recipe adds monolingual text (mono)
+RECIPE_ONLY_KEYS = ("test", "test_sets", "distill_src")
 
 
 def prepare_data(runner, recipe, profile, data_dir, mirror):
@@ -39,6 +41,9 @@ def prepare_data(runner, recipe, profile, data_dir, mirror):
                                          config, recipe["teacher_model"]))
     else:
         build_vocabulary(runner, config)
+    if "mono" in recipe:
+        config["distill_src"] = with_mono(files["train"][0], recipe["mono"],
+                                          os.path.join(data, "distill"))
     # a list, not a mapping: YAML writes a mapping's keys sorted, and the report cuts the
     # pooled translations back into sets in exactly the order they were pooled
     config["test_sets"] = [{"name": n, "src": src, "tgt": tgt}
@@ -47,6 +52,19 @@ def prepare_data(runner, recipe, profile, data_dir, mirror):
     with atomic_output(runner.path("data_config.yaml")) as temporary, \
             open(temporary, "w") as handle:
         yaml.safe_dump(config, handle)
+
+
+def with_mono(source, mono, stem):
+    """STEM.SRC: the training source, then the recipe's monolingual source text (blank
+    lines left out): what the teacher translates for the distilled students."""
+    path = stem + os.path.splitext(source)[1]
+    with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as out:
+        with open(source, encoding="utf-8", newline="\n") as handle:
+            out.writelines(handle)
+        with open(mono, encoding="utf-8-sig", newline="\n") as handle:
+            out.writelines(line if line.endswith("\n") else line + "\n"
+                           for line in handle if line.strip())
+    return path
 
 
 def dataset_files(dataset, profile, data, raw, mirror):
@@ -154,7 +172,7 @@ def teacher_vocabulary(vocab, config, teacher_model, same_order=True):
 
 
 def data_config(work):
-    """What ``prepare_data`` wrote: OpenNMT-py's data options plus TEST_KEYS."""
+    """What ``prepare_data`` wrote: OpenNMT-py's data options plus RECIPE_ONLY_KEYS."""
     with open(os.path.join(work, "data_config.yaml")) as handle:
         return yaml.safe_load(handle)
 

@@ -38,6 +38,9 @@ RECIPE_KEYS = {
                                    "has two: its source side's SentencePiece model"),
     "target_sentencepiece_model": ("path", "none", "with a CTranslate2 teacher_model that "
                                    "has two: its target side's SentencePiece model"),
+    "mono": ("path", "none", "source-language text, one sentence per line, that the teacher "
+             "translates too: students distilled on its translations (distill_data: teacher) "
+             "train on the parallel data plus this; relative to the recipe file"),
 }
 SPM_KEYS = ("sentencepiece_model", "source_sentencepiece_model", "target_sentencepiece_model")
 LOCAL_DATASET_KEYS = {"folder", "src", "tgt"}
@@ -284,6 +287,10 @@ def load_recipe(name, profile):
                        vocabulary)
         except ValueError as exc:
             raise RecipeError(str(exc)) from None
+    if "mono" in recipe and settings.distill_data != "teacher":
+        raise RecipeError(f"mono in {path}: the teacher translates it for students distilled "
+                          f"on its translations, and profile {profile} has distill_data: "
+                          f"{settings.distill_data}: set distill_data: teacher (or drop mono)")
     check_training(recipe, settings, path)
     return recipe, settings
 
@@ -310,9 +317,12 @@ def resolve_files(recipe, path):
                               f"languages' file suffixes, got {given!r}")
     except datasets.DatasetError as exc:
         raise RecipeError(f"dataset in {path}: {exc}") from None
-    for key in ("teacher_model", *SPM_KEYS):
+    for key in ("teacher_model", *SPM_KEYS, "mono"):
         if key in recipe:
             recipe[key] = os.path.abspath(os.path.join(here, str(recipe[key])))
+    if "mono" in recipe and not os.path.isfile(recipe["mono"]):
+        raise RecipeError(f"mono in {path}: {recipe['mono']} is not a file: give a text file "
+                          "of source-language sentences, one per line")
     for key in SPM_KEYS:
         if key in recipe and not os.path.isfile(recipe[key]):
             raise RecipeError(f"{key} in {path}: {recipe[key]} does not exist")

@@ -15,7 +15,7 @@ from onmt_qd import datasets
 from onmt_qd.distill.cache import VERSION as CACHE_VERSION
 from onmt_qd.fileio import atomic_output, sha256
 from onmt_qd.recipe import progress
-from onmt_qd.recipe.data import TEST_KEYS, data_config, prepare_data, test_sets
+from onmt_qd.recipe.data import RECIPE_ONLY_KEYS, data_config, prepare_data, test_sets
 from onmt_qd.recipe.identity import (DIFFERENTIABLE_QUANTIZATION, PM_QUANTIZATION,
                                      QUANTIZED_DISTILLATION, QUANTIZED_NORMAL_LOSS,
                                      STUDENT_DISTILLED_FP, STUDENT_FP, TEACHER, ModelId)
@@ -227,6 +227,11 @@ class Pipeline(Runner):
     def teacher_cache_path(self):
         return self.path("models", "teacher_cache")
 
+    def distilled_source(self):
+        """What the teacher translates: the training source, then the recipe's mono."""
+        data = data_config(self.work)
+        return data.get("distill_src", data["data"]["train"]["path_src"])
+
     def teacher_translations_path(self):
         return self.path("data", f"train.teacher.{self.recipe['dataset'].tgt}")
 
@@ -253,8 +258,8 @@ class Pipeline(Runner):
         """What the data stage's output depends on besides the dataset's files."""
         p, sentencepiece = self.profile, bool(self.recipe.get("sentencepiece"))
         dataset = self.recipe["dataset"]
-        given = {key: file_digest(self.recipe[key]) for key in ("teacher_model", *SPM_KEYS)
-                 if key in self.recipe}
+        given = {key: file_digest(self.recipe[key]) for key in ("teacher_model", *SPM_KEYS,
+                                                                "mono") if key in self.recipe}
         if "teacher_translator" in self.recipe:
             given["teacher_model"] = given_digest(self.recipe)
         if isinstance(dataset, datasets.LocalFolderDataset):
@@ -265,10 +270,13 @@ class Pipeline(Runner):
 
     def training_data(self, distilled=False):
         """The data options a training stage gets; distilled students train on the
-        teacher's translations of the training source when distill_data is teacher."""
-        config = {k: v for k, v in data_config(self.work).items() if k not in TEST_KEYS}
+        teacher's translations of the training source (and of the recipe's mono text)
+        when distill_data is teacher."""
+        data = data_config(self.work)
+        config = {k: v for k, v in data.items() if k not in RECIPE_ONLY_KEYS}
         if distilled and self.profile.distill_data == "teacher":
-            config["data"]["train"]["path_tgt"] = self.teacher_translations_path()
+            config["data"]["train"].update(path_src=self.distilled_source(),
+                                           path_tgt=self.teacher_translations_path())
         return config
 
     def write_config(self, name, config):
@@ -421,13 +429,14 @@ class Pipeline(Runner):
 
     def translate_training_source(self):
         """Sequence-level distillation data: the teacher's beam-5 translation of every
-        training source line, one line each (empty stays empty), by
+        training source line and of the recipe's mono text, one line each (empty stays
+        empty), by
         onmt_qd_teacher_translate: chunks a rerun after a kill continues from, progress
         in the stage's log. The teacher translates through CTranslate2 where it can
         (teacher_translator)."""
-        source = data_config(self.work)["data"]["train"]["path_src"]
         self.command("teacher_translations", self.py(
-            "teacher_translate", "-model", self.teacher_translator(), "-src", source,
+            "teacher_translate", "-model", self.teacher_translator(),
+            "-src", self.distilled_source(),
             "-output", self.teacher_translations_path(), "-beam_size", 5,
             "-batch_size", self.profile.translate_batch_size, "-gpu", 0 if self.gpu else -1))
 
