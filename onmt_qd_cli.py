@@ -1,11 +1,18 @@
 """The onmt_qd_* console commands. This module sits outside the onmt_qd package so that
-it runs before ``import onmt_qd`` (which imports torch: a second or more): Ctrl-C while
+it runs before a command's module imports torch (a second or more): Ctrl-C while
 a command is still importing ends it in one line, exit 130, not a KeyboardInterrupt
 traceback. Once imported, each command's run_command says the same for a later Ctrl-C."""
 import importlib
 import os
 import signal
 import sys
+
+from onmt_qd.compat import before_onmt_import
+
+# A process that a console command spawns (a training rank, a data-loader worker) imports
+# this module again, through the command's script, and never onmt_qd.bin: it is set up
+# here, before it unpickles its work, which imports OpenNMT-py. (torch is not imported.)
+before_onmt_import()
 
 
 def _command(name, even_if_ignored=False):
@@ -39,3 +46,4 @@ recipe = _command("recipe", even_if_ignored=True)
 data = _command("data")
 teacher_cache = _command("teacher_cache")
 export = _command("export")
+teacher_translate = _command("teacher_translate")

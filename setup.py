@@ -41,6 +41,7 @@ setup(
             "onmt_qd_data=onmt_qd_cli:data",
             "onmt_qd_teacher_cache=onmt_qd_cli:teacher_cache",
             "onmt_qd_export=onmt_qd_cli:export",
+            "onmt_qd_teacher_translate=onmt_qd_cli:teacher_translate",
         ]
     },
 )

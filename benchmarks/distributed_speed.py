@@ -32,6 +32,7 @@ import time
 
 import yaml
 
+import common  # noqa: F401 - first: it sets the process up for OpenNMT-py
 from onmt_qd.machine import usable_cores
 from onmt_qd.processes import free_port
 

@@ -28,7 +28,6 @@ timed batch / median step; seconds per epoch = the training corpora's target tok
 would start after -budget_s seconds are reported as skipped; a failing row prints its
 error and the others go on; -json is rewritten after every row."""
 import argparse
-import itertools
 import json
 import re
 import statistics
@@ -38,19 +37,17 @@ import time
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from onmt.constants import CorpusName, CorpusTask, DefaultTokens
+
+from common import device_of, init_uniform, model_opts, seeded_model, training_batches, \
+    training_config  # first: it sets the process up for OpenNMT-py
+from onmt.constants import CorpusName, DefaultTokens
 from onmt.inputters import build_vocab
-from onmt.inputters.dynamic_iterator import build_dynamic_dataset_iter
-from onmt.model_builder import build_base_model
 from onmt.transforms import get_specials, get_transforms_cls
-from onmt.utils.misc import set_random_seed
-from onmt.utils.parse import ArgumentParser
 
 from onmt_qd.fileio import atomic_output
-from onmt_qd.opts import parse, train_parser
 from onmt_qd.train.precision import use_autocast
 from onmt_qd.train.epochs import line_lengths
-from step_time import run_mode, training_config
+from step_time import run_mode
 
 DROPOUT = 0.3
 MODEL_KINDS = ("teacher_if", "teacher", "student")
@@ -136,29 +133,14 @@ def batch_spec(text):
     return match.group(1), int(match.group(2))
 
 
-def onmt_opts(config, model=None, batches=("sents", 64)):
-    """onmt_qd_train options over the data config: the model's (layers, hidden,
-    input_feed) and the batches'."""
-    layers, hidden, input_feed = model or (1, 64, 0)
-    opt = parse(train_parser(), [
-        "-config", config, "-encoder_type", "brnn", "-decoder_type", "rnn", "-rnn_type", "LSTM",
+def onmt_opts(config, model=(1, 64, 0), batches=("sents", 64)):
+    """model_opts of the model (layers, hidden, input_feed) and the batches."""
+    layers, hidden, input_feed = model
+    return model_opts(
+        config, "-encoder_type", "brnn", "-decoder_type", "rnn", "-rnn_type", "LSTM",
         "-global_attention", "general", "-dropout", str(DROPOUT), "-layers", str(layers),
         "-hidden_size", str(hidden), "-word_vec_size", str(hidden), "-input_feed",
-        str(input_feed), "-batch_type", batches[0], "-batch_size", str(batches[1]),
-        "-num_workers", "0", "-bucket_size", "10000"])
-    ArgumentParser.validate_prepare_opts(opt)
-    ArgumentParser.update_model_opts(opt)
-    ArgumentParser.validate_model_opts(opt)
-    return opt
-
-
-def real_batches(opt, vocabs, count, device):
-    """The first ``count`` training batches, the same ones in every run (seeded)."""
-    set_random_seed(3435, device.type == "cuda")
-    device_id = device.index if device.type == "cuda" else -1
-    iterator = build_dynamic_dataset_iter(opt, get_transforms_cls(opt._all_transform), vocabs,
-                                          task=CorpusTask.TRAIN, device_id=device_id)
-    return list(itertools.islice((batch for batch, _ in iterator), count))  # it cycles
+        str(input_feed), "-batch_type", batches[0], "-batch_size", str(batches[1]))
 
 
 def epoch_target_tokens(opt):
@@ -171,13 +153,6 @@ def epoch_target_tokens(opt):
                for n in line_lengths(corpus["path_tgt"], opt.tgt_subword_model))
 
 
-def init_uniform(model):
-    torch.manual_seed(1)
-    for p in model.parameters():
-        nn.init.uniform_(p, -0.1, 0.1)
-    return model
-
-
 def build_models(args, config, vocabs, device):
     """{kind: {"onmt": model, "plain": model} or the error that stopped it}."""
     shapes = {"teacher_if": (args.layers_teacher, args.hidden_teacher, 1),
@@ -188,13 +163,14 @@ def build_models(args, config, vocabs, device):
     for kind in args.rows:
         layers, hidden, input_feed = shapes[kind]
         models[kind] = {"shape": f"{layers}x{hidden}{' input feeding' if input_feed else ''}"}
-        builders = {"onmt": lambda: build_base_model(
-                        onmt_opts(config, shapes[kind]), vocabs),
-                    "plain": lambda: PlainSeq2Seq(len(vocabs["tgt"]), padding, layers, hidden,
-                                                  input_feed, DROPOUT)}
+        builders = {"onmt": lambda: seeded_model(onmt_opts(config, shapes[kind]), vocabs,
+                                                 device),
+                    "plain": lambda: init_uniform(PlainSeq2Seq(
+                        len(vocabs["tgt"]), padding, layers, hidden, input_feed,
+                        DROPOUT).to(device))}
         for impl, build in builders.items():
             try:
-                model = init_uniform(build().to(device))
+                model = build()
                 models[kind][impl] = model
                 print(f"{kind} {models[kind]['shape']} {impl}: "
                       f"{sum(p.numel() for p in model.parameters()):,} parameters", flush=True)
@@ -274,8 +250,8 @@ def benchmark(args, config, specs, device, start):
     for batch_type, batch_size in specs:
         name = f"{batch_type}{batch_size}"
         try:
-            batches = real_batches(onmt_opts(config, batches=(batch_type, batch_size)),
-                                   vocabs, args.steps + 3, device)
+            batches = training_batches(onmt_opts(config, batches=(batch_type, batch_size)),
+                                       vocabs, args.steps + 3, device)
             tokens = statistics.mean(int(b["tgt"][:, 1:, 0].ne(padding).sum())
                                      for b in batches[3:])
         except Exception as error:  # reported on each of its rows
@@ -331,7 +307,7 @@ def main():
         specs = [batch_spec(b) for b in args.batches.split(",")]
         with tempfile.TemporaryDirectory(prefix="epoch_time") as folder:
             config = training_config(args.config, folder)
-            benchmark(args, config, specs, torch.device("cuda:0" if args.gpu else "cpu"), start)
+            benchmark(args, config, specs, device_of(args.gpu), start)
     except (ValueError, OSError) as error:  # bad input: the setup's one-line error
         p.error(str(error))
     print(f"total {time.perf_counter() - start:.1f} s", flush=True)

@@ -11,48 +11,28 @@ data_config.yaml)."""
 import argparse
 import dataclasses
 import statistics
+import tempfile
 import time
 
 import torch
-from onmt.constants import CorpusTask, DefaultTokens
-from onmt.inputters.dynamic_iterator import build_dynamic_dataset_iter
-from onmt.model_builder import build_base_model
+
+from common import device_of, model_opts, seeded_model, sync, training_batches, \
+    training_config  # first: it sets the process up for OpenNMT-py
+from onmt.constants import DefaultTokens
 from onmt.train_single import prepare_transforms_vocabs
 from onmt.transforms import get_transforms_cls
-from onmt.utils.parse import ArgumentParser
 
-from onmt_qd.opts import parse, train_parser
 from onmt_qd.quant import QuantPolicy
 from onmt_qd.train.fakequant import FakeQuantizer
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def student_and_batches(args, device):
-    opt = parse(train_parser(), [
-        "-config", args.config, "-layers", str(args.layers), "-hidden_size",
-        str(args.hidden_size), "-word_vec_size", str(args.hidden_size), "-encoder_type",
-        "brnn", "-batch_size", "64", "-num_workers", "0", "-bucket_size", "10000",
-        "-global_attention", "general"])
-    ArgumentParser.validate_prepare_opts(opt)
-    ArgumentParser.update_model_opts(opt)
-    ArgumentParser.validate_model_opts(opt)
-    transforms_cls = get_transforms_cls(opt._all_transform)
-    vocabs = prepare_transforms_vocabs(opt, transforms_cls)
-    torch.manual_seed(1)
-    student = build_base_model(opt, vocabs).to(device)
-    for p in student.parameters():
-        torch.nn.init.uniform_(p, -0.1, 0.1)
-    device_id = device.index if device.type == "cuda" else -1
-    batches = []
-    for batch, _ in build_dynamic_dataset_iter(opt, transforms_cls, vocabs,
-                                               task=CorpusTask.TRAIN, device_id=device_id):
-        batches.append(batch)
-        if len(batches) == args.steps:
-            break
+def student_and_batches(args, config, device):
+    opt = model_opts(config, "-layers", str(args.layers), "-hidden_size",
+                     str(args.hidden_size), "-word_vec_size", str(args.hidden_size),
+                     "-encoder_type", "brnn", "-global_attention", "general")
+    vocabs = prepare_transforms_vocabs(opt, get_transforms_cls(opt._all_transform))
+    student = seeded_model(opt, vocabs, device)
+    batches = training_batches(opt, vocabs, args.steps, device)
     return student, vocabs["tgt"][DefaultTokens.PAD], batches
 
 
@@ -87,8 +67,11 @@ def main():
     p.add_argument("-steps", type=int, default=20)
     p.add_argument("-gpu", action="store_true")
     args = p.parse_args()
-    device = torch.device("cuda:0" if args.gpu else "cpu")
-    student, padding, batches = student_and_batches(args, device)
+    device = device_of(args.gpu)
+    with tempfile.TemporaryDirectory(prefix="fake_quant") as folder:
+        # a recipe's config works as is
+        student, padding, batches = student_and_batches(
+            args, training_config(args.config, folder), device)
     optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
     vectorised = FakeQuantizer(student, QuantPolicy(bits=args.bits))
     per_tensor = FakeQuantizer(student, QuantPolicy(bits=args.bits))

@@ -18,66 +18,26 @@ or over its first -train_lines sentences: the step ratios need only the cache of
 timed batches, and the build's fraction of a teacher epoch is of the same sentences."""
 import argparse
 import copy
-import itertools
 import os
 import shutil
 import statistics
 import tempfile
 import time
 
-import yaml
-
 import torch
-from onmt.constants import CorpusTask, DefaultTokens
-from onmt.inputters.dynamic_iterator import build_dynamic_dataset_iter
+
+from common import device_of, model_opts, seeded_model, sync, training_batches, \
+    training_config  # first: it sets the process up for OpenNMT-py
+from onmt.constants import DefaultTokens
 from onmt.inputters.inputter import dict_to_vocabs
-from onmt.model_builder import build_base_model
-from onmt.transforms import get_transforms_cls
-from onmt.utils.parse import ArgumentParser
 
 from onmt_qd.compat import load_checkpoint
 from onmt_qd.distill import CachedTeacher, LiveTeacher, load_teacher, teacher_forced_logits
 from onmt_qd.distill.cache_build import build_teacher_cache
-from onmt_qd.opts import parse, teacher_cache_parser, train_parser
+from onmt_qd.opts import parse, teacher_cache_parser
 from onmt_qd.quant import QuantPolicy
 from onmt_qd.train.fakequant import FakeQuantizer
-from onmt_qd.recipe import TEST_KEYS
 from onmt_qd.train.epochs import steps_per_epoch
-
-
-def training_config(path, folder, train_lines=0):
-    """The data config less the recipe's evaluation keys (onmt_qd_train refuses
-    them), written to ``folder``; returns its path. ``train_lines``: each training
-    corpus cut to its first lines (copies in ``folder``), so that the cache is built,
-    and the teacher's epoch counted, over those alone."""
-    try:
-        with open(path) as handle:
-            config = yaml.safe_load(handle)
-    except OSError as error:
-        raise ValueError(f"cannot read -config {path}: {error.strerror}") from None
-    if not isinstance(config, dict) or "data" not in config:
-        raise ValueError(f"{path} is not a data config (a YAML mapping with 'data:')")
-    for name, corpus in config["data"].items():
-        if train_lines and name != "valid":
-            for key in ("path_src", "path_tgt"):
-                corpus[key] = head(corpus[key], train_lines,
-                                   os.path.join(folder, f"{name}.{key}"))
-    training = os.path.join(folder, "data_config.yaml")
-    with open(training, "w") as handle:
-        yaml.safe_dump({k: v for k, v in config.items() if k not in TEST_KEYS}, handle)
-    return training
-
-
-def head(path, lines, output):
-    """The first ``lines`` lines of ``path`` written to ``output``; returns ``output``."""
-    with open(path, encoding="utf-8") as source, open(output, "w", encoding="utf-8") as out:
-        out.writelines(itertools.islice(source, lines))
-    return output
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def student_options(args):
@@ -90,27 +50,12 @@ def student_options(args):
 
 
 def student_and_batches(args, device):
-    opt = parse(train_parser(), ["-config", args.config, "-layers", str(args.layers),
-                                 "-hidden_size", str(args.hidden_size), "-word_vec_size",
-                                 str(args.hidden_size), "-batch_size", "64", "-num_workers",
-                                 "0", "-bucket_size", "10000", *student_options(args)])
-    ArgumentParser.validate_prepare_opts(opt)
-    ArgumentParser.update_model_opts(opt)
-    ArgumentParser.validate_model_opts(opt)
+    opt = model_opts(args.config, "-layers", str(args.layers), "-hidden_size",
+                     str(args.hidden_size), "-word_vec_size", str(args.hidden_size),
+                     *student_options(args))
     vocabs = dict_to_vocabs(load_checkpoint(args.teacher)["vocab"])
-    torch.manual_seed(1)
-    student = build_base_model(opt, vocabs).to(device)
-    for p in student.parameters():
-        torch.nn.init.uniform_(p, -0.1, 0.1)
-    device_id = device.index if device.type == "cuda" else -1
-    iterator = build_dynamic_dataset_iter(opt, get_transforms_cls(opt._all_transform), vocabs,
-                                          task=CorpusTask.TRAIN, device_id=device_id)
-    batches = []
-    for batch, _ in iterator:
-        batches.append(batch)
-        if len(batches) == args.steps + 3:
-            break
-    return student, vocabs, batches, opt
+    student = seeded_model(opt, vocabs, device)
+    return student, vocabs, training_batches(opt, vocabs, args.steps + 3, device), opt
 
 
 def run_mode(student, teacher, batches, padding, quant_bits, device):
@@ -178,7 +123,7 @@ def main():
                    help="cache only this many training sentences (default: all)")
     p.add_argument("-gpu", action="store_true")
     args = p.parse_args()
-    device = torch.device("cuda:0" if args.gpu else "cpu")
+    device = device_of(args.gpu)
     workdir = tempfile.mkdtemp(prefix="step_time")
     # a recipe's config works as is
     args.config = training_config(args.config, workdir, args.train_lines)

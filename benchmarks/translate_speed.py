@@ -25,6 +25,7 @@ import time
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import common  # noqa: F401 - first: it sets the process up for OpenNMT-py
 from onmt_qd.evaluate.metrics import word_count
 from onmt_qd.fileio import atomic_output, read_text_lines
 from onmt_qd.inference.engine import inference_engine, load_model, translate_aligned

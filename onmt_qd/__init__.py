@@ -1,13 +1,9 @@
 """onmt_qd: quantized distillation and differentiable quantization for OpenNMT-py.
 
-Importing the package allow-lists the one class OpenNMT-py pickles into its
-checkpoints, so they load with torch's weights-only loading left on, and defers
-OpenNMT-py's import of spaCy to its first use.
+Importing the package, or any of its pure parts (quant, codec, ...), changes nothing
+in the process: what OpenNMT-py needs (checkpoints allow-listed for weights-only
+loading, spaCy deferred, its warnings quieted) is compat.prepare_onmt's, done where a
+command starts and where the library loads an OpenNMT-py checkpoint.
 """
-from onmt_qd.compat import allow_onmt_checkpoints, defer_spacy, quiet_onmt_warnings
-
-allow_onmt_checkpoints()
-quiet_onmt_warnings()
-defer_spacy()
 
 __version__ = "0.1.0"

@@ -1,6 +1,13 @@
-"""torch >= 2.6 loads checkpoints weights-only by default and refuses OpenNMT-py's,
+"""The OpenNMT-py adapter: its checkpoints loaded weights-only, and workarounds.
+
+torch >= 2.6 loads checkpoints weights-only by default and refuses OpenNMT-py's,
 whose options are an ``argparse.Namespace``. We allow-list exactly that class;
-weights-only loading stays on, so a checkpoint can still run no code."""
+weights-only loading stays on, so a checkpoint can still run no code.
+
+Importing this module changes nothing in the process: ``prepare_onmt`` does, where a
+command starts (onmt_qd/bin, onmt_qd_cli.py) and where the library loads an OpenNMT-py
+checkpoint or builds a model from one. torch is imported where it is used, so that
+onmt_qd_cli.py can call ``before_onmt_import`` without importing it."""
 import argparse
 import functools
 import importlib.util
@@ -9,22 +16,42 @@ import pickle
 import sys
 import types
 
-import torch
-
 
 TORCH_ZIP = b"PK\x03\x04"  # torch.save's format since torch 1.6
 LEGACY_PICKLE = b"\x80"    # the pickle stream of older torch.save files
 
 
+def prepare_onmt() -> None:
+    """Set this process up for OpenNMT-py; calling it again changes nothing. Its
+    checkpoints' options class is allow-listed for weights-only loading, its warnings
+    that say nothing a user can act on are quieted, and spaCy is deferred (that part
+    only before ``onmt`` is first imported)."""
+    before_onmt_import()
+    allow_onmt_checkpoints()
+
+
+def before_onmt_import() -> None:
+    """The part of prepare_onmt that must come before ``import onmt`` and needs no
+    torch: what a process spawned from a console command gets from onmt_qd_cli.py."""
+    quiet_onmt_warnings()
+    defer_spacy()
+
+
 def allow_onmt_checkpoints():
+    """Let weights-only loading (torch.load's default) accept OpenNMT-py's options."""
+    import torch
+
     torch.serialization.add_safe_globals([argparse.Namespace])
 
 
 def load_checkpoint(path):
     """Load an OpenNMT-py checkpoint on the CPU, weights-only, with a one-line error
     that says what the file is when it is not a checkpoint."""
+    import torch
+
     from onmt_qd.fileio import check_input_file
 
+    prepare_onmt()
     check_input_file(path, "checkpoint")
     if os.path.getsize(path) == 0:
         raise ValueError(f"{path} is empty, not a checkpoint")
@@ -70,6 +97,8 @@ def save_atomic(obj, path):
     A failed write (full disk...) is an OSError naming ``path``: torch's zip writer
     turns it into a RuntimeError of its own, which keeps the OSError only when torch
     writes through a Python file."""
+    import torch
+
     from onmt_qd.fileio import atomic_output
 
     with atomic_output(path) as temporary, open(temporary, "wb") as handle:

@@ -1,6 +1,9 @@
 """Values that several floors name (as OpenNMT-py's onmt.constants): kept at the bottom
-so that the option declarations (opts.py) need not import the modules that act on them."""
+so that the option declarations (opts/declarations.py) need not import the modules that
+act on them."""
 
 DEFAULT_TOPK = 8  # tokens per position a teacher cache keeps unless told otherwise
 # CTranslate2's weight types that onmt_qd_export writes (deploy/ct2.py)
 CT2_QUANTIZATIONS = ("int8", "int8_float32", "int16", "float16", "float32")
+# sentences per chunk of onmt_qd_teacher_translate: a kill loses at most this much work
+TEACHER_CHUNK_LINES = 1000

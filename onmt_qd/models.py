@@ -5,7 +5,7 @@ from onmt.inputters.inputter import dict_to_vocabs
 from onmt.model_builder import build_base_model
 from onmt.utils.parse import ArgumentParser
 
-from onmt_qd.compat import keep_decoder_state_contiguous, load_checkpoint
+from onmt_qd.compat import keep_decoder_state_contiguous, load_checkpoint, prepare_onmt
 
 
 SUBWORD_OPTIONS = ("src_subword_model", "tgt_subword_model")
@@ -56,6 +56,7 @@ def model_opts_of(checkpoint):
 def build_model_from_checkpoint(checkpoint, device="cpu", overrides=None):
     """(model, vocabs, model_opt) in eval mode, dropout off; ``checkpoint`` may be a path;
     ``overrides`` (option -> value) replace model options before the model is built."""
+    prepare_onmt()  # a checkpoint dictionary may come from elsewhere than load_checkpoint
     if isinstance(checkpoint, str):
         checkpoint = load_checkpoint(checkpoint)
     model_opt = model_opts_of(checkpoint)

@@ -7,6 +7,11 @@ import sys
 import pytest
 import yaml
 
+from onmt_qd.compat import prepare_onmt, quiet_onmt_warnings
+
+# as every command does before it imports OpenNMT-py, which the tests import
+prepare_onmt()
+
 # One thread in this process and every command it starts, however pytest was run (make
 # test sets it too): comparisons of two runs (a 2-process cache against a 1-process one,
 # a report's per-set score against the set evaluated alone) need the same kernels, and
@@ -29,6 +34,17 @@ LONGEST_FIRST = ("test_recipe.py", "test_recipe_own.py", "test_recipe_standins.p
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+# pytest collects and runs each test with the warning filters the session started
+# with, not those prepare_onmt set above: OpenNMT-py's are quieted in each, as in a command.
+def pytest_collection(session):
+    quiet_onmt_warnings()  # some test modules import OpenNMT-py
+
+
+@pytest.fixture(autouse=True)
+def onmt_warnings_quiet():
+    quiet_onmt_warnings()
 
 
 def run_cli(module, *args, check=True, cwd=None):

@@ -1,4 +1,4 @@
-"""Every command declares its options in onmt_qd/opts.py and parses them strictly, and a
+"""Every command declares its options in onmt_qd/opts/ and parses them strictly, and a
 rule shared by several commands reads the same wherever it is broken (issue 20). Each
 refusal here comes before any model or data is read: no training, a few seconds."""
 import os
@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from conftest import REPO
 from test_bad_input import refused
@@ -27,6 +28,7 @@ TYPOS = {
     "data": (["get", "multi30k", "-dest", "d"], "-form", "-from"),
     "teacher_cache": ([], "-tpok", "-topk"),
     "export": (["-model", "m.pt"], "-quantizaton", "-quantization"),
+    "teacher_translate": (["-model", "m.pt"], "-chunk_line", "-chunk_lines"),
 }
 
 
@@ -43,6 +45,64 @@ def test_an_unknown_option_is_one_line_with_a_suggestion(name, tmp_path, monkeyp
     expected = f"onmt_qd_{name}: error: unknown option '{typo}' (did you mean '{suggestion}'?)"
     assert refused(COMMANDS[name], *before, typo, "2", message=expected) == expected
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", sorted(TYPOS))
+def test_an_unknown_config_key_is_one_line_with_a_suggestion(name, tmp_path, monkeypatch):
+    """Every command takes -config FILE.yaml (OpenNMT-py's), checked as strictly as its
+    command line; onmt_qd_data's belongs to its subcommand."""
+    monkeypatch.chdir(tmp_path)
+    before, typo, suggestion = TYPOS[name]
+    config = tmp_path / "config.yaml"
+    config.write_text(f"{typo.lstrip('-')}: 1\n")
+    subcommand = before[:2] if name == "data" else []
+    expected = (f"onmt_qd_{name}: error: unknown key '{typo.lstrip('-')}' in config {config} "
+                f"(did you mean '{suggestion.lstrip('-')}'?)")
+    assert refused(COMMANDS[name], *subcommand, "-config", config, message=expected) == expected
+    assert os.listdir(tmp_path) == ["config.yaml"]
+
+
+# command -> (arguments before -config, the config, the refusal that shows it was read)
+CONFIGS = {
+    "eval": ([], {"model": "m.pt", "src": ["a.de"], "tgt": ["a.en"], "beam_size": 0},
+             "-beam_size must be at least 1, got 0"),
+    "compress": ([], {"model": "none.pt", "report_only": True}, "-model none.pt does not exist"),
+    "quantize": ([], {"model": "m.pt", "bits": 9, "output": "q.pt"},
+                 "-bits must be an integer from 1 to 8, got 9"),
+    "export": ([], {"model": "none.pt", "output": "out"}, "-model none.pt does not exist"),
+    "recipe": (["multi30k"], {"profile": "nosuch"}, "recipe multi30k has no profile 'nosuch'"),
+    "data": (["get", "multi30k"], {"dest": "d", "from": "none"},
+             "mirror none for dataset multi30k does not exist"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_a_command_once_without_config_reads_one(name, tmp_path, monkeypatch):
+    """The commands that parsed with plain argparse read their options, required ones
+    and switches included, from -config too; the command line still wins."""
+    monkeypatch.chdir(tmp_path)
+    before, options, message = CONFIGS[name]
+    with open(tmp_path / "config.yaml", "w") as handle:
+        yaml.safe_dump(options, handle)
+    refused(COMMANDS[name], *before, "-config", "config.yaml", message=message)
+    if name == "eval":
+        refused(COMMANDS[name], "-config", "config.yaml", "-beam_size", 2, "-batch_size", 0,
+                message="-batch_size must be at least 1, got 0")
+    assert os.listdir(tmp_path) == ["config.yaml"]
+
+
+def test_options_from_values_are_those_the_command_line_gives():
+    """opts.options_of, for a caller in Python (inference/evaluate.py): the parser's
+    defaults with the given values over them, exactly what parsing gives."""
+    from onmt_qd.opts import options_of, parse, translate_parser
+
+    given = options_of(translate_parser(), models=["m.pt"], src="s.txt", beam_size=3,
+                       precision="int8")
+    parsed = parse(translate_parser(), ["-model", "m.pt", "-src", "s.txt", "-beam_size", "3",
+                                        "-precision", "int8"])
+    assert vars(given) == vars(parsed)
+    with pytest.raises(TypeError, match="no option with dest model"):
+        options_of(translate_parser(), model="m.pt")
 
 
 def test_a_profile_width_breaks_the_rule_of_the_commands_by_name(tmp_path, monkeypatch):
@@ -106,9 +166,23 @@ def test_diffquant_refuses_an_average_width_before_reading_any_model(tmp_path):
 def test_a_command_starts_without_spacy_and_a_terminology_transform_still_gets_it():
     """OpenNMT-py imports spaCy for its terminology transform only: a command does not
     pay for it at every start (about 1.3 s of CPU), and the transform still loads it."""
-    script = ("import inspect, sys, onmt_qd.opts, onmt.transforms.terminology as t\n"
+    script = ("import inspect, sys, onmt_qd.bin, onmt_qd.opts, onmt.transforms.terminology as t\n"
               "inspect.getmodule(sys._getframe(), 'x.py')  # as torch registering an operator\n"
               "print('thinc' in sys.modules, t.spacy.load.__module__)")
     result = subprocess.run([sys.executable, "-W", "ignore", "-c", script], cwd=REPO,
                             capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "spacy"]
+
+
+def test_importing_the_pure_parts_leaves_the_process_as_it_was():
+    """Importing onmt_qd, quant or codec installs no stand-in spacy, no warning filter
+    and no torch safe global: commands and the OpenNMT-py adapter do that
+    (compat.prepare_onmt), and a library user's process stays their own."""
+    script = ("import sys, warnings, torch\n"
+              "filters, safe = list(warnings.filters), torch.serialization.get_safe_globals()\n"
+              "import onmt_qd, onmt_qd.quant, onmt_qd.codec\n"
+              "print('spacy' in sys.modules, warnings.filters == filters,\n"
+              "      set(torch.serialization.get_safe_globals()) == set(safe))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.split() == ["False", "True", "True"]

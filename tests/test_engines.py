@@ -3,6 +3,8 @@ model path and -precision, and a new engine is a registered subclass that transl
 and eval use with no other change."""
 import os
 
+import pytest
+
 from onmt_qd.inference import engines
 from onmt_qd.inference.engines import Engine, engine_for, register
 from onmt_qd.inference.engines.ctranslate2 import CTranslate2Engine
@@ -41,9 +43,15 @@ class Reverser(Engine):
         return {"name": self.name, "precision": "none", "device": "cpu"}
 
 
-def test_a_registered_engine_serves_translate_and_eval_unchanged(data, tmp_path, monkeypatch):
-    monkeypatch.setattr(engines, "ENGINES", list(engines.ENGINES))
+@pytest.fixture
+def reverser():
     register(Reverser)
+    yield
+    del engines.ENGINES["Reverser"]
+
+
+def test_a_registered_engine_serves_translate_and_eval_unchanged(data, tmp_path, reverser):
+    assert next(iter(engines.ENGINES.values())) is Reverser  # asked first
     model = tmp_path / "words.rev"
     model.write_text("")
     code, _, err = command("translate", "-model", model, "-src", data["test.de"], "-output",

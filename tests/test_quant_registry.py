@@ -1,6 +1,9 @@
 """The quantizer registry (a method added in one place is usable from the command-line
 options) and training's vectorised fake quantization, which must give exactly the
 per-tensor results."""
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -46,6 +49,20 @@ def test_unregistered_method_is_refused_by_the_options(data):
                                "-quant_method", "log"])
     with pytest.raises(ValueError, match="must be one of uniform, quantile, got 'log'"):
         QuantPolicy(method="log")
+
+
+def test_a_library_user_loads_and_quantizes_a_checkpoint_with_no_set_up(teacher):
+    """From Python, as docs/architecture.md shows, in a fresh process: loading allow-lists
+    OpenNMT-py's options for weights-only loading itself (compat.prepare_onmt)."""
+    script = ("import sys\n"
+              "from onmt_qd.models import build_model_from_checkpoint\n"
+              "from onmt_qd.quant import QuantPolicy\n"
+              "from onmt_qd.quant_checkpoint import quantize_\n"
+              "model, _, _ = build_model_from_checkpoint(sys.argv[1])\n"
+              "print(len(quantize_(model, QuantPolicy(bits=4, bucket_size=256))) > 0)")
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", script, teacher],
+                            capture_output=True, text=True)
+    assert result.stdout.split() == ["True"], result.stderr[-2000:]
 
 
 def real_model(teacher):

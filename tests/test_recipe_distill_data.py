@@ -1,13 +1,13 @@
 """Sequence-level distillation in a recipe (distill_data: teacher): the teacher's
-translations have exactly one line per source line, aligned across the parts they are
-translated in (blank lines included), and a student trains on them."""
+translations have exactly one line per source line (blank lines included), and a
+student trains on them (the chunks they are made in: test_ct2_teacher.py)."""
 
 import pytest
 import yaml
 
 from conftest import MULTI30K, head, needs_multi30k
 from test_recipe_configs import edited_recipe
-from onmt_qd.recipe import Pipeline, RecipeError, load_recipe, merge_translations, split_lines
+from onmt_qd.recipe import Pipeline, RecipeError, load_recipe
 
 BLANK = {3, 17}  # blank on both sides
 BLANK_SOURCE = 25  # whitespace only in the source
@@ -37,10 +37,20 @@ def tiny_profile(recipe):
     profile["student"].update(hidden_size=16, word_vec_size=16, epochs=1, distill_weight=0.0)
 
 
+MONO = ["Ein Hund läuft im Park.", "", "Zwei Kinder spielen Fußball.", "Eine Frau liest."]
+
+
+def with_mono(recipe):
+    tiny_profile(recipe)
+    recipe["mono"] = "mono.de"  # beside the recipe file
+
+
 @needs_multi30k
 def test_teacher_translations_are_aligned_and_a_student_trains_on_them(tmp_path, monkeypatch):
-    edited_recipe(tmp_path, monkeypatch, tiny_profile)
-    monkeypatch.setattr("onmt_qd.recipe.stages.TRANSLATION_CHUNKS", 2)
+    """Of the training source, then of the recipe's monolingual text (its blank line
+    left out): the distilled student trains on both."""
+    edited_recipe(tmp_path, monkeypatch, with_mono)
+    (tmp_path / "multi30k" / "mono.de").write_text("\n".join(MONO) + "\n", encoding="utf-8")
     stand_in_mirror(tmp_path / "mirror")
     work = tmp_path / "work"
     pipeline = Pipeline("multi30k", "mini", work, mirror=str(tmp_path / "mirror"))
@@ -48,43 +58,38 @@ def test_teacher_translations_are_aligned_and_a_student_trains_on_them(tmp_path,
     assert "teacher_translations" in names and "teacher_cache" not in names  # weight 0
     pipeline.run(["data", "teacher", "teacher_translations", "student_distilled_fp"])
 
-    source = (work / "data" / "train.de").read_text(encoding="utf-8").split("\n")[:-1]
+    source = (work / "data" / "distill.de").read_text(encoding="utf-8").split("\n")[:-1]
+    assert source[:40] == (work / "data" / "train.de").read_text(
+        encoding="utf-8").split("\n")[:40] and source[40:] == [m for m in MONO if m]
     distilled = (work / "data" / "train.teacher.en").read_text(encoding="utf-8").split("\n")
-    assert distilled[-1] == "" and len(distilled[:-1]) == len(source) == 40
+    assert distilled[-1] == "" and len(distilled[:-1]) == len(source) == 43
     distilled = distilled[:-1]
     assert {i for i, line in enumerate(distilled) if not line} >= BLANK | {BLANK_SOURCE}
     log = (work / "logs" / "teacher_translations.log").read_text()
-    assert "part 2/2: 40/40 sentences translated" in log
-    assert not (work / "data" / "teacher_translations.parts").exists()
+    assert "chunk 1/1, 43/43 sentences translated" in log
+    assert not (work / "data" / "train.teacher.en.parts").exists()
 
     config = yaml.safe_load((work / "configs" / "student_distilled_fp.yaml").read_text())
     assert config["data"]["train"]["path_tgt"] == str(work / "data" / "train.teacher.en")
+    assert config["data"]["train"]["path_src"] == str(work / "data" / "distill.de")
+    assert "distill_src" not in config
     assert "teacher_cache" not in config and "teacher_model" not in config
     assert (work / "models" / "student_distilled_fp.pt").exists()
-
-
-def test_parts_merge_back_in_source_order_with_blank_lines_kept(tmp_path):
-    source = [f"line {i}" if i % 4 else ("" if i % 8 else "   ") for i in range(23)]
-    (tmp_path / "src").write_text("\n".join(source) + "\n", encoding="utf-8")
-    (tmp_path / "parts").mkdir()
-    parts = split_lines(str(tmp_path / "src"), str(tmp_path / "parts"), 4)
-    assert [n for _, n in parts] == [6, 6, 6, 5]
-    for part, _ in parts:  # a stand-in for onmt_qd_translate: one line per line
-        with open(part) as handle, open(part + ".out", "w") as out:
-            out.writelines((line.upper() if line.strip() else "") + "\n"
-                           for line in handle.read().splitlines())
-    merge_translations(parts, str(tmp_path / "out"))
-    assert (tmp_path / "out").read_text().split("\n")[:-1] == [
-        line.upper() if line.strip() else "" for line in source]
-    with open(parts[2][0] + ".out", "w") as out:  # lines 12-17
-        out.write("ONE LINE SHORT\n")
-    with pytest.raises(RecipeError, match="1 translations for the 6 lines"):
-        merge_translations(parts, str(tmp_path / "out2"))
-    assert not (tmp_path / "out2").exists()
 
 
 def test_unknown_distill_data_fails_before_training(tmp_path, monkeypatch):
     edited_recipe(tmp_path, monkeypatch,
                   lambda recipe: recipe["profiles"]["quick"].update(distill_data="teachers"))
     with pytest.raises(RecipeError, match="distill_data .* must be one of gold, teacher"):
+        load_recipe("multi30k", "quick")
+
+
+def test_mono_text_needs_students_that_learn_from_translations(tmp_path, monkeypatch):
+    def edit(recipe):
+        recipe["mono"] = "mono.de"
+    edited_recipe(tmp_path, monkeypatch, edit)
+    with pytest.raises(RecipeError, match="mono in .* is not a file"):
+        load_recipe("multi30k", "quick")
+    (tmp_path / "multi30k" / "mono.de").write_text("Ein Satz.\n", encoding="utf-8")
+    with pytest.raises(RecipeError, match="has distill_data: gold: set distill_data: teacher"):
         load_recipe("multi30k", "quick")

@@ -188,18 +188,15 @@ def word_level_copy(teacher, path):
 def test_a_subword_model_that_is_not_the_teachers_is_refused(user_folder, data, teacher,
                                                              tmp_path):
     """A sentencepiece_model given for a word-level teacher, or the target language's
-    model for the source side, was accepted and three stages ran."""
+    model for the source side, was accepted and three stages ran (a CTranslate2
+    teacher's directories: test_ct2_teacher.py)."""
     from onmt_qd.datasets import train_sentencepiece
 
     english = train_sentencepiece([data["train.en"]], str(tmp_path / "english"), 400)
-    ct2_directory = tmp_path / "ct2"
-    ct2_directory.mkdir()
-    (ct2_directory / "model.bin").write_bytes(b"")
     for edit, message in (
             ({"sentencepiece_model": english}, "is not the teacher's subword model"),
             ({"teacher_model": word_level_copy(teacher, tmp_path / "words.pt")},
-             "was not trained on SentencePiece pieces"),
-            ({"teacher_model": str(ct2_directory)}, "is a CTranslate2 model directory")):
+             "was not trained on SentencePiece pieces")):
         recipe = {**own_recipe(data, teacher, {"lstm": dict(LSTM_STUDENT)}), **edit}
         with pytest.raises(ValueError, match=message) as refusal:
             load_recipe(write_recipe(user_folder, recipe, "bad.yaml"), "own")

@@ -16,12 +16,13 @@ from onmt_qd.compat import load_checkpoint
 
 def stock_translate(model, src, output, spm):
     """OpenNMT-py's own translate entry point, with the SentencePiece transform;
-    importing onmt_qd only allow-lists argparse.Namespace for torch's weights-only
-    loading."""
+    prepare_onmt only allow-lists argparse.Namespace for torch's weights-only loading
+    (and defers spaCy, quiets warnings)."""
     args = ["onmt_translate", "-model", model, "-src", src, "-output", output, "-beam_size",
             "2", "-transforms", "sentencepiece", "-src_subword_model", spm,
             "-tgt_subword_model", spm]
-    code = f"import sys, onmt_qd; from onmt.bin.translate import main; sys.argv = {args!r}; main()"
+    code = ("import sys; from onmt_qd.compat import prepare_onmt; prepare_onmt()\n"
+            f"from onmt.bin.translate import main; sys.argv = {args!r}; main()")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     with open(output) as handle:
         return handle.read().splitlines()

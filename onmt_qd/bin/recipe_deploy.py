@@ -11,7 +11,8 @@ from onmt_qd.recipe.deployment import DEPLOYED, QUANTIZATION, REFERENCE, deploym
 
 def deploy_model(item, plan):
     """The runs of one model of the plan: its deployment path (evaluated, or skipped
-    with the reason) and, for the reference model, fp32 through OpenNMT-py first."""
+    with the reason) and, for the reference model, fp32 through OpenNMT-py first (a
+    CTranslate2 directory, already deployed, is timed once, in both roles)."""
     from onmt_qd.deploy.ct2 import export
     from onmt_qd.inference.evaluate import evaluate
     from onmt_qd.qdz import load_any
@@ -26,6 +27,8 @@ def deploy_model(item, plan):
         return {"role": role, **result, "hyp": os.path.basename(hyp)}
 
     runs = [run(REFERENCE, model)] if item["reference"] else []
+    if os.path.isdir(model):  # a CTranslate2 teacher: deployed as the recipe was given it
+        return runs + [{**runs[0], "role": DEPLOYED} if runs else run(DEPLOYED, model)]
     engine, skipped = deployment(load_any(model)["opt"], plan["gpu"])
     if skipped:
         runs.append({"role": DEPLOYED, "engine": {"name": engine, "precision": QUANTIZATION},

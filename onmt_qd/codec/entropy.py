@@ -24,6 +24,8 @@ import numpy.typing as npt
 from bitarray import bitarray
 from bitarray.util import canonical_decode, canonical_huffman
 
+from onmt_qd.registry import Registry
+
 MAX_CODE_LENGTH = 31  # the longest code bitarray's canonical decoder accepts
 ANS_TABLE_MAX = 2 ** 16 - 1
 # constriction aborts the process when it cannot allocate its output, so a file that
@@ -201,16 +203,8 @@ class Coder:
     mean_code_bits: Callable[[np.ndarray, np.ndarray], float]  # bits per symbol
 
 
-CODERS: dict[str, Coder] = {
-    "huffman": Coder("huffman", "u1", huffman_code_lengths, huffman_encode,
-                     huffman_decode, huffman_mean_bits),
-    "ans": Coder("ans", "<u2", ans_table, ans_encode, ans_decode, ans_mean_bits),
-}
-
-
-def get_coder(name: str) -> Coder:
-    try:
-        return CODERS[name]
-    except KeyError:
-        raise ValueError(f"unknown entropy coder {name!r}, choose one of "
-                         f"{', '.join(CODERS)}") from None
+CODERS = Registry("entropy coder")
+CODERS.register(Coder("huffman", "u1", huffman_code_lengths, huffman_encode,
+                      huffman_decode, huffman_mean_bits))
+CODERS.register(Coder("ans", "<u2", ans_table, ans_encode, ans_decode, ans_mean_bits))
+get_coder = CODERS.lookup

@@ -2,22 +2,12 @@
 from onmt_qd.datasets.base import DatasetError
 from onmt_qd.datasets.plain import PlainTextDataset
 from onmt_qd.datasets.wmt import WMTDataset
+from onmt_qd.registry import Registry
 
-DATASETS = {}
-
-
-def register_dataset(dataset):
-    """Add ``dataset`` under its name (an existing name is an error)."""
-    if dataset.name in DATASETS:
-        raise ValueError(f"dataset {dataset.name!r} is already registered")
-    DATASETS[dataset.name] = dataset
-    return dataset
-
-
-def dataset(name):
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}")
-    return DATASETS[name]
+DATASETS = Registry("dataset", error=DatasetError,
+                    unknown="unknown {kind} '{name}'; known: {choices}")
+register_dataset = DATASETS.register  # a name taken is an error
+dataset = DATASETS.lookup
 
 
 MULTI30K_TEST_SETS = ("test_2017_flickr", "test_2018_flickr", "test_2017_mscoco")

@@ -46,9 +46,10 @@ def directory_size(path):
 
 
 # onmt_qd_translate options that CTranslate2's search does not take: refused unless
-# left at their defaults (-precision: engines.ctranslate2.CTranslate2Engine.check_options).
-UNSUPPORTED_OPTIONS = ("tgt", "transforms", "src_subword_model", "tgt_subword_model",
-                       "batch_type", "min_length", "ratio",
+# left at their defaults (-precision: engines.ctranslate2.CTranslate2Engine.check_options;
+# -src/-tgt_subword_model name the tokenizers of a directory that is no onmt_qd export:
+# describe_directory).
+UNSUPPORTED_OPTIONS = ("tgt", "transforms", "batch_type", "min_length", "ratio",
                        "length_penalty", "alpha", "beta", "coverage_penalty",
                        "block_ngram_repeat", "ignore_when_blocking", "replace_unk",
                        "random_sampling_topk", "random_sampling_topp", "stepwise_penalty",
@@ -71,8 +72,11 @@ def check_translate_options(opt):
 
 
 def deployed_model(opt):
-    """The DeployedModel of translation options ``opt`` (-model DIR, -gpu)."""
-    return DeployedModel(opt.models[0], "cpu" if opt.gpu < 0 else "cuda", max(opt.gpu, 0))
+    """The DeployedModel of translation options ``opt`` (-model DIR, -gpu, and for a
+    directory that is no onmt_qd export, -src/-tgt_subword_model)."""
+    return DeployedModel(opt.models[0], "cpu" if opt.gpu < 0 else "cuda", max(opt.gpu, 0),
+                         source_spm=getattr(opt, "src_subword_model", None),
+                         target_spm=getattr(opt, "tgt_subword_model", None))
 
 
 def is_transformer(opt):
@@ -141,14 +145,14 @@ def check_output(output):
 def export(model, output, quantization="int8"):
     """Write the CTranslate2 directory ``output`` for the Transformer ``model`` (.pt,
     quantized checkpoint or .qdz); returns its manifest."""
-    import ctranslate2
     import torch
     from ctranslate2.converters import OpenNMTPyConverter
 
-    import onmt_qd
-    from onmt_qd.fileio import (check_input_file, remove_stale_temporaries, same_file,
-                                sha256, temporary_name)
+    from onmt_qd.compat import prepare_onmt
+    from onmt_qd.fileio import check_input_file, same_file, sha256
     from onmt_qd.qdz import load_any
+
+    prepare_onmt()  # CTranslate2's converter loads the checkpoint weights-only too
 
     if quantization not in CT2_QUANTIZATIONS:
         raise ValueError(f"-quantization {quantization}: choose one of "
@@ -159,23 +163,41 @@ def export(model, output, quantization="int8"):
     check_transformer(checkpoint["opt"], model)
     spm_models = subword_models(checkpoint["opt"], model)
     n_params = parameter_count(checkpoint)
+
+    def stage(staging):
+        nonlocal checkpoint
+        with tempfile.TemporaryDirectory(prefix="onmt_qd_export_") as tmp:
+            path = os.path.join(tmp, "model.pt")
+            torch.save(converter_checkpoint(checkpoint), path)
+            checkpoint = None  # the converter loads its own copy
+            OpenNMTPyConverter(path).convert(staging, quantization=quantization, force=True)
+        names = (SHARED_SPM,) * 2 if same_file(*spm_models) else (SOURCE_SPM, TARGET_SPM)
+        for name, spm in zip(names, spm_models):
+            shutil.copyfile(spm, os.path.join(staging, name))
+        return {"source": os.path.abspath(model), "source_sha256": sha256(model),
+                "quantization": quantization, "source_spm": names[0],
+                "target_spm": names[1], "n_params": n_params}
+    return write_export(output, stage)
+
+
+def write_export(output, stage):
+    """Write an export directory at ``output`` whole or not at all: ``stage(folder)``
+    fills a temporary sibling folder and returns the manifest's fields about the model;
+    the manifest (versions, every file's size and SHA-256, its own digest) is written
+    last, and the folder renamed onto ``output`` (an earlier export there replaced)."""
+    import ctranslate2
+
+    import onmt_qd
+    from onmt_qd.fileio import remove_stale_temporaries, sha256, temporary_name
+
     target = os.path.abspath(output)
     remove_stale_temporaries(target)
     staging = temporary_name(target)
     try:
-        with tempfile.TemporaryDirectory(prefix="onmt_qd_export_") as tmp:
-            path = os.path.join(tmp, "model.pt")
-            torch.save(converter_checkpoint(checkpoint), path)
-            del checkpoint
-            OpenNMTPyConverter(path).convert(staging, quantization=quantization)
-        names = (SHARED_SPM,) * 2 if same_file(*spm_models) else (SOURCE_SPM, TARGET_SPM)
-        for name, spm in zip(names, spm_models):
-            shutil.copyfile(spm, os.path.join(staging, name))
-        manifest = {"format": FORMAT, "source": os.path.abspath(model),
-                    "source_sha256": sha256(model), "quantization": quantization,
-                    "onmt_qd_version": onmt_qd.__version__,
+        os.makedirs(staging)
+        fields = stage(staging)
+        manifest = {"format": FORMAT, **fields, "onmt_qd_version": onmt_qd.__version__,
                     "ctranslate2_version": ctranslate2.__version__,
-                    "source_spm": names[0], "target_spm": names[1], "n_params": n_params,
                     "files": {name: {"bytes": os.path.getsize(os.path.join(staging, name)),
                                      "sha256": sha256(os.path.join(staging, name))}
                               for name in sorted(os.listdir(staging))}}
@@ -261,16 +283,46 @@ def verify_files(model_dir, manifest):
                              "model again with onmt_qd_export")
 
 
+def is_export(model_dir):
+    """Whether a directory is (or was being written as) an onmt_qd export: it has a
+    manifest, or the temporary name of an export killed before its end."""
+    from onmt_qd.fileio import TEMPORARY
+
+    return os.path.lexists(os.path.join(model_dir, MANIFEST)) or \
+        bool(TEMPORARY.search(os.path.normpath(model_dir)))
+
+
+def describe_directory(model_dir, source_spm=None, target_spm=None):
+    """The manifest of a CTranslate2 directory, checked: an onmt_qd export's own (its
+    files' checksums verified), or, for a directory a CTranslate2 converter wrote
+    (deploy/foreign.py), one made from what it holds, its tokenizers given or found
+    in or beside it. SentencePiece paths are absolute in the result."""
+    from onmt_qd.deploy.foreign import inspect_translator
+
+    if is_export(model_dir):
+        manifest = read_manifest(model_dir)
+        if source_spm or target_spm:
+            raise ValueError(f"-model {model_dir} is an onmt_qd_export directory, which "
+                             "tokenizes with its own SentencePiece models: leave "
+                             "-src_subword_model and -tgt_subword_model out")
+        verify_files(model_dir, manifest)
+        return {**manifest, "source_spm": os.path.join(model_dir, manifest["source_spm"]),
+                "target_spm": os.path.join(model_dir, manifest["target_spm"])}
+    found = inspect_translator(model_dir, "-model", source_spm, target_spm)
+    return {"format": "ctranslate2", "quantization": found.quantization,
+            "n_params": found.n_params, "source_spm": found.source_spm,
+            "target_spm": found.target_spm}
+
+
 class DeployedModel:
-    """A CTranslate2 translator and the directory's SentencePiece models, loaded once."""
+    """A CTranslate2 translator and its SentencePiece models, loaded once."""
 
     def __init__(self, model_dir, device="cpu", device_index=0, inter_threads=None,
-                 intra_threads=DEFAULT_INTRA_THREADS):
+                 intra_threads=DEFAULT_INTRA_THREADS, source_spm=None, target_spm=None):
         import ctranslate2
         import sentencepiece
 
-        manifest = read_manifest(model_dir)
-        verify_files(model_dir, manifest)
+        manifest = describe_directory(model_dir, source_spm, target_spm)
         if device == "cuda" and device_index >= ctranslate2.get_cuda_device_count():
             raise ValueError(f"-gpu {device_index}: CTranslate2 sees "
                              f"{ctranslate2.get_cuda_device_count()} CUDA device(s)")
@@ -287,10 +339,8 @@ class DeployedModel:
         # the translator set the OpenMP threads torch shares to intra_threads: an
         # OpenNMT-py model translated later in this process keeps its own
         torch.set_num_threads(torch_threads)
-        self.source = sentencepiece.SentencePieceProcessor(
-            model_file=os.path.join(model_dir, manifest["source_spm"]))
-        self.target = sentencepiece.SentencePieceProcessor(
-            model_file=os.path.join(model_dir, manifest["target_spm"]))
+        self.source = sentencepiece.SentencePieceProcessor(model_file=manifest["source_spm"])
+        self.target = sentencepiece.SentencePieceProcessor(model_file=manifest["target_spm"])
         self.manifest = manifest
 
     def translate(self, lines, beam_size=5, batch_size=64, n_best=1, max_length=250,

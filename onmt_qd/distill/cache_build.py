@@ -75,7 +75,10 @@ def topk_rows(logits: torch.Tensor, topk: int
 
 def header_of(opt: Namespace, vocabs: Vocabs, topk: int) -> Json:
     return {"format": FORMAT, "version": VERSION, "topk": topk,
-            "vocab_size": len(vocabs["tgt"]), "teacher_sha256": file_digest(opt.teacher_model)[0],
+            "vocab_size": len(vocabs["tgt"]),
+            "teacher_sha256": file_digest(os.path.join(opt.teacher_model, "model.bin")
+                                          if os.path.isdir(opt.teacher_model)
+                                          else opt.teacher_model)[0],
             "fingerprint": data_fingerprint(opt, vocabs)}
 
 
@@ -220,7 +223,7 @@ def build_teacher_cache(opt: Namespace) -> int:
     """Write the cache to opt.output (under a temporary name, renamed when complete),
     in one process or, with -world_size N, N (the same bytes); returns the number of
     rows written, 0 when an identical cache is already there."""
-    check_teacher_model(opt.teacher_model, "the checkpoint whose outputs to cache")
+    check_teacher_model(opt.teacher_model, "the teacher whose outputs to cache")
     if not opt.output:
         raise ValueError("-output is required: the cache folder to write")
     opt.output = os.path.normpath(opt.output)  # "CACHE/": temporaries beside it, not inside

@@ -15,20 +15,20 @@ MAX_TEMPERATURE = 100.0
 def check_teacher_model(path: str | None, needed_for: str | None = None,
                         option: str = "-teacher_model") -> None:
     """-teacher_model names an OpenNMT-py checkpoint that exists (a .qdz lacks the
-    weights a teacher needs). ``needed_for``: the command requires it, and why;
-    ``option``: what the user set (a recipe's teacher_model key)."""
+    weights a teacher needs) or a CTranslate2 translator directory. ``needed_for``:
+    the command requires it, and why; ``option``: what the user set (a recipe's
+    teacher_model key)."""
     from onmt_qd.compat import refuse_compressed
 
     if not path:
         if needed_for:
             raise ValueError(f"-teacher_model is required: {needed_for}")
         return
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "model.bin")):
-            raise ValueError(f"{option} {path} is a CTranslate2 model directory; a teacher "
-                             "must be an OpenNMT-py checkpoint for now: give the checkpoint "
-                             "it was exported or converted from")
-        raise ValueError(f"{option} {path} is a directory, not a teacher checkpoint")
+    if os.path.isdir(path):  # a CTranslate2 translator (distill/ct2_teacher.py)
+        from onmt_qd.ct2_format import check_translator_spec
+
+        check_translator_spec(path, option)
+        return
     if not os.path.isfile(path):
         raise ValueError(f"teacher checkpoint {path} does not exist: train the teacher "
                          f"first or fix {option}")

@@ -4,6 +4,7 @@ holds it (CachedTeacher); the distribution computes the distillation loss agains
 student's logits. A new kind of teacher is one class with ``distribution``."""
 from __future__ import annotations
 
+import os
 from argparse import Namespace
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, NoReturn
@@ -15,6 +16,7 @@ from onmt.inputters.inputter import vocabs_to_dict
 from onmt_qd.compat import load_checkpoint
 from onmt_qd.distill.cache import (Vocabs, TeacherCache, corpus_line, data_fingerprint,
                                    source_checksum)
+from onmt_qd.distill.ct2_teacher import TranslatorTeacher
 from onmt_qd.distill.loss import Batch, distillation_loss, topk_distillation_loss
 from onmt_qd.distill.rules import check_cached_loss
 from onmt_qd.models import build_model_from_checkpoint
@@ -49,8 +51,11 @@ def check_same_vocabs(teacher_vocab: Mapping[str, Sequence[str]],
 
 
 def load_teacher(path: str, student_vocabs: Vocabs, device: torch.device | str,
-                 other: str = "student") -> NMTModel:
-    """Frozen teacher model whose vocabularies match ``student_vocabs``."""
+                 other: str = "student") -> NMTModel | TranslatorTeacher:
+    """Frozen teacher model whose vocabularies match ``student_vocabs``, or a
+    CTranslate2 directory's translator asked teacher-forced (ct2_teacher.py)."""
+    if os.path.isdir(path):
+        return TranslatorTeacher(path, student_vocabs, device)
     checkpoint = load_checkpoint(path)
     check_same_vocabs(checkpoint["vocab"], vocabs_to_dict(student_vocabs), other)
     # Building the model draws initial weights; keep that off the student's random
@@ -64,7 +69,10 @@ def load_teacher(path: str, student_vocabs: Vocabs, device: torch.device | str,
 
 def teacher_forced_logits(model: NMTModel, batch: Batch) -> torch.Tensor:
     """Logits at every target position given the gold prefix: [batch * positions, vocab],
-    rows in the order of ``batch["tgt"][:, 1:]`` flattened (OpenNMT-py's loss order)."""
+    rows in the order of ``batch["tgt"][:, 1:]`` flattened (OpenNMT-py's loss order);
+    a CTranslate2 teacher gives its log-probabilities, which are logits too."""
+    if isinstance(model, TranslatorTeacher):
+        return model.forced_logits(batch)
     output, _ = model(batch["src"], batch["tgt"], batch["srclen"])
     return model.generator(output.reshape(-1, output.size(-1)))
 

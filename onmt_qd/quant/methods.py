@@ -11,6 +11,7 @@ import torch
 from onmt_qd.quant.quantizer import (
     QuantizedTensor, fake_quantize_uniform, quantile_points, quantize_to_points,
     quantize_uniform)
+from onmt_qd.registry import Registry
 
 # The three functions a method is made of (see Quantizer). Aliases are evaluated at
 # import time, hence Optional rather than "| None" inside them.
@@ -65,23 +66,9 @@ class Quantizer:
         return values if out is None else out.copy_(values)
 
 
-QUANTIZERS: dict[str, Quantizer] = {}
-
-
-def register_quantizer(quantizer: Quantizer) -> Quantizer:
-    """Add ``quantizer`` under its name (an existing name is an error)."""
-    if quantizer.name in QUANTIZERS:
-        raise ValueError(f"quantization method {quantizer.name!r} is already registered")
-    QUANTIZERS[quantizer.name] = quantizer
-    return quantizer
-
-
-def get_quantizer(name: str) -> Quantizer:
-    try:
-        return QUANTIZERS[name]
-    except KeyError:
-        raise ValueError(f"quantization method must be one of {', '.join(QUANTIZERS)}, "
-                         f"got {name!r}") from None
+QUANTIZERS = Registry("quantization method")
+register_quantizer = QUANTIZERS.register  # a name taken is an error
+get_quantizer = QUANTIZERS.lookup
 
 
 def stochastic_error() -> str:

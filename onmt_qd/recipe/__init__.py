@@ -2,10 +2,10 @@
 
 runner.py runs stages, resumably and side by side; profile.py reads and checks a
 recipe and its Profile; data.py prepares the data; stages.py lists the experiments."""
-from onmt_qd.recipe.data import TEST_KEYS, merge_translations, split_lines
+from onmt_qd.recipe.data import RECIPE_ONLY_KEYS
 from onmt_qd.recipe.profile import RECIPES_DIR, Profile, load_recipe
 from onmt_qd.recipe.runner import RecipeError, Runner, Stage
 from onmt_qd.recipe.stages import Pipeline
 
-__all__ = ["TEST_KEYS", "merge_translations", "split_lines", "RECIPES_DIR", "Profile",
+__all__ = ["RECIPE_ONLY_KEYS", "RECIPES_DIR", "Profile",
            "load_recipe", "RecipeError", "Runner", "Stage", "Pipeline"]

@@ -186,12 +186,39 @@ def _as_measured(entry, role):
 
 
 def _claim_row(claim, results, margin, broken=None):
+    """``claim``'s row for one family: its numbers, then its verdict, unless a model is
+    not measured or the comparison cannot be judged (``broken``: why the teacher looks
+    broken)."""
+    model, other, teacher, skipped = _compared(claim, results)
+    row = _unjudged_row(claim, results, model, skipped)
+    metric = _metric(claim, model, other)
+    for entry in (model, other):
+        if entry and entry.get(metric) is not None:
+            row["numbers"][entry["name"]] = entry[metric]
+    if len(row["numbers"]) < 2:
+        return row
+    why = broken or (_length_problem(model, other)
+                     if claim.kind == "speed" or claim.min_speed_ratio else None)
+    if why:
+        return _cannot_judge(row, claim, model, other, why)
+    if claim.kind == "speed":
+        return _judge_speed(row, claim, model[metric] / other[metric], metric)
+    return _judge_bleu(row, claim, model, other, teacher, margin)
+
+
+def _compared(claim, results):
+    """(model, other, teacher, why the model's deployment was skipped): the entries the
+    claim compares; a deployed claim's are the model's deployment run and the other's
+    fp32 reference run, the teacher (``other``'s entry) kept for its own deployment."""
     model, other = results.find(claim.model), results.find(claim.against)
-    skipped = teacher = None
-    if claim.deployed:
-        skipped = (run_of(model, DEPLOYED) or {}).get("skipped")
-        teacher = other
-        model, other = _as_measured(model, DEPLOYED), _as_measured(other, REFERENCE)
+    if not claim.deployed:
+        return model, other, None, None
+    skipped = (run_of(model, DEPLOYED) or {}).get("skipped")
+    return _as_measured(model, DEPLOYED), _as_measured(other, REFERENCE), other, skipped
+
+
+def _unjudged_row(claim, results, model, skipped):
+    """The claim's row before anything is measured: no numbers, "not measured"."""
     prefix = "" if results.family == DEFAULT_FAMILY else f"{results.family}."
     row = {"id": prefix + claim.id, "family": results.family, "claim": claim.text,
            "model": model["name"] if model else _describe(claim.model, results.family),
@@ -200,49 +227,70 @@ def _claim_row(claim, results, margin, broken=None):
            "goal_met": NOT_MEASURED if claim.goal else None}
     if skipped:
         row["not_measured_because"] = skipped
-    metric = "bleu" if claim.kind != "speed" else \
-        speed_metric(model, other) if model and other else "sentences_per_second"
-    for entry in (model, other):
-        if entry and entry.get(metric) is not None:
-            row["numbers"][entry["name"]] = entry[metric]
-    if len(row["numbers"]) < 2:
-        return row
-    unjudged = broken or (_length_problem(model, other)
-                          if claim.kind == "speed" or claim.min_speed_ratio else None)
-    if unjudged:
-        if claim.kind != "speed":
-            row["numbers"]["difference"] = round(model["bleu"] - other["bleu"], 2)
-        row.update(verdict=CANNOT_JUDGE, cannot_judge_because=unjudged)
-        row["goal_met"] = CANNOT_JUDGE if claim.goal else None
-        return row
-    if claim.kind == "speed":
-        ratio = model[metric] / other[metric]
-        met = claim.goal_test(ratio)
-        row["numbers"]["ratio"] = round(ratio, 2)
-        row["numbers"]["measure"] = metric
-        row["verdict"] = "holds" if met else "does not hold"
-        row["goal_met"] = "met" if met else "not met"
-        row["per_set"] = {"pooled": row["verdict"]}  # one timed run over every set
-        return row
+    return row
+
+
+def _metric(claim, model, other):
+    """The number a claim compares: BLEU, or a speed claim's speed_metric."""
+    if claim.kind != "speed":
+        return "bleu"
+    return speed_metric(model, other) if model and other else "sentences_per_second"
+
+
+def _cannot_judge(row, claim, model, other, why):
+    """The row of a claim whose numbers say nothing (``why``), its BLEU difference shown."""
+    if claim.kind != "speed":
+        row["numbers"]["difference"] = round(model["bleu"] - other["bleu"], 2)
+    row.update(verdict=CANNOT_JUDGE, cannot_judge_because=why)
+    row["goal_met"] = CANNOT_JUDGE if claim.goal else None
+    return row
+
+
+def _judge_speed(row, claim, ratio, metric):
+    """A "speed" claim: held when ``ratio`` meets its goal; one timed run over every set."""
+    met = claim.goal_test(ratio)
+    row["numbers"]["ratio"] = round(ratio, 2)
+    row["numbers"]["measure"] = metric
+    row["verdict"] = "holds" if met else "does not hold"
+    row["goal_met"] = "met" if met else "not met"
+    row["per_set"] = {"pooled": row["verdict"]}
+    return row
+
+
+def _judge_bleu(row, claim, model, other, teacher, margin):
+    """A "better" or "close" claim: the BLEU difference against the noise margin and the
+    goal, pooled and per set; neither holds when the model misses a required size or
+    speed ratio."""
     difference = model["bleu"] - other["bleu"]
     row["numbers"]["difference"] = round(difference, 2)
-    small_enough = fast_enough = True
-    if claim.min_size_ratio:
-        ratio = fp32_bytes(other) / model["size_bytes"]
-        row["numbers"]["size_ratio"] = round(ratio, 1)
-        small_enough = ratio >= claim.min_size_ratio
-    if claim.min_speed_ratio:
-        fast_enough = _speed_ratios(row, model, other, teacher, claim.min_speed_ratio)
+    small_enough = _small_enough(row, claim, model, other)
+    fast_enough = not claim.min_speed_ratio or _speed_ratios(row, model, other, teacher,
+                                                             claim.min_speed_ratio)
     required = small_enough and fast_enough
     row["verdict"] = _verdict(claim.kind, difference, margin) if required else "does not hold"
     if claim.goal:
         row["goal_met"] = _goal(claim, difference) if required else "not met"
-    for test_set, scores in model.get("test_sets", {}).items():
-        if test_set in other.get("test_sets", {}):
-            set_difference = scores["bleu"] - other["test_sets"][test_set]["bleu"]
-            row["per_set"][test_set] = _verdict(claim.kind, set_difference, margin) \
-                if required else "does not hold"
+    row["per_set"] = {test_set: _verdict(claim.kind, set_difference, margin) if required
+                      else "does not hold"
+                      for test_set, set_difference in _set_differences(model, other)}
     return row
+
+
+def _small_enough(row, claim, model, other):
+    """Whether ``model``'s file is ``claim.min_size_ratio`` times smaller than the
+    other's fp32 weights (the ratio goes into the row's numbers); True without one."""
+    if not claim.min_size_ratio:
+        return True
+    ratio = fp32_bytes(other) / model["size_bytes"]
+    row["numbers"]["size_ratio"] = round(ratio, 1)
+    return ratio >= claim.min_size_ratio
+
+
+def _set_differences(model, other):
+    """(test set, BLEU difference) for each set both models were scored on."""
+    theirs = other.get("test_sets", {})
+    return [(test_set, scores["bleu"] - theirs[test_set]["bleu"])
+            for test_set, scores in model.get("test_sets", {}).items() if test_set in theirs]
 
 
 def _speed_ratios(row, model, other, teacher, minimum):

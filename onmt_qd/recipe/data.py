@@ -1,7 +1,6 @@
 """A recipe's data: the dataset fetched (or cut to a profile's subset), its vocabulary
 built by OpenNMT-py, the test sets pooled into one corpus, all named in
-``data_config.yaml``; and the teacher's translations split into parts and merged back."""
-import itertools
+``data_config.yaml``."""
 import os
 import sys
 
@@ -11,12 +10,16 @@ from onmt_qd import datasets
 from onmt_qd.fileio import atomic_output
 from onmt_qd.recipe.runner import RecipeError
 
-TEST_KEYS = ("test", "test_sets")  # in data_config.yaml for evaluation, not for training
+# in data_config.yaml for the recipe's stages, not for training: the test sets, and the
+# source the teacher translates when the recipe adds monolingual text (mono)
+RECIPE_ONLY_KEYS = ("test", "test_sets", "distill_src")
 
 
 def prepare_data(runner, recipe, profile, data_dir, mirror):
     """Write data/ and data_config.yaml under ``runner``'s work folder; the vocabulary
-    is built by the stage "data"'s command, or taken from the recipe's teacher_model."""
+    is built by the stage "data"'s command, or taken from the recipe's teacher_model (a
+    CTranslate2 teacher's only for word-level distillation: otherwise it gives its
+    tokenizers, and the students a vocabulary of the pieces the data holds)."""
     data = runner.path("data")
     files, test_sets = dataset_files(recipe["dataset"], profile, data,
                                      runner.path("data_raw") if profile.subset else data_dir,
@@ -24,10 +27,23 @@ def prepare_data(runner, recipe, profile, data_dir, mirror):
     os.makedirs(data, exist_ok=True)
     config = corpus_config(files, data)
     config.update(vocabulary_options(recipe, profile, files, data, config["data"]))
-    if "teacher_model" in recipe:
-        config.update(teacher_vocabulary(recipe["teacher_model"], config))
+    translator = recipe.get("teacher_translator")
+    if translator and runner.word_level:  # its distribution meets the students' token by token
+        from onmt_qd.ct2_format import read_vocabularies
+
+        source, target = read_vocabularies(translator.path)
+        config.update(teacher_vocabulary({"src": source, "tgt": target}, config,
+                                         recipe["teacher_model"], same_order=False))
+    elif "teacher_model" in recipe and not translator:
+        from onmt_qd.compat import load_checkpoint
+
+        config.update(teacher_vocabulary(load_checkpoint(recipe["teacher_model"])["vocab"],
+                                         config, recipe["teacher_model"]))
     else:
         build_vocabulary(runner, config)
+    if "mono" in recipe:
+        config["distill_src"] = with_mono(files["train"][0], recipe["mono"],
+                                          os.path.join(data, "distill"))
     # a list, not a mapping: YAML writes a mapping's keys sorted, and the report cuts the
     # pooled translations back into sets in exactly the order they were pooled
     config["test_sets"] = [{"name": n, "src": src, "tgt": tgt}
@@ -36,6 +52,19 @@ def prepare_data(runner, recipe, profile, data_dir, mirror):
     with atomic_output(runner.path("data_config.yaml")) as temporary, \
             open(temporary, "w") as handle:
         yaml.safe_dump(config, handle)
+
+
+def with_mono(source, mono, stem):
+    """STEM.SRC: the training source, then the recipe's monolingual source text (blank
+    lines left out): what the teacher translates for the distilled students."""
+    path = stem + os.path.splitext(source)[1]
+    with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as out:
+        with open(source, encoding="utf-8", newline="\n") as handle:
+            out.writelines(handle)
+        with open(mono, encoding="utf-8-sig", newline="\n") as handle:
+            out.writelines(line if line.endswith("\n") else line + "\n"
+                           for line in handle if line.strip())
+    return path
 
 
 def dataset_files(dataset, profile, data, raw, mirror):
@@ -65,21 +94,25 @@ def corpus_config(files, data):
 
 
 def vocabulary_options(recipe, profile, files, data, corpora):
-    """The options that make the vocabulary: a SentencePiece model, the recipe's
-    sentencepiece_model or one trained on the training pair (its transforms set on each
-    of ``corpora``), or a word vocabulary's size. A given teacher's vocabulary replaces
-    the sizes (``teacher_vocabulary``)."""
-    spm_model = recipe.get("sentencepiece_model")
+    """The options that make the vocabulary: SentencePiece models (a CTranslate2
+    teacher's, which may be two, the recipe's sentencepiece_model, or one trained on the
+    training pair; their transforms set on each of ``corpora``), or a word vocabulary's
+    size. A given checkpoint teacher's vocabulary replaces the sizes
+    (``teacher_vocabulary``)."""
+    translator = recipe.get("teacher_translator")
+    spm_models = (translator.source_spm, translator.target_spm) if translator else \
+        (recipe.get("sentencepiece_model"),) * 2
     if recipe.get("sentencepiece"):
         size = profile.spm_vocab_size
-        spm_model = datasets.train_sentencepiece(list(files["train"]),
-                                                 os.path.join(data, f"spm{size}"), size)
-    if spm_model is None:
+        spm_models = (datasets.train_sentencepiece(list(files["train"]),
+                                                   os.path.join(data, f"spm{size}"), size),) * 2
+    if spm_models[0] is None:
         size = recipe.get("vocab_size", 50000)
         return {"src_vocab_size": size, "tgt_vocab_size": size}
     for corpus in corpora.values():
         corpus["transforms"] = ["sentencepiece", "filtertoolong"]
-    return {"src_subword_model": spm_model, "tgt_subword_model": spm_model,
+    return {"src_subword_model": spm_models[0], "tgt_subword_model": spm_models[1],
+            "share_vocab": spm_models[0] == spm_models[1],
             "src_seq_length": 200, "tgt_seq_length": 200}
 
 
@@ -95,17 +128,18 @@ def build_vocabulary(runner, config):
             drop_unreadable_tokens(vocab)
 
 
-def teacher_vocabulary(teacher_model, config):
-    """A given teacher's vocabularies as vocab files beside ``config``'s, and the data
-    options that make OpenNMT-py rebuild exactly them for the students (distillation
-    compares the teacher's and the student's outputs token by token). A vocabulary the
-    files cannot reproduce (custom special tokens) is refused in one line."""
-    from onmt_qd.compat import load_checkpoint
+def teacher_vocabulary(vocab, config, teacher_model, same_order=True):
+    """A given teacher's vocabularies ({"src": tokens, "tgt": tokens}) as vocab files
+    beside ``config``'s, and the data options that make OpenNMT-py rebuild them for the
+    students (distillation compares the teacher's and the student's outputs token by
+    token): exactly, index by index, for a checkpoint teacher; for a CTranslate2 teacher,
+    whose tokens are matched by name (distill/ct2_teacher.py), every one of them in any
+    order (a Marian model's </s> comes first). A vocabulary the files cannot reproduce
+    (custom special tokens) is refused in one line."""
     from onmt_qd.distill import check_same_vocabs
     from onmt_qd.opts import parse, train_parser
     from onmt_qd.train.checks import configured_vocabs
 
-    vocab = load_checkpoint(teacher_model)["vocab"]
     shared = vocab["src"] == vocab["tgt"]
     options = {"share_vocab": shared, "tgt_vocab": config["src_vocab"] if shared else
                config["tgt_vocab"], "src_vocab_size": len(vocab["src"]),
@@ -120,9 +154,16 @@ def teacher_vocabulary(teacher_model, config):
     with open(probe, "w") as handle:
         yaml.safe_dump(config, handle)
     try:
-        check_same_vocabs(vocab, configured_vocabs(parse(train_parser(), ["-config", probe])),
-                          "data stage", remedy="the teacher's vocabulary uses special tokens "
-                          "the recipe cannot reproduce; train the teacher with the defaults")
+        rebuilt = configured_vocabs(parse(train_parser(), ["-config", probe]))
+        if same_order:
+            check_same_vocabs(vocab, rebuilt, "data stage", remedy="the teacher's vocabulary "
+                              "uses special tokens the recipe cannot reproduce; train the "
+                              "teacher with the defaults")
+        for side in ("src", "tgt"):
+            lost = set(vocab[side]) - set(rebuilt[side])
+            if lost:
+                raise ValueError(f"{len(lost)} of the teacher's {side} tokens ('{min(lost)}'"
+                                 "...) are not in the vocabulary OpenNMT-py rebuilds from them")
     except ValueError as exc:
         raise RecipeError(f"teacher_model {teacher_model}: {exc}") from None
     finally:
@@ -131,7 +172,7 @@ def teacher_vocabulary(teacher_model, config):
 
 
 def data_config(work):
-    """What ``prepare_data`` wrote: OpenNMT-py's data options plus TEST_KEYS."""
+    """What ``prepare_data`` wrote: OpenNMT-py's data options plus RECIPE_ONLY_KEYS."""
     with open(os.path.join(work, "data_config.yaml")) as handle:
         return yaml.safe_load(handle)
 
@@ -185,36 +226,6 @@ def subset(files, sizes, folder):
                         break
                     fout.write(line)
     return out
-
-
-def split_lines(path, folder, parts):
-    """Write the lines of ``path`` as up to ``parts`` consecutive files in ``folder``;
-    returns [(file, number of lines)]. Lines end at "\\n" only, as OpenNMT-py reads them."""
-    size = max(1, -(-datasets.count_lines(path) // parts))
-    written = []
-    with open(path, encoding="utf-8", newline="\n") as handle:
-        while True:
-            lines = list(itertools.islice(handle, size))
-            if not lines:
-                return written
-            part = os.path.join(folder, f"part{len(written):03d}")
-            with open(part, "w", encoding="utf-8", newline="\n") as out:
-                out.writelines(lines)
-            written.append((part, len(lines)))
-
-
-def merge_translations(parts, path):
-    """Concatenate the translations (``PART.out``) of ``split_lines``'s parts into
-    ``path``; onmt_qd_translate gives one line per source line (blank for blank), and
-    a part that does not is refused."""
-    with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as out:
-        for part, n in parts:
-            with open(part + ".out", encoding="utf-8", newline="\n") as handle:
-                translations = handle.readlines()
-            if len(translations) != n:
-                raise RecipeError(f"{len(translations)} translations for the {n} "
-                                  f"lines of {part}")
-            out.writelines(translations)
 
 
 def drop_unreadable_tokens(vocab_path):

@@ -68,65 +68,89 @@ def broken_warning(teacher, copy_bleu):
             "reading anything into the tables below.", ""]
 
 
-def render(title, test_sets, entries, claim_rows, margin, copy_bleu=None):
+def render(title: str, test_sets: dict, entries: list, claim_rows: list, margin: float,
+           copy_bleu: float | None = None) -> str:
     """The report's text; ``test_sets`` maps each set's name to its files, in the order
     they were pooled; ``copy_bleu``: BLEU of the source copied (the trivial baseline)."""
     by_id = {ModelId.of(e): e for e in entries}
     teacher = by_id[TEACHER]
-    teacher_fp32 = fp32_bytes(teacher)
+    out = [*_header(title, test_sets, teacher, copy_bleu), *busy_warning(entries),
+           *render_claims(claim_rows, margin, test_sets), *_bleu_per_set(entries, test_sets),
+           *_full_precision(entries), *_quantized(entries, fp32_bytes(teacher)),
+           *_huffman_coding(entries), *_distillation_vs_normal_loss(by_id),
+           *render_deployed(entries, test_sets), "![BLEU vs size](bleu_vs_size.png)", ""]
+    return "\n".join(out)
+
+
+def _header(title, test_sets, teacher, copy_bleu):
+    """The title, a broken teacher's warning, and how every number below was measured."""
     named = ", ".join(f"{n} (`{files['src']}`)" for n, files in test_sets.items())
-    out = [f"# {title}", "", *broken_warning(teacher, copy_bleu),
-           f"Test sets: {named}; each is translated in a run of its own (its BLEU per "
-           "set, in its own table, is what `onmt_qd_eval` gives on it alone); BLEU, chrF, "
-           "perplexity and speed are over all of them pooled. BLEU and chrF: sacrebleu on "
-           f"detokenized output, beam 5 (`{teacher['bleu_signature']}`). Perplexity: the "
-           "reference, teacher-forced. Size: bytes on disk of the evaluated file (MB = 10^6 "
-           "bytes); quantized models are evaluated from their compressed `.qdz` file. "
-           "Every row names its config (`configs/`), log (`logs/`) and file (`models/`).", ""]
-    out += busy_warning(entries)
-    out += render_claims(claim_rows, margin, test_sets)
-    out += ["## BLEU per test set", "",
+    return [f"# {title}", "", *broken_warning(teacher, copy_bleu),
+            f"Test sets: {named}; each is translated in a run of its own (its BLEU per "
+            "set, in its own table, is what `onmt_qd_eval` gives on it alone); BLEU, chrF, "
+            "perplexity and speed are over all of them pooled. BLEU and chrF: sacrebleu on "
+            f"detokenized output, beam 5 (`{teacher['bleu_signature']}`). Perplexity: the "
+            "reference, teacher-forced. Size: bytes on disk of the evaluated file (MB = 10^6 "
+            "bytes); quantized models are evaluated from their compressed `.qdz` file. "
+            "Every row names its config (`configs/`), log (`logs/`) and file (`models/`).", ""]
+
+
+def _bleu_per_set(entries, test_sets):
+    return ["## BLEU per test set", "",
             _table(["model"] + list(test_sets) + ["pooled"],
                    [[e["name"]] + [e["test_sets"][s]["bleu"] for s in test_sets] + [e["bleu"]]
                     for e in entries]), ""]
-    out += ["## Full-precision models", ""]
+
+
+def _full_precision(entries):
     rows = [[e["name"], e["ppl"], e["bleu"], e["chrf"], e["n_params"], _mb(fp32_bytes(e)),
              _mb(e["size_bytes"]), e["path"]] for e in entries if not ModelId.of(e).quantized]
-    out += [_table(["model", "ppl", "BLEU", "chrF", "params", "fp32 weights MB",
+    return ["## Full-precision models", "",
+            _table(["model", "ppl", "BLEU", "chrF", "params", "fp32 weights MB",
                     "checkpoint MB", "file"], rows), ""]
-    out += ["## Quantized students", "",
-            f"Ratio: fp32 weights of the teacher ({_mb(teacher_fp32)} MB) over the file on disk.",
-            ""]
+
+
+def _quantized(entries, teacher_fp32):
+    """The quantized students, by family, width and method, with their compression."""
     quantized = sorted((e for e in entries if ModelId.of(e).quantized),
                        key=lambda e: (str(e["family"]), e["bits"], e["method"]))
     rows = [[ModelId.of(e).label, e["bits"], e["ppl"], e["bleu"], e["chrf"],
              _mb(e["size_bytes"]), f"{teacher_fp32 / e['size_bytes']:.1f}x", e["path"]]
             for e in quantized]
-    out += [_table(["model", "bits", "ppl", "BLEU", "chrF", "size MB", "vs teacher fp32",
-                    "file"], rows), ""]
+    return ["## Quantized students", "",
+            f"Ratio: fp32 weights of the teacher ({_mb(teacher_fp32)} MB) over the file on disk.",
+            "", _table(["model", "bits", "ppl", "BLEU", "chrF", "size MB", "vs teacher fp32",
+                        "file"], rows), ""]
+
+
+def _huffman_coding(entries):
+    """The compressed files' code lengths against the entropy and fixed-width bounds."""
     rows = [[e["name"], e["bits"], f"{report['mean_code_bits']:.3f}",
              f"{report['entropy_bits']:.3f}", f"{e['bits'] + 64 / 256:.2f}",
              _mb(report["paper_formula_bytes"]), _mb(e["size_bytes"])]
             for e in entries if (report := e.get("size_report"))]
-    if rows:
-        out += ["## Huffman coding of the quantized weights", "",
-                "Mean code bits per quantized weight vs the entropy bound and fixed width "
-                "(b + 0.25 bits with two fp32 scales per 256-bucket); sizes by the paper's "
-                "formula (docs/method.md §7) and on disk.", "",
-                _table(["model", "bits", "mean code bits", "entropy", "fixed width bits",
-                        "paper formula MB", "on disk MB"], rows), ""]
+    if not rows:
+        return []
+    return ["## Huffman coding of the quantized weights", "",
+            "Mean code bits per quantized weight vs the entropy bound and fixed width "
+            "(b + 0.25 bits with two fp32 scales per 256-bucket); sizes by the paper's "
+            "formula (docs/method.md §7) and on disk.", "",
+            _table(["model", "bits", "mean code bits", "entropy", "fixed width bits",
+                    "paper formula MB", "on disk MB"], rows), ""]
+
+
+def _distillation_vs_normal_loss(by_id):
+    """Each width's normal-loss student beside its distilled twin."""
     rows = []
     for normal in sorted((i for i in by_id if i.method == QUANTIZED_NORMAL_LOSS),
                          key=lambda i: (str(i.family), i.bits)):
         pair = [by_id.get(ModelId(QUANTIZED_DISTILLATION, normal.bits, normal.family)),
                 by_id[normal]]
         rows += [[ModelId.of(e).label, e["bits"], e["ppl"], e["bleu"]] for e in pair if e]
-    if rows:
-        out += ["## Distillation vs normal loss when quantizing", "",
-                _table(["model", "bits", "ppl", "BLEU"], rows), ""]
-    out += render_deployed(entries, test_sets)
-    out += ["![BLEU vs size](bleu_vs_size.png)", ""]
-    return "\n".join(out)
+    if not rows:
+        return []
+    return ["## Distillation vs normal loss when quantizing", "",
+            _table(["model", "bits", "ppl", "BLEU"], rows), ""]
 
 
 def busy_note(record):

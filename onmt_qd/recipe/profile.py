@@ -25,12 +25,24 @@ RECIPE_KEYS = {
     "vocab_size": ("int", "50000", "the word vocabulary's size when not sentencepiece"),
     "train": ("onmt_qd_train options", "{}", "options shared by every model of every profile"),
     "profiles": ("name -> profile", "required", "the profiles (keys below)"),
-    "teacher_model": ("path", "none", "a trained OpenNMT-py checkpoint (stock onmt_train or "
-                      "onmt_qd) used as the teacher instead of training one; relative paths "
-                      "are relative to the recipe file"),
+    "teacher_model": ("path", "none", "a trained teacher used instead of training one: an "
+                      "OpenNMT-py checkpoint (stock onmt_train or onmt_qd), or a CTranslate2 "
+                      "translator directory (onmt_qd_export's, an Argos Translate package's "
+                      "model/, a converted OPUS-MT model), whose students learn from its "
+                      "translations (sequence-level); relative paths are relative to the "
+                      "recipe file"),
     "sentencepiece_model": ("path", "none", "with teacher_model: the one joint SentencePiece "
-                            "model (shared vocabulary) it was trained with"),
+                            "model (shared vocabulary) it was trained with (a CTranslate2 "
+                            "teacher's is found in or beside its directory unless named)"),
+    "source_sentencepiece_model": ("path", "none", "with a CTranslate2 teacher_model that "
+                                   "has two: its source side's SentencePiece model"),
+    "target_sentencepiece_model": ("path", "none", "with a CTranslate2 teacher_model that "
+                                   "has two: its target side's SentencePiece model"),
+    "mono": ("path", "none", "source-language text, one sentence per line, that the teacher "
+             "translates too: students distilled on its translations (distill_data: teacher) "
+             "train on the parallel data plus this; relative to the recipe file"),
 }
+SPM_KEYS = ("sentencepiece_model", "source_sentencepiece_model", "target_sentencepiece_model")
 LOCAL_DATASET_KEYS = {"folder", "src", "tgt"}
 DISTILL_DATA = ("gold", "teacher")
 # a student family's name: part of its models' file and stage names (identity.py)
@@ -275,6 +287,10 @@ def load_recipe(name, profile):
                        vocabulary)
         except ValueError as exc:
             raise RecipeError(str(exc)) from None
+    if "mono" in recipe and settings.distill_data != "teacher":
+        raise RecipeError(f"mono in {path}: the teacher translates it for students distilled "
+                          f"on its translations, and profile {profile} has distill_data: "
+                          f"{settings.distill_data}: set distill_data: teacher (or drop mono)")
     check_training(recipe, settings, path)
     return recipe, settings
 
@@ -301,22 +317,35 @@ def resolve_files(recipe, path):
                               f"languages' file suffixes, got {given!r}")
     except datasets.DatasetError as exc:
         raise RecipeError(f"dataset in {path}: {exc}") from None
-    for key in ("teacher_model", "sentencepiece_model"):
+    for key in ("teacher_model", *SPM_KEYS, "mono"):
         if key in recipe:
             recipe[key] = os.path.abspath(os.path.join(here, str(recipe[key])))
-    if "sentencepiece_model" in recipe and not os.path.isfile(recipe["sentencepiece_model"]):
-        raise RecipeError(f"sentencepiece_model in {path}: {recipe['sentencepiece_model']} "
-                          "does not exist")
-    if "sentencepiece_model" in recipe and "teacher_model" not in recipe:
-        raise RecipeError(f"sentencepiece_model in {path} is for a given teacher_model; without "
+    if "mono" in recipe and not os.path.isfile(recipe["mono"]):
+        raise RecipeError(f"mono in {path}: {recipe['mono']} is not a file: give a text file "
+                          "of source-language sentences, one per line")
+    for key in SPM_KEYS:
+        if key in recipe and not os.path.isfile(recipe[key]):
+            raise RecipeError(f"{key} in {path}: {recipe[key]} does not exist")
+    given = [key for key in SPM_KEYS if key in recipe]
+    if given and "teacher_model" not in recipe:
+        raise RecipeError(f"{given[0]} in {path} is for a given teacher_model; without "
                           "one, set sentencepiece: true and the data stage trains one")
+    pair = [key for key in SPM_KEYS[1:] if key in recipe]
+    if pair and (len(pair) == 1 or "sentencepiece_model" in recipe):
+        raise RecipeError(f"{path}: give source_sentencepiece_model and "
+                          "target_sentencepiece_model together, or sentencepiece_model alone "
+                          "(one model for both sides)")
+    if pair and not os.path.isdir(recipe["teacher_model"]):
+        raise RecipeError(f"{pair[0]} in {path} is for a CTranslate2 teacher_model with "
+                          "two tokenizers; an OpenNMT-py checkpoint teacher takes "
+                          "sentencepiece_model")
     return recipe
 
 
 def check_given_teacher(recipe, path):
     """A trained teacher fixes the vocabulary and the subword model: the data stage
     takes both from it instead of building new ones (recipe/data.py). Returns the size
-    of its target vocabulary."""
+    of its target vocabulary (None for a CTranslate2 teacher: the data stage finds it)."""
     from onmt_qd.compat import load_checkpoint
     from onmt_qd.distill.rules import check_teacher_model
 
@@ -324,6 +353,9 @@ def check_given_teacher(recipe, path):
         raise RecipeError(f"{path} names a teacher_model and sentencepiece: true; the teacher's "
                           "vocabulary fixes its subwords: name its sentencepiece_model "
                           "instead (or none for pre-tokenized data)")
+    if os.path.isdir(recipe["teacher_model"]):
+        recipe["teacher_translator"] = translator_teacher(recipe, path)
+        return None
     try:  # the rule of -teacher_model: exists, not a .qdz
         check_teacher_model(recipe["teacher_model"], option="teacher_model")
     except ValueError as exc:
@@ -340,6 +372,30 @@ def check_given_teacher(recipe, path):
     if "sentencepiece_model" in recipe:
         check_teacher_subwords(recipe, checkpoint, path)
     return len(checkpoint["vocab"]["tgt"])
+
+
+def translator_teacher(recipe, path):
+    """The CTranslate2 teacher_model directory, checked (deploy/foreign.py): a
+    translator with its tokenizers, named by the recipe or found in or beside it."""
+    from onmt_qd.deploy.foreign import inspect_translator
+
+    shared = recipe.get("sentencepiece_model")
+    try:
+        return inspect_translator(recipe["teacher_model"], "teacher_model",
+                                  recipe.get("source_sentencepiece_model", shared),
+                                  recipe.get("target_sentencepiece_model", shared))
+    except ValueError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
+
+
+def word_level(recipe, profile):
+    """Whether the profile's distilled students learn from the teacher's outputs at
+    each reference token (distill_weight > 0 in any family), not only from its data."""
+    from onmt_qd.opts import train_parser
+
+    options = {**recipe["train"], **profile.train}
+    default = options.get("distill_weight", train_parser().get_default("distill_weight"))
+    return any(family.get("distill_weight", default) > 0 for _, family in profile.families())
 
 
 # share of a teacher's vocabulary (special tokens aside) that must be pieces of its

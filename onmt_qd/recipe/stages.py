@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import sys
-import threading
 
 import yaml
 
@@ -16,18 +15,19 @@ from onmt_qd import datasets
 from onmt_qd.distill.cache import VERSION as CACHE_VERSION
 from onmt_qd.fileio import atomic_output, sha256
 from onmt_qd.recipe import progress
-from onmt_qd.recipe.data import (TEST_KEYS, data_config, merge_translations, prepare_data,
-                                 split_lines, test_sets)
+from onmt_qd.recipe.data import RECIPE_ONLY_KEYS, data_config, prepare_data, test_sets
 from onmt_qd.recipe.identity import (DIFFERENTIABLE_QUANTIZATION, PM_QUANTIZATION,
                                      QUANTIZED_DISTILLATION, QUANTIZED_NORMAL_LOSS,
                                      STUDENT_DISTILLED_FP, STUDENT_FP, TEACHER, ModelId)
-from onmt_qd.recipe.profile import load_recipe, student_options
+from onmt_qd.recipe.profile import SPM_KEYS, load_recipe, student_options, word_level
 from onmt_qd.recipe.runner import RecipeError, Runner, Stage
 
 # what differentiable quantization takes from the training options: how batches are
 # made (its optimizer and learning rate are its own)
 BATCH_KEYS = ("batch_type", "batch_size", "valid_batch_size", "num_workers")
-TRANSLATION_CHUNKS = 10  # the teacher translates the training source in this many parts
+# a Transformer teacher translates the training source through CTranslate2 at this
+# quantization (docs/results.md, "Teacher translations through CTranslate2")
+TEACHER_QUANTIZATION = "int8"
 DEPLOY_BEAM = 5  # the evaluate stage's beam (onmt_qd_eval's default)
 
 
@@ -54,7 +54,6 @@ class Pipeline(Runner):
             self.processes = self.world_size
         self.data_dir = os.path.abspath(data_dir or self.path("data"))
         self.mirror = mirror
-        self.progress_lock = threading.Lock()  # translation parts report progress in turn
         self.word_level = self.word_level_distillation()
         for sub in ("configs", "models", "eval"):
             os.makedirs(self.path(sub), exist_ok=True)
@@ -103,8 +102,9 @@ class Pipeline(Runner):
         if p.distill_data == "teacher":
             stages.append(Stage("teacher_translations", self.translate_training_source,
                                 [self.teacher_translations_path(),
-                                 self.path("data", "teacher_translations.parts")],
-                                "beam=5", needs=["teacher"], progress=lambda: progress.counted(
+                                 self.path("data", "teacher.ct2")],
+                                f"beam=5 engine=ctranslate2-{TEACHER_QUANTIZATION}",
+                                needs=["teacher"], progress=lambda: progress.counted(
                                     self.path("logs", "teacher_translations.log"),
                                     "sentences translated")))
         if self.uses_cache():
@@ -155,19 +155,33 @@ class Pipeline(Runner):
     def teacher_stage(self):
         """The teacher's training, or, when the recipe names a trained teacher, its
         copy into the work folder (its log says so; checked by every stage that loads
-        it). A changed file (by SHA-256) is copied again and its students remade."""
+        it): a checkpoint as models/teacher.pt, a CTranslate2 directory as the onmt_qd
+        export models/teacher.ct2 (its tokenizers inside). A changed teacher (by
+        SHA-256) is copied again and its students remade."""
         given = self.recipe.get("teacher_model")
         if given is None:
             return self.train_stage(TEACHER, self.profile.teacher)
+        translator = self.recipe.get("teacher_translator")
 
         def copy():
-            with atomic_output(self.model_path(TEACHER.name)) as temporary:
-                shutil.copyfile(given, temporary)
+            if translator:
+                from onmt_qd.deploy.foreign import import_translator
+
+                import_translator(translator, self.teacher_file())
+            else:
+                with atomic_output(self.teacher_file()) as temporary:
+                    shutil.copyfile(given, temporary)
             with open(self.path("logs", f"{TEACHER.name}.log"), "a") as handle:
                 handle.write(f"teacher: the recipe's teacher_model {given} copied, "
-                             f"not trained (sha256 {sha256(given)})\n")
-        return Stage(TEACHER.name, copy, [self.model_path(TEACHER.name)],
-                     lambda: f"given={given} sha256={sha256(given)}", needs=["data"])
+                             f"not trained ({given_digest(self.recipe)})\n")
+        return Stage(TEACHER.name, copy, [self.teacher_file()],
+                     lambda: f"given={given} {given_digest(self.recipe)}", needs=["data"])
+
+    def teacher_file(self):
+        """The teacher in the work folder: a checkpoint, or a CTranslate2 directory
+        when the recipe's teacher_model is one."""
+        return self.model_path(TEACHER.name, ".ct2" if "teacher_translator" in self.recipe
+                               else ".pt")
 
     def quantized_stages(self, stages, family, options):
         """Append the family's quantized students' stages; returns their identities."""
@@ -203,12 +217,7 @@ class Pipeline(Runner):
     def word_level_distillation(self):
         """Whether distilled students use the teacher's outputs (distill_weight > 0 in
         any family)."""
-        from onmt_qd.opts import train_parser
-
-        default = self.train_options().get("distill_weight",
-                                           train_parser().get_default("distill_weight"))
-        return any(options.get("distill_weight", default) > 0
-                   for _, options in self.student_families())
+        return word_level(self.recipe, self.profile)
 
     def uses_cache(self):
         """Word-level distilled students learn from the teacher's cached top-k outputs
@@ -217,6 +226,11 @@ class Pipeline(Runner):
 
     def teacher_cache_path(self):
         return self.path("models", "teacher_cache")
+
+    def distilled_source(self):
+        """What the teacher translates: the training source, then the recipe's mono."""
+        data = data_config(self.work)
+        return data.get("distill_src", data["data"]["train"]["path_src"])
 
     def teacher_translations_path(self):
         return self.path("data", f"train.teacher.{self.recipe['dataset'].tgt}")
@@ -244,8 +258,10 @@ class Pipeline(Runner):
         """What the data stage's output depends on besides the dataset's files."""
         p, sentencepiece = self.profile, bool(self.recipe.get("sentencepiece"))
         dataset = self.recipe["dataset"]
-        given = {key: sha256(self.recipe[key]) for key in ("teacher_model", "sentencepiece_model")
-                 if key in self.recipe}
+        given = {key: file_digest(self.recipe[key]) for key in ("teacher_model", *SPM_KEYS,
+                                                                "mono") if key in self.recipe}
+        if "teacher_translator" in self.recipe:
+            given["teacher_model"] = given_digest(self.recipe)
         if isinstance(dataset, datasets.LocalFolderDataset):
             given["folder"] = dataset.folder
         return {"dataset": dataset.name, "subset": p.subset,
@@ -254,10 +270,13 @@ class Pipeline(Runner):
 
     def training_data(self, distilled=False):
         """The data options a training stage gets; distilled students train on the
-        teacher's translations of the training source when distill_data is teacher."""
-        config = {k: v for k, v in data_config(self.work).items() if k not in TEST_KEYS}
+        teacher's translations of the training source (and of the recipe's mono text)
+        when distill_data is teacher."""
+        data = data_config(self.work)
+        config = {k: v for k, v in data.items() if k not in RECIPE_ONLY_KEYS}
         if distilled and self.profile.distill_data == "teacher":
-            config["data"]["train"]["path_tgt"] = self.teacher_translations_path()
+            config["data"]["train"].update(path_src=self.distilled_source(),
+                                           path_tgt=self.teacher_translations_path())
         return config
 
     def write_config(self, name, config):
@@ -292,7 +311,7 @@ class Pipeline(Runner):
             if teacher and self.uses_cache():
                 config.update(teacher_cache=self.teacher_cache_path(), topk=p.teacher_topk)
             elif teacher and self.word_level:
-                config["teacher_model"] = self.model_path("teacher")
+                config["teacher_model"] = self.teacher_file()
             config.update(self.process_options())
             self.command(name, self.py("train", "-config", self.write_config(name, config)))
             os.replace(self.path("models", name, "model_best.pt"), self.model_path(name))
@@ -333,7 +352,7 @@ class Pipeline(Runner):
         self.command(model.name, self.py(
             "diffquant", "-config", self.write_config(model.name, config),
             "-model", self.model_path(start.name),
-            "-teacher_model", self.model_path(TEACHER.name), "-bits", model.bits,
+            "-teacher_model", self.teacher_file(), "-bits", model.bits,
             "-train_steps", self.profile.diffquant_steps,
             "-output", self.model_path(model.name), *(["-gpu_ranks", 0] if self.gpu else [])))
 
@@ -358,7 +377,10 @@ class Pipeline(Runner):
         return line, sum(finished) / len(models) if models else 0.0
 
     def evaluated_file(self, model):
-        """Quantized models are evaluated from their compressed file."""
+        """Quantized models are evaluated from their compressed file, the teacher as the
+        recipe has it (teacher_file)."""
+        if model == TEACHER:
+            return self.teacher_file()
         return self.model_path(model.name, ".qdz" if model.quantized else ".pt")
 
     def test_files(self):
@@ -407,32 +429,36 @@ class Pipeline(Runner):
 
     def translate_training_source(self):
         """Sequence-level distillation data: the teacher's beam-5 translation of every
-        training source line, one line each (empty stays empty), in parts so the log
-        shows progress; renamed into place only when every part is aligned."""
-        source = data_config(self.work)["data"]["train"]["path_src"]
-        parts_dir = self.path("data", "teacher_translations.parts")
-        os.makedirs(parts_dir, exist_ok=True)
-        parts = split_lines(source, parts_dir, TRANSLATION_CHUNKS)
-        log = self.path("logs", "teacher_translations.log")
-        total, done, parts_done = sum(n for _, n in parts), 0, 0
+        training source line and of the recipe's mono text, one line each (empty stays
+        empty), by
+        onmt_qd_teacher_translate: chunks a rerun after a kill continues from, progress
+        in the stage's log. The teacher translates through CTranslate2 where it can
+        (teacher_translator)."""
+        self.command("teacher_translations", self.py(
+            "teacher_translate", "-model", self.teacher_translator(),
+            "-src", self.distilled_source(),
+            "-output", self.teacher_translations_path(), "-beam_size", 5,
+            "-batch_size", self.profile.translate_batch_size, "-gpu", 0 if self.gpu else -1))
 
-        def translate(item):
-            nonlocal done, parts_done
-            part, n = item
-            self.command("teacher_translations", self.py(
-                "translate", "-model", self.model_path("teacher"), "-src", part,
-                "-output", part + ".out", "-beam_size", 5,
-                "-batch_size", self.profile.translate_batch_size,
-                "-gpu", 0 if self.gpu else -1),
-                log_name=f"teacher_translations.{os.path.basename(part)}")
-            with self.progress_lock:
-                done, parts_done = done + n, parts_done + 1
-                with open(log, "a") as handle:
-                    handle.write(f"teacher_translations: part {parts_done}/{len(parts)}: "
-                                 f"{done}/{total} sentences translated\n")
-        self.side_by_side(translate, parts)
-        merge_translations(parts, self.teacher_translations_path())
-        shutil.rmtree(parts_dir)
+    def teacher_translator(self):
+        """What translates the training source: a CTranslate2 teacher as given; a
+        Transformer checkpoint exported to CTranslate2 at TEACHER_QUANTIZATION first
+        (data/teacher.ct2); an LSTM, which CTranslate2 does not convert, as it is
+        (OpenNMT-py)."""
+        from onmt_qd.qdz import load_any
+        from onmt_qd.recipe.deployment import deployment
+
+        teacher = self.teacher_file()
+        if "teacher_translator" in self.recipe:
+            return teacher
+        engine, skipped = deployment(load_any(teacher)["opt"], gpu=False)
+        if engine != "CTranslate2" or skipped:
+            return teacher
+        exported = self.path("data", "teacher.ct2")
+        self.command("teacher_translations", self.py(
+            "export", "-model", teacher, "-output", exported,
+            "-quantization", TEACHER_QUANTIZATION))
+        return exported
 
     def build_teacher_cache(self):
         """The teacher's top-k outputs over the corpus the distilled students train on."""
@@ -441,7 +467,7 @@ class Pipeline(Runner):
         config.update(self.process_options())
         self.command("teacher_cache", self.py(
             "teacher_cache", "-config", self.write_config("teacher_cache", config),
-            "-teacher_model", self.model_path("teacher"),
+            "-teacher_model", self.teacher_file(),
             "-topk", self.profile.teacher_topk, "-output", self.teacher_cache_path()))
 
     def report(self):
@@ -455,6 +481,20 @@ def _cuda_devices():
     import torch
 
     return torch.cuda.device_count()
+
+
+def file_digest(path):
+    """SHA-256 of a given file, or of a CTranslate2 directory's model.bin."""
+    return sha256(os.path.join(path, "model.bin") if os.path.isdir(path) else path)
+
+
+def given_digest(recipe):
+    """The SHA-256 of the recipe's given teacher_model and, for a CTranslate2 teacher,
+    of the tokenizers found or named for it."""
+    translator = recipe.get("teacher_translator")
+    tokenizers = f" tokenizers={sha256(translator.source_spm)[:16]}," \
+        f"{sha256(translator.target_spm)[:16]}" if translator else ""
+    return f"sha256={file_digest(recipe['teacher_model'])}{tokenizers}"
 
 
 def settings_digest(settings):

@@ -14,7 +14,7 @@ from onmt.train_single import _get_model_opts, _init_train, configure_process
 from onmt.trainer import Trainer, build_trainer
 from onmt.utils.logging import init_logger, logger
 
-from onmt_qd.compat import keep_log_file
+from onmt_qd.compat import keep_log_file, prepare_onmt
 from onmt_qd.distill import DistillLossCompute, teacher_from_opts
 from onmt_qd.distill.loss import PastTheStep
 from onmt_qd.fileio import remove_stale_temporaries
@@ -100,6 +100,7 @@ def resume_from_shadow(checkpoint):
 
 def train_single(opt, device_id, policy=None):
     """One training process; ``policy``: the quantization train() settled (None: fp32)."""
+    prepare_onmt()  # _init_train loads -train_from with OpenNMT-py's own torch.load
     configure_process(opt, device_id)
     init_logger(opt.log_file)
     keep_log_file()

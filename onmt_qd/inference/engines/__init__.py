@@ -13,6 +13,8 @@ from argparse import Namespace
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
+from onmt_qd.registry import Registry
+
 if TYPE_CHECKING:
     from onmt_qd.progress import Progress
 
@@ -20,15 +22,14 @@ if TYPE_CHECKING:
 Scores = list[list[float]]
 Predictions = list[list[str]]
 
-# the last registered is asked first; the first that accepts takes it
-ENGINES: list[type[Engine]] = []
+# by class name (two engines may share a display name); the first that accepts takes it
+ENGINES = Registry("engine", newest_first=True)
 
 
 def register(engine: type[Engine]) -> type[Engine]:
     """Class decorator: add ``engine`` to ENGINES, asked before those registered before
     it (OpenNMT-py's engine, which takes any file, is registered first)."""
-    ENGINES.insert(0, engine)
-    return engine
+    return ENGINES.register(engine, engine.__name__)
 
 
 class Engine:
@@ -91,7 +92,7 @@ class Engine:
 
 def engine_for(model: str, precision: str | None = None) -> type[Engine]:
     """The registered engine that translates ``model`` at ``precision``."""
-    for engine in ENGINES:
+    for engine in ENGINES.values():
         if engine.accepts(model, precision):
             return engine
     raise ValueError(f"-model {model}: no engine translates it")

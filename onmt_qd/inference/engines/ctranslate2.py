@@ -1,8 +1,9 @@
-"""CTranslate2 on an onmt_qd_export directory (onmt_qd/deploy/ct2.py holds the export
-and the translator); its scores of the references give the perplexity."""
-from __future__ import annotations
-
+"""CTranslate2 on an onmt_qd_export directory, or on any CTranslate2 translator
+directory with its SentencePiece models (onmt_qd/deploy/ct2.py holds the export and the
+translator, deploy/foreign.py the other directories); its scores of the references give
+the perplexity."""
 import os
+
 from argparse import Namespace
 from typing import TYPE_CHECKING
 
@@ -22,23 +23,28 @@ class CTranslate2Engine(Engine):
 
     @classmethod
     def check_model(cls, model: str) -> None:
-        from onmt_qd.deploy.ct2 import read_manifest
+        from onmt_qd.deploy.ct2 import is_export, read_manifest
+        from onmt_qd.deploy.foreign import check_translator_spec
 
-        read_manifest(model)
+        if is_export(model):
+            read_manifest(model)
+        else:
+            check_translator_spec(model, "-model")
 
     @classmethod
     def check_options(cls, opt: Namespace) -> None:
         """Options CTranslate2 does not take, and any -precision: a directory runs at
         the quantization it was exported with (refused rather than not applied)."""
-        from onmt_qd.deploy.ct2 import check_translate_options, read_manifest
+        from onmt_qd.deploy.ct2 import check_translate_options, is_export, read_manifest
 
         check_translate_options(opt)
         if opt.precision:
             model = opt.models[0]
+            quantization = f"{read_manifest(model)['quantization']} as exported" \
+                if is_export(model) else "at the quantization it was converted with"
             raise ValueError(f"-precision {opt.precision} does not apply to a CTranslate2 "
-                             f"directory ({model}, {read_manifest(model)['quantization']} as "
-                             "exported): leave -precision out, or export again with "
-                             "onmt_qd_export -quantization")
+                             f"directory ({model}, {quantization}): leave -precision out, "
+                             "or export again with onmt_qd_export -quantization")
 
     def __init__(self, opt: Namespace) -> None:
         from onmt_qd.deploy.ct2 import deployed_model, directory_size

@@ -1,0 +1,141 @@
+"""onmt_qd_teacher_translate: a teacher's translation of a whole training source (the
+data of sequence-level distillation), in chunks that survive a kill. Each chunk's
+translations are written whole (atomically) into ``OUTPUT.parts/`` as soon as the chunk
+is done, with a record of what they were made with; a rerun with the same source, model
+and search settings translates only the chunks not written yet, and a changed setting
+starts over. When every chunk is there, they are joined into OUTPUT (one line per
+source line, blank for blank) and the parts removed."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from argparse import Namespace
+from typing import Any
+
+SIGNATURE = "signature.json"
+# the options whose change makes earlier chunks another translation
+SEARCH_OPTIONS = ("beam_size", "max_length", "max_length_ratio", "precision",
+                  "src_subword_model", "tgt_subword_model")
+
+
+def model_digest(model: str) -> str:
+    """SHA-256 of a model file, or of an export's manifest / a directory's model.bin."""
+    from onmt_qd.deploy.ct2 import MANIFEST
+    from onmt_qd.fileio import sha256
+
+    if not os.path.isdir(model):
+        return sha256(model)
+    manifest = os.path.join(model, MANIFEST)
+    return sha256(manifest if os.path.isfile(manifest) else os.path.join(model, "model.bin"))
+
+
+def chunk_signature(opt: Namespace, lines: int) -> dict[str, Any]:
+    """What the chunks in OUTPUT.parts were made from."""
+    from onmt_qd.fileio import sha256
+
+    return {"src_sha256": sha256(opt.src), "lines": lines, "chunk_lines": opt.chunk_lines,
+            "model_sha256": model_digest(opt.models[0]),
+            **{name: getattr(opt, name, None) for name in SEARCH_OPTIONS}}
+
+
+def prepare_parts(folder: str, signature: dict[str, Any]) -> None:
+    """OUTPUT.parts holding only chunks made with ``signature``: kept on a rerun with
+    the same settings, emptied (and said so) when they were made with others."""
+    path = os.path.join(folder, SIGNATURE)
+    if os.path.isdir(folder):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                same = json.load(handle) == signature
+        except (OSError, ValueError):
+            same = False
+        if same:
+            return
+        print(f"{folder}: chunks of an earlier run with other settings (source, model or "
+              "search): translating again from the start", file=sys.stderr, flush=True)
+        shutil.rmtree(folder)
+    os.makedirs(folder)
+    from onmt_qd.fileio import atomic_output
+
+    with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(signature, handle, sort_keys=True)
+
+
+def chunk_file(folder: str, index: int) -> str:
+    return os.path.join(folder, f"chunk{index:06d}.out")
+
+
+def check_chunked_options(opt: Namespace) -> None:
+    """One line per source line, into a file the parts can sit beside."""
+    from onmt_qd.fileio import is_stream
+
+    if opt.n_best != 1:
+        raise ValueError(f"-n_best {opt.n_best}: teacher translations are one line per "
+                         "source line; leave -n_best out")
+    if opt.chunk_lines < 1:
+        raise ValueError(f"-chunk_lines must be at least 1, got {opt.chunk_lines}")
+    for option, path in (("-src", opt.src), ("-output", opt.output)):
+        if is_stream(path):
+            raise ValueError(f"{option} {path}: give a file; the chunks done are kept "
+                             "beside -output so that a rerun continues")
+
+
+def translate_in_chunks(opt: Namespace) -> None:
+    """-src translated by -model into -output, chunk by chunk (module docstring)."""
+    from onmt_qd.fileio import atomic_output, read_text_lines, remove_stale_temporaries
+    from onmt_qd.inference.engine import (check_decoding, check_files, check_inference,
+                                          non_blank)
+    from onmt_qd.inference.engines import open_engine
+
+    check_chunked_options(opt)
+    check_decoding(opt.beam_size, opt.batch_size, opt.n_best, opt.max_length)
+    check_files(opt, {"-output": opt.output})
+    lines = read_text_lines(opt.src, "-src")
+    check_inference(opt, len(non_blank(lines)))
+    folder = opt.output + ".parts"
+    remove_stale_temporaries(folder + os.sep)
+    prepare_parts(folder, chunk_signature(opt, len(lines)))
+    starts = range(0, len(lines), opt.chunk_lines)
+    todo = [k for k, _ in enumerate(starts) if not os.path.isfile(chunk_file(folder, k))]
+    done = sum(min(opt.chunk_lines, len(lines) - start) for k, start in enumerate(starts)
+               if k not in set(todo))
+    if done:
+        print(f"onmt_qd_teacher_translate: {len(starts) - len(todo)} of {len(starts)} chunks "
+              f"already translated ({done:,} sentences): continuing", flush=True)
+    if todo:
+        with open_engine(opt) as engine:
+            began = time.perf_counter()
+            for count, k in enumerate(todo, 1):
+                chunk = lines[starts[k]:starts[k] + opt.chunk_lines]
+                _, predictions = engine.translate(chunk)
+                with atomic_output(chunk_file(folder, k)) as temporary, \
+                        open(temporary, "w", encoding="utf-8", newline="\n") as handle:
+                    handle.writelines(f"{p[0]}\n" for p in predictions)
+                done += len(chunk)
+                rate = sum(min(opt.chunk_lines, len(lines) - starts[j])
+                           for j in todo[:count]) / (time.perf_counter() - began)
+                print(f"onmt_qd_teacher_translate: chunk {len(starts) - len(todo) + count}/"
+                      f"{len(starts)}, {done:,}/{len(lines):,} sentences translated, "
+                      f"{rate:.1f} sentences/s", flush=True)
+    join_chunks(folder, [min(opt.chunk_lines, len(lines) - start) for start in starts],
+                opt.output)
+    shutil.rmtree(folder)
+
+
+def join_chunks(folder: str, sizes: list[int], output: str) -> None:
+    """Concatenate the chunks into ``output`` (atomically) once each is seen to hold
+    one translation per line of its part of the source (``sizes``)."""
+    from onmt_qd.datasets import count_lines
+    from onmt_qd.fileio import atomic_output
+
+    for k, size in enumerate(sizes):
+        if count_lines(chunk_file(folder, k)) != size:
+            raise ValueError(f"{chunk_file(folder, k)} holds "
+                             f"{count_lines(chunk_file(folder, k))} translations for {size} "
+                             "source lines (changed by hand?): remove it and run again")
+    with atomic_output(output) as temporary, open(temporary, "wb") as out:
+        for k in range(len(sizes)):
+            with open(chunk_file(folder, k), "rb") as handle:
+                shutil.copyfileobj(handle, out)
