@@ -86,3 +86,16 @@ def test_the_rule_sees_an_upward_import(tmp_path, monkeypatch):
     assert [(s, n) for s, n, _ in edges()] == [("opts", "onmt_qd.train.precision")]
     with pytest.raises(AssertionError):
         test_no_import_runs_up_a_floor_or_across_inference_and_recipe()
+
+
+def test_every_module_imports():
+    """Annotations naming what only type checkers import (``if TYPE_CHECKING``) need
+    ``from __future__ import annotations``; a module without it fails at import, which a
+    merge once left for a recipe run to find."""
+    import importlib
+    import pkgutil
+
+    import onmt_qd
+
+    for module in pkgutil.walk_packages(onmt_qd.__path__, "onmt_qd."):
+        importlib.import_module(module.name)

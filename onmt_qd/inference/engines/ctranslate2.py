@@ -2,8 +2,9 @@
 directory with its SentencePiece models (onmt_qd/deploy/ct2.py holds the export and the
 translator, deploy/foreign.py the other directories); its scores of the references give
 the perplexity."""
-import os
+from __future__ import annotations
 
+import os
 from argparse import Namespace
 from typing import TYPE_CHECKING
 
