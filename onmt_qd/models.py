@@ -169,3 +169,18 @@ def split_weights(weights):
 def model_weights(model):
     """Parameter-named CPU tensors of a live model, in the layout of named_weights."""
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def average_checkpoints(paths: list[str]) -> dict:
+    """One checkpoint whose weights are the mean of ``paths``' (the last epochs of one
+    run: a teacher that translates better for no more training, docs/results.md); its
+    options and vocabulary are the last one's, and it has no optimizer state."""
+    checkpoints = [load_checkpoint(path) for path in paths]
+    averaged = {k: v for k, v in checkpoints[-1].items() if k != "optim"}
+    for part in ("model", "generator"):
+        averaged[part] = {name: (sum(c[part][name].double() for c in checkpoints) /
+                                 len(checkpoints)).to(tensor.dtype)
+                          if tensor.is_floating_point() else tensor
+                          for name, tensor in checkpoints[-1][part].items()}
+    return averaged
+

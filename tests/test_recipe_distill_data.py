@@ -93,3 +93,39 @@ def test_mono_text_needs_students_that_learn_from_translations(tmp_path, monkeyp
     (tmp_path / "multi30k" / "mono.de").write_text("Ein Satz.\n", encoding="utf-8")
     with pytest.raises(RecipeError, match="has distill_data: gold: set distill_data: teacher"):
         load_recipe("multi30k", "quick")
+
+
+@needs_multi30k
+def test_teacher_average_gives_the_students_the_mean_of_its_last_epochs(tmp_path,
+                                                                         monkeypatch):
+    import torch
+
+    from onmt_qd.compat import load_checkpoint
+
+    def two_epochs(recipe):
+        tiny_profile(recipe)
+        recipe["profiles"]["mini"]["teacher"]["epochs"] = 2
+        recipe["profiles"]["mini"]["teacher_average"] = 2
+    edited_recipe(tmp_path, monkeypatch, two_epochs)
+    stand_in_mirror(tmp_path / "mirror")
+    work = tmp_path / "work"
+    Pipeline("multi30k", "mini", work, mirror=str(tmp_path / "mirror")).run(["data", "teacher"])
+    epochs = sorted((work / "models" / "teacher").glob("model_step_*.pt"),
+                    key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    assert len(epochs) == 2
+    first, last = (load_checkpoint(str(p)) for p in epochs)
+    teacher = load_checkpoint(str(work / "models" / "teacher.pt"))
+    assert "optim" not in teacher and teacher["vocab"] == last["vocab"]
+    for part in ("model", "generator"):
+        for name, weight in teacher[part].items():
+            torch.testing.assert_close(weight, (first[part][name] + last[part][name]) / 2)
+    assert any(not torch.equal(first["model"][n], last["model"][n]) for n in first["model"])
+    assert "the mean of model_step_" in (work / "logs" / "teacher.log").read_text()
+
+
+def test_teacher_average_is_refused_beyond_the_teachers_epochs(tmp_path, monkeypatch):
+    edited_recipe(tmp_path, monkeypatch,
+                  lambda recipe: recipe["profiles"]["quick"].update(teacher_average=7))
+    with pytest.raises(RecipeError, match="teacher_average 7 .* is more than the teacher's "
+                       "epochs"):
+        load_recipe("multi30k", "quick")

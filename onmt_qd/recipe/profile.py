@@ -50,7 +50,7 @@ FAMILY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 SPLITS = ("train", "valid", "test")
 # the profile's whole-number keys and their smallest value (teacher_topk 0: the live
 # teacher instead of the cache; quantized_epochs 0: quantized students from scratch)
-WHOLE_NUMBERS = {"teacher_topk": 0, "quantized_epochs": 0, "jobs": 1,
+WHOLE_NUMBERS = {"teacher_topk": 0, "quantized_epochs": 0, "jobs": 1, "teacher_average": 1,
                  "translate_batch_size": 1, "diffquant_steps": 1, "spm_vocab_size": 1}
 
 
@@ -96,6 +96,9 @@ class Profile:
     # 27.77 on test_2016_flickr)
     noise_bleu: float = _key(1.0, "BLEU margin a claim must hold by (the spread of one "
                              "student across runs)")
+    teacher_average: int = _key(1, "the teacher the students learn from: the mean of the "
+                                "weights of its last N epochs' checkpoints (1: its best "
+                                "checkpoint)")
     jobs: int = _key(1, "stages (and models or parts within one) run side by side")
     world_size: int | str = _key(1, "data-parallel processes of each training stage and of "
                                  "the cache build: CPU processes (gloo), or GPUs 0..N-1 with "
@@ -287,6 +290,14 @@ def load_recipe(name, profile):
                        vocabulary)
         except ValueError as exc:
             raise RecipeError(str(exc)) from None
+    if "teacher_model" in recipe and settings.teacher_average > 1:
+        raise RecipeError(f"teacher_average in profile {profile} of {path} averages the "
+                          "checkpoints of a teacher the recipe trains, and the recipe names "
+                          "its teacher_model: drop teacher_average")
+    if settings.teacher and settings.teacher_average > settings.teacher.get("epochs", 1):
+        raise RecipeError(f"teacher_average {settings.teacher_average} in profile {profile} "
+                          f"of {path} is more than the teacher's epochs (one checkpoint "
+                          "each): lower it, or give the teacher more epochs")
     if "mono" in recipe and settings.distill_data != "teacher":
         raise RecipeError(f"mono in {path}: the teacher translates it for students distilled "
                           f"on its translations, and profile {profile} has distill_data: "

@@ -314,12 +314,17 @@ class Pipeline(Runner):
                 config["teacher_model"] = self.teacher_file()
             config.update(self.process_options())
             self.command(name, self.py("train", "-config", self.write_config(name, config)))
-            os.replace(self.path("models", name, "model_best.pt"), self.model_path(name))
+            if model_id == TEACHER and p.teacher_average > 1:
+                self.average_teacher(model["epochs"])
+            else:
+                os.replace(self.path("models", name, "model_best.pt"), self.model_path(name))
         distillation = f"data={p.distill_data} teacher=" + (
             f"cache top{p.teacher_topk}" if self.uses_cache() else
             "live" if self.word_level else "none") + " " if teacher else ""
+        averaged = {"teacher_average": p.teacher_average} \
+            if model_id == TEACHER and p.teacher_average > 1 else {}
         signature = distillation + settings_digest(
-            {**self.train_options(), **model, "quant_bits": bits,
+            {**self.train_options(), **model, **averaged, "quant_bits": bits,
              "quantized_epochs": p.quantized_epochs if resumes else None,
              # N processes train with N times the batch (the cache is the same bytes)
              **({"world_size": self.world_size} if self.world_size > 1 else {})})
@@ -328,6 +333,18 @@ class Pipeline(Runner):
             needs.append(warm_start)
         return Stage(name, run, [self.path("models", name), self.model_path(name)], signature,
                      needs, lambda: progress.training(self.path("logs", f"{name}.log")))
+
+    def average_teacher(self, epochs):
+        """models/teacher.pt: the mean of the teacher's last teacher_average epoch
+        checkpoints (said in its log)."""
+        from onmt_qd.compat import save_atomic
+        from onmt_qd.models import average_checkpoints
+
+        last = [self.epoch_checkpoint(TEACHER.name, epoch) for epoch in
+                range(epochs - self.profile.teacher_average + 1, epochs + 1)]
+        save_atomic(average_checkpoints(last), self.model_path(TEACHER.name))
+        with open(self.path("logs", f"{TEACHER.name}.log"), "a") as handle:
+            handle.write(f"teacher: the mean of {', '.join(map(os.path.basename, last))}\n")
 
     def teacher_stages(self):
         """The stages whose outputs carry the teacher's knowledge to a student."""
