@@ -43,12 +43,14 @@ MONO = ["Ein Hund läuft im Park.", "", "Zwei Kinder spielen Fußball.", "Eine F
 def with_mono(recipe):
     tiny_profile(recipe)
     recipe["mono"] = "mono.de"  # beside the recipe file
+    recipe["profiles"]["mini"]["filter_worst"] = 0.1
 
 
 @needs_multi30k
 def test_teacher_translations_are_aligned_and_a_student_trains_on_them(tmp_path, monkeypatch):
     """Of the training source, then of the recipe's monolingual text (its blank line
-    left out): the distilled student trains on both."""
+    left out): the distilled student trains on both, less the tenth of the translated
+    pairs the teacher scores lowest (filter_worst)."""
     edited_recipe(tmp_path, monkeypatch, with_mono)
     (tmp_path / "multi30k" / "mono.de").write_text("\n".join(MONO) + "\n", encoding="utf-8")
     stand_in_mirror(tmp_path / "mirror")
@@ -70,9 +72,15 @@ def test_teacher_translations_are_aligned_and_a_student_trains_on_them(tmp_path,
     assert not (work / "data" / "train.teacher.en.parts").exists()
 
     config = yaml.safe_load((work / "configs" / "student_distilled_fp.yaml").read_text())
-    assert config["data"]["train"]["path_tgt"] == str(work / "data" / "train.teacher.en")
-    assert config["data"]["train"]["path_src"] == str(work / "data" / "distill.de")
+    assert config["data"]["train"]["path_tgt"] == str(work / "data" / "distill.kept.en")
+    assert config["data"]["train"]["path_src"] == str(work / "data" / "distill.kept.de")
     assert "distill_src" not in config
+    scores = [float(v) for v in (work / "data" / "train.teacher.en.scores").read_text().split()]
+    kept = (work / "data" / "distill.kept.de").read_text(encoding="utf-8").split("\n")[:-1]
+    assert len(scores) == 43 and len(kept) == 39  # 40 scored (3 blank), the 4 worst dropped
+    lowest = sorted((s, i) for i, s in enumerate(scores) if source[i].strip())[:4]
+    assert not {source[i] for _, i in lowest} & set(kept)
+    assert "kept 39 of 43 pairs (dropped 4 by score, 0 more by length ratio)" in log
     assert "teacher_cache" not in config and "teacher_model" not in config
     assert (work / "models" / "student_distilled_fp.pt").exists()
 
@@ -129,3 +137,19 @@ def test_teacher_average_is_refused_beyond_the_teachers_epochs(tmp_path, monkeyp
     with pytest.raises(RecipeError, match="teacher_average 7 .* is more than the teacher's "
                        "epochs"):
         load_recipe("multi30k", "quick")
+
+
+def test_filter_pairs_drops_by_length_ratio_and_keeps_blank_pairs(tmp_path):
+    from onmt_qd.recipe.data import filter_pairs
+
+    sources = ["ein kleiner Hund", "", "zwei Katzen schlafen hier", "ja"]
+    targets = ["a small dog", "", "", "yes yes yes yes yes"]
+    for name, lines in (("src", sources), ("tgt", targets)):
+        (tmp_path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "scores").write_text("-0.1\n0\n-0.2\n-0.3\n")
+    kept = (str(tmp_path / "kept.src"), str(tmp_path / "kept.tgt"))
+    line = filter_pairs(str(tmp_path / "src"), str(tmp_path / "tgt"), str(tmp_path / "scores"),
+                        kept, 0.0, 3.0)
+    assert (tmp_path / "kept.tgt").read_text(encoding="utf-8").split("\n")[:-1] == \
+        ["a small dog", ""]
+    assert line == "kept 2 of 4 pairs (dropped 0 by score, 2 more by length ratio)"

@@ -4,7 +4,9 @@ translations are written whole (atomically) into ``OUTPUT.parts/`` as soon as th
 is done, with a record of what they were made with; a rerun with the same source, model
 and search settings translates only the chunks not written yet, and a changed setting
 starts over. When every chunk is there, they are joined into OUTPUT (one line per
-source line, blank for blank) and the parts removed."""
+source line, blank for blank), their scores into -scores if given (the engine's: the
+log-probability per token of each translation, as its length penalty normalizes it),
+and the parts removed."""
 from __future__ import annotations
 
 import json
@@ -63,8 +65,10 @@ def prepare_parts(folder: str, signature: dict[str, Any]) -> None:
         json.dump(signature, handle, sort_keys=True)
 
 
-def chunk_file(folder: str, index: int) -> str:
-    return os.path.join(folder, f"chunk{index:06d}.out")
+def chunk_file(folder: str, index: int, suffix: str = ".out") -> str:
+    """A chunk's translations (.out, written last: its presence marks a whole chunk) or
+    their scores (.scores)."""
+    return os.path.join(folder, f"chunk{index:06d}{suffix}")
 
 
 def check_chunked_options(opt: Namespace) -> None:
@@ -91,7 +95,7 @@ def translate_in_chunks(opt: Namespace) -> None:
 
     check_chunked_options(opt)
     check_decoding(opt.beam_size, opt.batch_size, opt.n_best, opt.max_length)
-    check_files(opt, {"-output": opt.output})
+    check_files(opt, {"-output": opt.output, "-scores": opt.scores})
     lines = read_text_lines(opt.src, "-src")
     check_inference(opt, len(non_blank(lines)))
     folder = opt.output + ".parts"
@@ -109,7 +113,10 @@ def translate_in_chunks(opt: Namespace) -> None:
             began = time.perf_counter()
             for count, k in enumerate(todo, 1):
                 chunk = lines[starts[k]:starts[k] + opt.chunk_lines]
-                _, predictions = engine.translate(chunk)
+                scores, predictions = engine.translate(chunk)
+                with atomic_output(chunk_file(folder, k, ".scores")) as temporary, \
+                        open(temporary, "w", encoding="utf-8") as handle:
+                    handle.writelines(f"{s[0]}\n" for s in scores)
                 with atomic_output(chunk_file(folder, k)) as temporary, \
                         open(temporary, "w", encoding="utf-8", newline="\n") as handle:
                     handle.writelines(f"{p[0]}\n" for p in predictions)
@@ -119,23 +126,25 @@ def translate_in_chunks(opt: Namespace) -> None:
                 print(f"onmt_qd_teacher_translate: chunk {len(starts) - len(todo) + count}/"
                       f"{len(starts)}, {done:,}/{len(lines):,} sentences translated, "
                       f"{rate:.1f} sentences/s", flush=True)
-    join_chunks(folder, [min(opt.chunk_lines, len(lines) - start) for start in starts],
-                opt.output)
+    sizes = [min(opt.chunk_lines, len(lines) - start) for start in starts]
+    join_chunks(folder, sizes, opt.output)
+    if opt.scores:
+        join_chunks(folder, sizes, opt.scores, ".scores")
     shutil.rmtree(folder)
 
 
-def join_chunks(folder: str, sizes: list[int], output: str) -> None:
-    """Concatenate the chunks into ``output`` (atomically) once each is seen to hold
-    one translation per line of its part of the source (``sizes``)."""
+def join_chunks(folder: str, sizes: list[int], output: str, suffix: str = ".out") -> None:
+    """Concatenate the chunks' ``suffix`` files into ``output`` (atomically) once each
+    is seen to hold one line per line of its part of the source (``sizes``)."""
     from onmt_qd.datasets import count_lines
     from onmt_qd.fileio import atomic_output
 
     for k, size in enumerate(sizes):
-        if count_lines(chunk_file(folder, k)) != size:
-            raise ValueError(f"{chunk_file(folder, k)} holds "
-                             f"{count_lines(chunk_file(folder, k))} translations for {size} "
+        if count_lines(chunk_file(folder, k, suffix)) != size:
+            raise ValueError(f"{chunk_file(folder, k, suffix)} holds "
+                             f"{count_lines(chunk_file(folder, k, suffix))} lines for {size} "
                              "source lines (changed by hand?): remove it and run again")
     with atomic_output(output) as temporary, open(temporary, "wb") as out:
         for k in range(len(sizes)):
-            with open(chunk_file(folder, k), "rb") as handle:
+            with open(chunk_file(folder, k, suffix), "rb") as handle:
                 shutil.copyfileobj(handle, out)

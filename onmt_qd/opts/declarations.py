@@ -194,6 +194,9 @@ def teacher_translate_parser() -> ArgumentParser:
     parser.add("-chunk_lines", "--chunk_lines", type=int, default=TEACHER_CHUNK_LINES,
                help="sentences translated and written at a time (a kill loses at most one "
                "chunk)")
+    parser.add("-scores", "--scores", default=None,
+               help="also write each translation's score, one per line: the teacher's "
+               "log-probability of it per token (0 for a blank line)")
     return parser
 
 

@@ -228,6 +228,39 @@ def subset(files, sizes, folder):
     return out
 
 
+def filter_pairs(source, translations, scores, kept_files, worst, length_ratio):
+    """Write the (source, translation) pairs the filters keep to ``kept_files``: not
+    among the ``worst`` share by score (the teacher's log-probability per token), and,
+    with ``length_ratio``, a translation of at most that many times the source's words
+    and at least 1/that (an empty one for a non-empty source is dropped). Blank pairs
+    pass (OpenNMT-py skips them). Returns what was kept and dropped, for the log."""
+    with open(source, encoding="utf-8", newline="\n") as handle:
+        sources = handle.readlines()
+    with open(translations, encoding="utf-8", newline="\n") as handle:
+        targets = handle.readlines()
+    with open(scores, encoding="utf-8") as handle:
+        values = [float(line) for line in handle]
+    if not len(sources) == len(targets) == len(values):
+        raise RecipeError(f"{translations} and its scores do not have one line per line of "
+                          f"{source}: translate again")
+    scored = [i for i, line in enumerate(sources) if line.strip()]
+    cut = sorted(scored, key=lambda i: values[i])[:int(len(scored) * worst)]
+    by_score = set(cut)
+    by_length = set()
+    if length_ratio:
+        for i in scored:
+            words = len(sources[i].split()), len(targets[i].split())
+            if not 1 / length_ratio <= words[1] / words[0] <= length_ratio:
+                by_length.add(i)
+    kept = [i for i in range(len(sources)) if i not in by_score | by_length]
+    for path, lines in zip(kept_files, (sources, targets)):
+        with atomic_output(path) as temporary, \
+                open(temporary, "w", encoding="utf-8", newline="\n") as out:
+            out.writelines(lines[i] for i in kept)
+    return (f"kept {len(kept):,} of {len(sources):,} pairs (dropped {len(by_score):,} by "
+            f"score, {len(by_length - by_score):,} more by length ratio)")
+
+
 def drop_unreadable_tokens(vocab_path):
     """OpenNMT-py writes tokens that are Unicode whitespace (a no-break space in
     WMT-derived text) into its vocabulary but cannot read them back; they become <unk>."""

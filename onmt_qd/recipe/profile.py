@@ -96,6 +96,12 @@ class Profile:
     # 27.77 on test_2016_flickr)
     noise_bleu: float = _key(1.0, "BLEU margin a claim must hold by (the spread of one "
                              "student across runs)")
+    filter_worst: float = _key(0.0, "with distill_data teacher: the share of translated "
+                               "pairs, lowest teacher score per token first, the distilled "
+                               "students do not train on (0: none)")
+    filter_length_ratio: float = _key(0.0, "with distill_data teacher: drop translated pairs "
+                                      "whose translation has more than this many times the "
+                                      "source's words, or fewer than 1/this (0: none)")
     teacher_average: int = _key(1, "the teacher the students learn from: the mean of the "
                                 "weights of its last N epochs' checkpoints (1: its best "
                                 "checkpoint)")
@@ -171,6 +177,18 @@ class Profile:
         if size != "all" and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
             raise RecipeError(f"world_size in {where} must be a whole number >= 1 or all (every "
                               f"visible GPU), got {size!r}")
+        worst, ratio = self.filter_worst, self.filter_length_ratio
+        if isinstance(worst, bool) or not isinstance(worst, (int, float)) or \
+                not 0 <= worst < 1:
+            raise RecipeError(f"filter_worst in {where} must be a share from 0 to below 1, "
+                              f"got {worst!r}")
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or \
+                not (ratio == 0 or ratio >= 1):
+            raise RecipeError(f"filter_length_ratio in {where} must be 0 (off) or at least "
+                              f"1, got {ratio!r}")
+        if (worst or ratio) and self.distill_data != "teacher":
+            raise RecipeError(f"filter_worst and filter_length_ratio in {where} filter the "
+                              "teacher's translations: set distill_data: teacher")
         noise = self.noise_bleu
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
             raise RecipeError(f"noise_bleu in {where} must be a number of BLEU points >= 0, "

@@ -15,7 +15,8 @@ from onmt_qd import datasets
 from onmt_qd.distill.cache import VERSION as CACHE_VERSION
 from onmt_qd.fileio import atomic_output, sha256
 from onmt_qd.recipe import progress
-from onmt_qd.recipe.data import RECIPE_ONLY_KEYS, data_config, prepare_data, test_sets
+from onmt_qd.recipe.data import (RECIPE_ONLY_KEYS, data_config, filter_pairs, prepare_data,
+                                 test_sets)
 from onmt_qd.recipe.identity import (DIFFERENTIABLE_QUANTIZATION, PM_QUANTIZATION,
                                      QUANTIZED_DISTILLATION, QUANTIZED_NORMAL_LOSS,
                                      STUDENT_DISTILLED_FP, STUDENT_FP, TEACHER, ModelId)
@@ -102,8 +103,11 @@ class Pipeline(Runner):
         if p.distill_data == "teacher":
             stages.append(Stage("teacher_translations", self.translate_training_source,
                                 [self.teacher_translations_path(),
+                                 self.teacher_translations_path(".scores"),
+                                 *(self.distilled_pair() if self.filtering() else ()),
                                  self.path("data", "teacher.ct2")],
-                                f"beam=5 engine=ctranslate2-{TEACHER_QUANTIZATION}",
+                                f"beam=5 engine=ctranslate2-{TEACHER_QUANTIZATION} "
+                                f"filter={p.filter_worst},{p.filter_length_ratio}",
                                 needs=["teacher"], progress=lambda: progress.counted(
                                     self.path("logs", "teacher_translations.log"),
                                     "sentences translated")))
@@ -232,8 +236,9 @@ class Pipeline(Runner):
         data = data_config(self.work)
         return data.get("distill_src", data["data"]["train"]["path_src"])
 
-    def teacher_translations_path(self):
-        return self.path("data", f"train.teacher.{self.recipe['dataset'].tgt}")
+    def teacher_translations_path(self, suffix=""):
+        """The teacher's translations (suffix .scores: their scores)."""
+        return self.path("data", f"train.teacher.{self.recipe['dataset'].tgt}{suffix}")
 
     def prepare_data(self):
         prepare_data(self, self.recipe, self.profile, self.data_dir, self.mirror)
@@ -275,9 +280,22 @@ class Pipeline(Runner):
         data = data_config(self.work)
         config = {k: v for k, v in data.items() if k not in RECIPE_ONLY_KEYS}
         if distilled and self.profile.distill_data == "teacher":
-            config["data"]["train"].update(path_src=self.distilled_source(),
-                                           path_tgt=self.teacher_translations_path())
+            path_src, path_tgt = self.distilled_pair()
+            config["data"]["train"].update(path_src=path_src, path_tgt=path_tgt)
         return config
+
+    def filtering(self):
+        """Whether the profile drops some teacher-translated pairs (filter_* keys)."""
+        return bool(self.profile.filter_worst or self.profile.filter_length_ratio)
+
+    def distilled_pair(self):
+        """(source, target) files distilled students train on with distill_data
+        teacher: the teacher's source and translations, or what filtering kept."""
+        if self.filtering():
+            target = self.recipe["dataset"].tgt
+            return (self.path("data", f"distill.kept.{self.recipe['dataset'].src}"),
+                    self.path("data", f"distill.kept.{target}"))
+        return self.distilled_source(), self.teacher_translations_path()
 
     def write_config(self, name, config):
         """configs/NAME.yaml, the options a stage's command reads."""
@@ -454,8 +472,16 @@ class Pipeline(Runner):
         self.command("teacher_translations", self.py(
             "teacher_translate", "-model", self.teacher_translator(),
             "-src", self.distilled_source(),
-            "-output", self.teacher_translations_path(), "-beam_size", 5,
+            "-output", self.teacher_translations_path(),
+            "-scores", self.teacher_translations_path(".scores"), "-beam_size", 5,
             "-batch_size", self.profile.translate_batch_size, "-gpu", 0 if self.gpu else -1))
+        if self.filtering():
+            kept = filter_pairs(self.distilled_source(), self.teacher_translations_path(),
+                                self.teacher_translations_path(".scores"),
+                                self.distilled_pair(), self.profile.filter_worst,
+                                self.profile.filter_length_ratio)
+            with open(self.path("logs", "teacher_translations.log"), "a") as handle:
+                handle.write(f"teacher_translations: {kept}\n")
 
     def teacher_translator(self):
         """What translates the training source: a CTranslate2 teacher as given; a
