@@ -339,3 +339,19 @@ def test_speed_is_judged_in_words_and_only_at_comparable_lengths():
     student.update(length_ratio=0.7, words_per_sentence=8.4)
     row = by_id(claims(entries, margin=1.0))["speed"]
     assert "are not comparable in speed" in row["cannot_judge_because"]
+
+
+def test_speeds_through_different_engines_are_not_judged():
+    """A CTranslate2 teacher (issue 34) is evaluated through CTranslate2, its students'
+    checkpoints through OpenNMT-py: their speed ratio compares engines."""
+    entries = results()
+    teacher, student = entries[0], entries[1]
+    teacher.update(length_ratio=1.0, words_per_sentence=12.0, words_per_second=2400.0,
+                   engine="CTranslate2")
+    student.update(length_ratio=0.98, words_per_sentence=11.8, words_per_second=4000.0,
+                   engine="OpenNMT-py")
+    row = by_id(claims(entries, margin=1.0))["speed"]
+    assert row["verdict"] == "cannot judge"
+    assert "compares engines, not models" in row["cannot_judge_because"]
+    teacher["engine"] = "OpenNMT-py"
+    assert by_id(claims(entries, margin=1.0))["speed"]["verdict"] == "does not hold"

@@ -127,6 +127,17 @@ def _length_problem(model, other):
     return None
 
 
+def _engine_problem(model, other):
+    """Why two evaluate-stage speeds compare engines rather than models (a CTranslate2
+    teacher against OpenNMT-py students), or None."""
+    engines = [entry.get("engine") for entry in (model, other)]
+    if None in engines or engines[0] == engines[1]:
+        return None
+    return (f"{model['name']} translated through {engines[0]} and {other['name']} through "
+            f"{engines[1]}: the ratio compares engines, not models (the deployed claim "
+            "compares them as shipped)")
+
+
 def speed_metric(model, other):
     """Output words per second when both runs measured them, else sentences."""
     both = all(entry.get("words_per_second") is not None for entry in (model, other))
@@ -198,7 +209,8 @@ def _claim_row(claim, results, margin, broken=None):
     if len(row["numbers"]) < 2:
         return row
     why = broken or (_length_problem(model, other)
-                     if claim.kind == "speed" or claim.min_speed_ratio else None)
+                     if claim.kind == "speed" or claim.min_speed_ratio else None) or (
+        _engine_problem(model, other) if claim.kind == "speed" else None)
     if why:
         return _cannot_judge(row, claim, model, other, why)
     if claim.kind == "speed":

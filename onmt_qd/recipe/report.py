@@ -56,6 +56,7 @@ def collect(pipeline):
                  "bleu": result["bleu"], "chrf": result["chrf"], "ppl": result["ppl"],
                  "size_bytes": result["size_bytes"], "n_params": result["n_params"],
                  "sentences_per_second": result["sentences_per_second"],
+                 "engine": (result.get("engine") or {}).get("name"),
                  **{k: result.get(k) for k in LENGTH_KEYS},
                  "machine": result.get("machine"),
                  "bleu_signature": result["bleu_signature"],
