@@ -236,6 +236,10 @@ def test_a_recipe_distils_a_converted_teacher_into_a_drop_in_student(teacher_dir
         "quantized_distillation_4bit"))}
     teacher = next(m for m in results["models"] if m["name"] == "teacher")
     assert teacher["path"].endswith("teacher.ct2")
+    # deployed as given: timed once, its deployed run the reference run, one report row
+    assert [r["role"] for r in teacher["runs"]] == ["reference", "deployed"]
+    assert teacher["runs"][1]["same_run_as"] == "reference"
+    assert (work / "report.md").read_text().count("| teacher (CTranslate2") == 1
 
     package = tmp_path / "package"  # the teacher as its users run it...
     shutil.copytree(teacher_dirs["opus"], package)

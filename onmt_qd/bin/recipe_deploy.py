@@ -28,7 +28,8 @@ def deploy_model(item, plan):
 
     runs = [run(REFERENCE, model)] if item["reference"] else []
     if os.path.isdir(model):  # a CTranslate2 teacher: deployed as the recipe was given it
-        return runs + [{**runs[0], "role": DEPLOYED} if runs else run(DEPLOYED, model)]
+        return runs + [{**runs[0], "role": DEPLOYED, "same_run_as": REFERENCE} if runs
+                       else run(DEPLOYED, model)]
     engine, skipped = deployment(load_any(model)["opt"], plan["gpu"])
     if skipped:
         runs.append({"role": DEPLOYED, "engine": {"name": engine, "precision": QUANTIZATION},

@@ -102,9 +102,9 @@ def translate_in_chunks(opt: Namespace) -> None:
     remove_stale_temporaries(folder + os.sep)
     prepare_parts(folder, chunk_signature(opt, len(lines)))
     starts = range(0, len(lines), opt.chunk_lines)
-    todo = [k for k, _ in enumerate(starts) if not os.path.isfile(chunk_file(folder, k))]
-    done = sum(min(opt.chunk_lines, len(lines) - start) for k, start in enumerate(starts)
-               if k not in set(todo))
+    sizes = [min(opt.chunk_lines, len(lines) - start) for start in starts]
+    todo = [k for k in range(len(starts)) if not os.path.isfile(chunk_file(folder, k))]
+    done = len(lines) - sum(sizes[k] for k in todo)
     if done:
         print(f"onmt_qd_teacher_translate: {len(starts) - len(todo)} of {len(starts)} chunks "
               f"already translated ({done:,} sentences): continuing", flush=True)
@@ -121,12 +121,10 @@ def translate_in_chunks(opt: Namespace) -> None:
                         open(temporary, "w", encoding="utf-8", newline="\n") as handle:
                     handle.writelines(f"{p[0]}\n" for p in predictions)
                 done += len(chunk)
-                rate = sum(min(opt.chunk_lines, len(lines) - starts[j])
-                           for j in todo[:count]) / (time.perf_counter() - began)
+                rate = sum(sizes[j] for j in todo[:count]) / (time.perf_counter() - began)
                 print(f"onmt_qd_teacher_translate: chunk {len(starts) - len(todo) + count}/"
                       f"{len(starts)}, {done:,}/{len(lines):,} sentences translated, "
                       f"{rate:.1f} sentences/s", flush=True)
-    sizes = [min(opt.chunk_lines, len(lines) - start) for start in starts]
     join_chunks(folder, sizes, opt.output)
     if opt.scores:
         join_chunks(folder, sizes, opt.scores, ".scores")

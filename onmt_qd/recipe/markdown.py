@@ -190,6 +190,8 @@ def render_deployed(entries, test_sets):
     rows = []
     for entry in entries:
         for run in entry.get("runs", []):
+            if run.get("same_run_as"):  # a CTranslate2 teacher, deployed as given: one row
+                continue
             if "skipped" in run:
                 rows.append([run_label(entry, run), f"skipped: {run['skipped']}", "-"] +
                             ["-"] * len(test_sets) + ["-"] * 6)

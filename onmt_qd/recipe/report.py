@@ -91,6 +91,7 @@ def deployed_runs(pipeline, name, test_sets, pooled_references):
         hypotheses = read_text_lines(pipeline.path("deployed", run["hyp"]), "translations")
         kept.append({**{k: run[k] for k in RUN_KEYS}, "machine": run.get("machine"),
                      **{k: run.get(k) for k in LENGTH_KEYS},
+                     **({"same_run_as": run["same_run_as"]} if "same_run_as" in run else {}),
                      "path": os.path.relpath(run["model"], pipeline.work),
                      "test_sets": per_set_scores(hypotheses, test_sets, pooled_references)})
     return kept
