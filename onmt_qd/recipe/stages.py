@@ -12,7 +12,7 @@ import sys
 import yaml
 
 from onmt_qd import datasets
-from onmt_qd.distill.cache import VERSION as CACHE_VERSION
+from onmt_qd.constants import TEACHER_CACHE_VERSION as CACHE_VERSION
 from onmt_qd.fileio import atomic_output, sha256
 from onmt_qd.recipe import progress
 from onmt_qd.recipe.data import (RECIPE_ONLY_KEYS, data_config, filter_pairs, prepare_data,
