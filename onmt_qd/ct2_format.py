@@ -93,7 +93,7 @@ def read_vocabularies(path: str) -> tuple[list[str], list[str]]:
             if os.path.isfile(file):
                 with open(file, encoding="utf-8") as handle:
                     return json.load(handle) if suffix == ".json" else \
-                        handle.read().split("\n")[:-1]
+                        handle.read().splitlines()
         return None
 
     shared = read("shared_vocabulary")
@@ -105,3 +105,24 @@ def read_vocabularies(path: str) -> tuple[list[str], list[str]]:
                          "source_ and target_vocabulary.json): convert the model again with "
                          "a CTranslate2 converter")
     return source, target
+
+
+# what decides how a directory translates: the weights, the conventions (BOS/EOS
+# added to the source, the decoder's start token...) and the vocabularies
+MODEL_FILES = ("model.bin", "config.json", "shared_vocabulary.json", "shared_vocabulary.txt",
+               "source_vocabulary.json", "source_vocabulary.txt", "target_vocabulary.json",
+               "target_vocabulary.txt")
+
+
+def directory_digest(path: str) -> str:
+    """SHA-256 over the files of ``path`` that decide its translations (MODEL_FILES)."""
+    import hashlib
+
+    from onmt_qd.fileio import sha256
+
+    digest = hashlib.sha256()
+    for name in MODEL_FILES:
+        if os.path.isfile(os.path.join(path, name)):
+            digest.update(f"{name}:{sha256(os.path.join(path, name))}\n".encode())
+    return digest.hexdigest()
+

@@ -267,3 +267,24 @@ def client_translation(folder, source_spm, target_spm, sentences):
     results = ctranslate2.Translator(str(folder)).translate_batch(
         [source.encode(s, out_type=str) for s in sentences], beam_size=5)
     return [target.decode(r.hypotheses[0]) for r in results]
+
+
+def test_a_marian_ordered_vocabulary_is_rebuilt_whole(data, tmp_path):
+    """A Marian model's vocabulary (</s> first, <pad>, no <s> or <blank>) becomes the
+    students' with every token of it, in OpenNMT-py's order; a token its vocabulary
+    files cannot hold is refused in one line."""
+    from onmt_qd.recipe.data import teacher_vocabulary
+    from onmt_qd.recipe.runner import RecipeError
+
+    with open(data["config"]) as handle:
+        config = yaml.safe_load(handle)
+    with open(config["src_vocab"], encoding="utf-8") as handle:
+        pieces = [line.split("\t")[0] for line in handle if not line.startswith("<")]
+    marian = ["</s>", "<unk>", *pieces, "<pad>"]
+    config.update(src_vocab=str(tmp_path / "vocab.src"), tgt_vocab=str(tmp_path / "vocab.tgt"))
+    options = teacher_vocabulary({"src": marian, "tgt": marian}, config, "marian",
+                                 same_order=False)
+    assert options["src_vocab_size"] == len(marian) + 2  # room for <s> and <blank>
+    with pytest.raises(RecipeError, match="holds 'a b', a token OpenNMT-py's vocabulary"):
+        teacher_vocabulary({"src": [*marian, "a b"], "tgt": marian}, config, "marian",
+                           same_order=False)

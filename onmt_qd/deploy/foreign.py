@@ -108,8 +108,10 @@ def inspect_translator(path: str, option: str = "-teacher_model",
                              f"{covered:.0%} of its pieces match the {side} vocabulary; the "
                              "other language's model?): name the SentencePiece model the "
                              f"{side} side was trained with")
+    # int8's per-row scales, the sinusoidal position table and the configuration
+    # scalars are not weights (onmt_qd_eval counts those of the model it builds)
     weights = [(shape, dtype) for name, shape, dtype in variables
-               if not name.endswith("_scale")]  # int8's per-row scales: not weights
+               if shape and not name.endswith("_scale") and "position_encodings" not in name]
     elements = {dtype: sum(math.prod(s) for s, d in weights if d == dtype)
                 for dtype in {d for _, d in weights}}
     return TranslatorDirectory(os.path.abspath(path), os.path.abspath(source_spm),

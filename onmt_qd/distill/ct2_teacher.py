@@ -30,7 +30,7 @@ class TranslatorTeacher:
     """A CTranslate2 translator asked teacher-forced, batch by batch."""
 
     def __init__(self, directory: str, student_vocabs: Vocabs, device: torch.device | str,
-                 option: str = "-teacher_model"):
+                 option: str = "-teacher_model", other: str = "student"):
         import ctranslate2
 
         check_translator_spec(directory, option)
@@ -41,7 +41,7 @@ class TranslatorTeacher:
         missing = [token for token in target if token not in index]
         if missing:
             raise ValueError(f"{option} {directory}: {len(missing)} of its target tokens "
-                             f"('{missing[0]}'...) are not in the student's target "
+                             f"('{missing[0]}'...) are not in the {other} target "
                              "vocabulary, so its distribution cannot be compared with the "
                              "student's: build the student's vocabulary from the teacher's "
                              "(a recipe does)")
@@ -71,7 +71,12 @@ class TranslatorTeacher:
             if len(steps) < n:
                 raise ValueError(f"CTranslate2 gave {len(steps)} steps for a target of {n} "
                                  "positions (did the teacher end inside the gold prefix?)")
-            logits = torch.from_numpy(np.stack([np.asarray(s) for s in steps[:n]]))
+            # a GPU's StorageViews are read through their CUDA array interface; CTranslate2
+            # may pad the vocabulary to a multiple of 8 there: the teacher's tokens first
+            logits = torch.stack([torch.as_tensor(s, device=self.device)
+                                  if self.device.type == "cuda" else
+                                  torch.from_numpy(np.asarray(s)) for s in steps[:n]]
+                                 )[:, :len(self.columns)].cpu()
             rows = torch.full((n, len(self.target_tokens)), ABSENT)
             rows[:, self.columns] = torch.log_softmax(logits.float(), dim=-1)
             out[b, :n] = rows

@@ -55,7 +55,7 @@ def load_teacher(path: str, student_vocabs: Vocabs, device: torch.device | str,
     """Frozen teacher model whose vocabularies match ``student_vocabs``, or a
     CTranslate2 directory's translator asked teacher-forced (ct2_teacher.py)."""
     if os.path.isdir(path):
-        return TranslatorTeacher(path, student_vocabs, device)
+        return TranslatorTeacher(path, student_vocabs, device, other=other)
     checkpoint = load_checkpoint(path)
     check_same_vocabs(checkpoint["vocab"], vocabs_to_dict(student_vocabs), other)
     # Building the model draws initial weights; keep that off the student's random

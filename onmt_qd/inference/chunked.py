@@ -18,29 +18,33 @@ from argparse import Namespace
 from typing import Any
 
 SIGNATURE = "signature.json"
-# the options whose change makes earlier chunks another translation
-SEARCH_OPTIONS = ("beam_size", "max_length", "max_length_ratio", "precision",
-                  "src_subword_model", "tgt_subword_model")
+# the options that do not change what a chunk's translations are
+NOT_SEARCH_OPTIONS = ("models", "src", "output", "scores", "batch_size", "batch_type", "gpu",
+                      "chunk_lines", "log_file", "verbose", "report_time", "config",
+                      "save_config")
 
 
 def model_digest(model: str) -> str:
-    """SHA-256 of a model file, or of an export's manifest / a directory's model.bin."""
-    from onmt_qd.deploy.ct2 import MANIFEST
+    """SHA-256 of a model file, or of a directory's files that decide its translations."""
+    from onmt_qd.ct2_format import directory_digest
     from onmt_qd.fileio import sha256
 
-    if not os.path.isdir(model):
-        return sha256(model)
-    manifest = os.path.join(model, MANIFEST)
-    return sha256(manifest if os.path.isfile(manifest) else os.path.join(model, "model.bin"))
+    return directory_digest(model) if os.path.isdir(model) else sha256(model)
 
 
 def chunk_signature(opt: Namespace, lines: int) -> dict[str, Any]:
     """What the chunks in OUTPUT.parts were made from."""
     from onmt_qd.fileio import sha256
 
+    from onmt_qd.opts import teacher_translate_parser
+
+    parser = teacher_translate_parser()
+    search = {name: value for name, value in sorted(vars(opt).items())
+              if name not in NOT_SEARCH_OPTIONS and not name.startswith("_")
+              and value != parser.get_default(name)}
     return {"src_sha256": sha256(opt.src), "lines": lines, "chunk_lines": opt.chunk_lines,
-            "model_sha256": model_digest(opt.models[0]),
-            **{name: getattr(opt, name, None) for name in SEARCH_OPTIONS}}
+            "model_sha256": [model_digest(model) for model in opt.models],
+            "search": json.loads(json.dumps(search, default=str))}
 
 
 def prepare_parts(folder: str, signature: dict[str, Any]) -> None:

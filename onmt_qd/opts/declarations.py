@@ -19,7 +19,8 @@ from onmt_qd.quant.policy import ROUNDINGS
 def distill_opts(parser: ArgumentParser) -> None:
     group = parser.add_argument_group("Distillation (onmt_qd)")
     group.add("-teacher_model", "--teacher_model", default=None,
-              help="OpenNMT-py checkpoint of the teacher. When set, the loss is "
+              help="the teacher: an OpenNMT-py checkpoint, or a CTranslate2 translator "
+              "directory (its distribution read at each gold token). When set, the loss is "
               "(1-lambda)*CE + lambda*T^2*KL(teacher||student) per target word.")
     group.add("-distill_weight", "--distill_weight", type=float, default=0.7,
               help="lambda: weight of the KL term, in [0, 1].")

@@ -60,7 +60,8 @@ def with_mono(source, mono, stem):
     path = stem + os.path.splitext(source)[1]
     with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as out:
         with open(source, encoding="utf-8", newline="\n") as handle:
-            out.writelines(handle)
+            text = handle.read()
+        out.write(text if text.endswith("\n") or not text else text + "\n")
         with open(mono, encoding="utf-8-sig", newline="\n") as handle:
             out.writelines(line if line.endswith("\n") else line + "\n"
                            for line in handle if line.strip())
@@ -140,10 +141,21 @@ def teacher_vocabulary(vocab, config, teacher_model, same_order=True):
     from onmt_qd.opts import parse, train_parser
     from onmt_qd.train.checks import configured_vocabs
 
+    from onmt.constants import DefaultTokens
+
+    for side in ("src", "tgt"):
+        unreadable = [t for t in vocab[side] if f"{t}\t1".split(None, 1) != [t, "1"]]
+        if unreadable:
+            raise RecipeError(f"teacher_model {teacher_model}: its {side} vocabulary holds "
+                              f"{unreadable[0]!r}, a token OpenNMT-py's vocabulary files "
+                              "cannot hold (empty or with white space in it)")
     shared = vocab["src"] == vocab["tgt"]
+    # OpenNMT-py adds the special tokens a file lacks (a Marian vocabulary has no <s> or
+    # <blank>) and counts them in the size: room for them, so none of the teacher's is cut
+    specials = {DefaultTokens.UNK, DefaultTokens.PAD, DefaultTokens.BOS, DefaultTokens.EOS}
     options = {"share_vocab": shared, "tgt_vocab": config["src_vocab"] if shared else
-               config["tgt_vocab"], "src_vocab_size": len(vocab["src"]),
-               "tgt_vocab_size": len(vocab["tgt"]), "vocab_size_multiple": 1,
+               config["tgt_vocab"], "src_vocab_size": len(set(vocab["src"]) | specials),
+               "tgt_vocab_size": len(set(vocab["tgt"]) | specials), "vocab_size_multiple": 1,
                "src_words_min_frequency": 0, "tgt_words_min_frequency": 0}
     config = {**config, **options}
     for side in ("src", "tgt"):
