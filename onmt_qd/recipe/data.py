@@ -8,7 +8,9 @@ import yaml
 
 from onmt_qd import datasets
 from onmt_qd.fileio import atomic_output
+from onmt_qd.recipe.profile import SPM_KEYS, Profile
 from onmt_qd.recipe.runner import RecipeError
+from onmt_qd.recipe.signatures import file_digest, given_digest
 
 # in data_config.yaml for the recipe's stages, not for training: the test sets, and the
 # source the teacher translates when the recipe adds monolingual text (mono)
@@ -52,6 +54,20 @@ def prepare_data(runner, recipe, profile, data_dir, mirror):
     with atomic_output(runner.path("data_config.yaml")) as temporary, \
             open(temporary, "w") as handle:
         yaml.safe_dump(config, handle)
+
+
+def data_settings(recipe: dict, profile: Profile) -> dict:
+    """What the data stage's output depends on besides the dataset's files."""
+    sentencepiece, dataset = bool(recipe.get("sentencepiece")), recipe["dataset"]
+    given = {key: file_digest(recipe[key]) for key in ("teacher_model", *SPM_KEYS, "mono")
+             if key in recipe}
+    if "teacher_translator" in recipe:
+        given["teacher_model"] = given_digest(recipe)
+    if isinstance(dataset, datasets.LocalFolderDataset):
+        given["folder"] = dataset.folder
+    return {"dataset": dataset.name, "subset": profile.subset,
+            "vocabulary": profile.spm_vocab_size if sentencepiece else
+            recipe.get("vocab_size", 50000), "sentencepiece": sentencepiece, **given}
 
 
 def with_mono(source, mono, stem):

@@ -3,25 +3,23 @@
 normal loss, differentiable quantization), compression, evaluation and the report.
 Each stage runs an onmt_qd command (``python -m onmt_qd.bin.NAME``) in a subprocess."""
 import glob
-import hashlib
-import json
 import os
 import shutil
 import sys
 
 import yaml
 
-from onmt_qd import datasets
 from onmt_qd.distill.cache import VERSION as CACHE_VERSION
-from onmt_qd.fileio import atomic_output, sha256
+from onmt_qd.fileio import atomic_output
 from onmt_qd.recipe import progress
-from onmt_qd.recipe.data import (RECIPE_ONLY_KEYS, data_config, filter_pairs, prepare_data,
-                                 test_sets)
+from onmt_qd.recipe.data import (RECIPE_ONLY_KEYS, data_config, data_settings, filter_pairs,
+                                 prepare_data, test_sets)
 from onmt_qd.recipe.identity import (DIFFERENTIABLE_QUANTIZATION, PM_QUANTIZATION,
                                      QUANTIZED_DISTILLATION, QUANTIZED_NORMAL_LOSS,
                                      STUDENT_DISTILLED_FP, STUDENT_FP, TEACHER, ModelId)
-from onmt_qd.recipe.profile import SPM_KEYS, load_recipe, student_options, word_level
+from onmt_qd.recipe.profile import load_recipe, student_options, word_level
 from onmt_qd.recipe.runner import RecipeError, Runner, Stage
+from onmt_qd.recipe.signatures import given_digest, settings_digest
 
 # what differentiable quantization takes from the training options: how batches are
 # made (its optimizer and learning rate are its own)
@@ -99,7 +97,8 @@ class Pipeline(Runner):
     def build_stages(self):
         p = self.profile
         stages = [Stage("data", self.prepare_data, [self.path("data_config.yaml")],
-                        settings_digest(self.data_settings())), self.teacher_stage()]
+                        settings_digest(data_settings(self.recipe, self.profile))),
+                  self.teacher_stage()]
         if p.distill_data == "teacher":
             stages.append(Stage("teacher_translations", self.translate_training_source,
                                 [self.teacher_translations_path(),
@@ -258,20 +257,6 @@ class Pipeline(Runner):
         """What differentiable quantization takes from the training options."""
         train = self.train_options()
         return {k: train[k] for k in BATCH_KEYS if k in train}
-
-    def data_settings(self):
-        """What the data stage's output depends on besides the dataset's files."""
-        p, sentencepiece = self.profile, bool(self.recipe.get("sentencepiece"))
-        dataset = self.recipe["dataset"]
-        given = {key: file_digest(self.recipe[key]) for key in ("teacher_model", *SPM_KEYS,
-                                                                "mono") if key in self.recipe}
-        if "teacher_translator" in self.recipe:
-            given["teacher_model"] = given_digest(self.recipe)
-        if isinstance(dataset, datasets.LocalFolderDataset):
-            given["folder"] = dataset.folder
-        return {"dataset": dataset.name, "subset": p.subset,
-                "vocabulary": p.spm_vocab_size if sentencepiece else
-                self.recipe.get("vocab_size", 50000), "sentencepiece": sentencepiece, **given}
 
     def training_data(self, distilled=False):
         """The data options a training stage gets; distilled students train on the
@@ -524,25 +509,3 @@ def _cuda_devices():
     import torch
 
     return torch.cuda.device_count()
-
-
-def file_digest(path):
-    """SHA-256 of a given file, or of a CTranslate2 directory's model.bin."""
-    return sha256(os.path.join(path, "model.bin") if os.path.isdir(path) else path)
-
-
-def given_digest(recipe):
-    """The SHA-256 of the recipe's given teacher_model and, for a CTranslate2 teacher,
-    of the tokenizers found or named for it."""
-    translator = recipe.get("teacher_translator")
-    tokenizers = f" tokenizers={sha256(translator.source_spm)[:16]}," \
-        f"{sha256(translator.target_spm)[:16]}" if translator else ""
-    return f"sha256={file_digest(recipe['teacher_model'])}{tokenizers}"
-
-
-def settings_digest(settings):
-    """A short, stable name for the settings a stage's output depends on: a finished
-    stage whose settings changed (a profile edited, another profile in the same work
-    folder) runs again instead of being skipped."""
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return "settings=" + hashlib.sha256(text.encode()).hexdigest()[:12]
