@@ -103,7 +103,7 @@ def test_world_size_gives_training_and_the_cache_build_cpu_processes(tmp_path, m
         assert (config["world_size"], config["gpu_backend"]) == (2, "gloo"), name
         ports.add(config["master_port"])
     assert len(ports) == 3
-    assert pipeline.command_environment()["OMP_NUM_THREADS"] == "2"
+    assert pipeline.runner.command_environment()["OMP_NUM_THREADS"] == "2"
     assert stages["quantized_distillation_2bit"].signature != before["quantized_distillation_2bit"]
     assert stages["teacher_cache"].signature == before["teacher_cache"]
 

@@ -6,6 +6,7 @@ import glob
 import os
 import shutil
 import sys
+from collections.abc import Callable, Iterable
 
 import yaml
 
@@ -30,8 +31,8 @@ TEACHER_QUANTIZATION = "int8"
 DEPLOY_BEAM = 5  # the evaluate stage's beam (onmt_qd_eval's default)
 
 
-class Pipeline(Runner):
-    """The stages of one recipe and profile, run in ``work_dir``."""
+class Pipeline:
+    """The stages of one recipe and profile, run in ``work_dir`` by a ``Runner``."""
 
     def __init__(self, name, profile, work_dir, data_dir=None, mirror=None, gpu=False,
                  jobs=None):
@@ -47,16 +48,37 @@ class Pipeline(Runner):
                               "quick on the CPU" if self.profile.gpu else
                               "-gpu given but torch sees no CUDA device: leave -gpu out to "
                               "run on the CPU")
-        super().__init__(work_dir, self.profile.jobs if jobs is None else jobs)
+        self.runner = Runner(work_dir, self.profile.jobs if jobs is None else jobs)
         self.world_size = self.processes_per_stage()
         if not self.gpu:
-            self.processes = self.world_size
+            self.runner.processes = self.world_size
         self.data_dir = os.path.abspath(data_dir or self.path("data"))
         self.mirror = mirror
         self.word_level = self.word_level_distillation()
         for sub in ("configs", "models", "eval"):
             os.makedirs(self.path(sub), exist_ok=True)
-        self.stages = self.build_stages()
+        self.runner.stages = self.build_stages()
+
+    # ---- the runner's: the work folder, the stages, how commands run ------
+    @property
+    def work(self) -> str:
+        return self.runner.work
+
+    @property
+    def stages(self) -> list[Stage]:
+        return self.runner.stages
+
+    def path(self, *parts: str) -> str:
+        return self.runner.path(*parts)
+
+    def run(self, only: Iterable[str] | None = None) -> None:
+        self.runner.run(only)
+
+    def command(self, stage: str, args: list[str], log_name: str | None = None) -> None:
+        self.runner.command(stage, args, log_name)
+
+    def side_by_side(self, run: Callable, items: Iterable) -> None:
+        self.runner.side_by_side(run, items)
 
     def processes_per_stage(self):
         """The profile's world_size, "all" resolved to the GPUs torch sees."""
