@@ -7,3 +7,6 @@ DEFAULT_TOPK = 8  # tokens per position a teacher cache keeps unless told otherw
 CT2_QUANTIZATIONS = ("int8", "int8_float32", "int16", "float16", "float32")
 # sentences per chunk of onmt_qd_teacher_translate: a kill loses at most this much work
 TEACHER_CHUNK_LINES = 1000
+# the teacher cache's format (distill/cache.py); the recipe's cache stage names it in its
+# signature without importing the cache's OpenNMT-py side
+TEACHER_CACHE_VERSION = 2  # 2: per-block checksums

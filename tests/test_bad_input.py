@@ -246,7 +246,7 @@ def test_6_messages_say_what_is_wrong(q4, data, tmp_path, monkeypatch):
     refused("translate", "-model", tmp_path / "damaged.qdz", "-src", data["test.de"], *out,
             message="header declares")
     refused("translate", "-model", tmp_path, "-src", data["test.de"], *out,
-            message=f"-model {tmp_path} is a directory")
+            message=f"-model {tmp_path} is not a CTranslate2 model directory (no model.bin)")
     (tmp_path / "bad.de").write_bytes("gut\nein Fu\xdf\n".encode("latin-1"))
     refused("translate", "-model", q4["pt"], "-src", tmp_path / "bad.de", *out,
             message=f"-src {tmp_path / 'bad.de'} line 2: invalid UTF-8")

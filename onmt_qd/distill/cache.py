@@ -36,8 +36,10 @@ from onmt.inputters.inputter import vocabs_to_dict
 from onmt.transforms import AVAILABLE_TRANSFORMS
 from onmt.utils.parse import ArgumentParser
 
+from onmt_qd.constants import TEACHER_CACHE_VERSION
+
 FORMAT = "onmt_qd teacher cache"
-VERSION = 2  # 2: per-block checksums
+VERSION = TEACHER_CACHE_VERSION
 HEADER = "header.json"
 INDEX_DTYPE = np.dtype([("offset", "<i8"), ("length", "<i4"), ("checksum", "<i8")])
 LOGP_DTYPE = np.dtype("<f2")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING
 
-from onmt_qd.distill.cache import VERSION as CACHE_VERSION
+from onmt_qd.constants import TEACHER_CACHE_VERSION as CACHE_VERSION
 from onmt_qd.fileio import atomic_output
 from onmt_qd.recipe import progress
 from onmt_qd.recipe.data import filter_pairs
