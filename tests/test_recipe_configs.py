@@ -103,7 +103,7 @@ def test_world_size_gives_training_and_the_cache_build_cpu_processes(tmp_path, m
         assert (config["world_size"], config["gpu_backend"]) == (2, "gloo"), name
         ports.add(config["master_port"])
     assert len(ports) == 3
-    assert pipeline.command_environment()["OMP_NUM_THREADS"] == "2"
+    assert pipeline.runner.command_environment()["OMP_NUM_THREADS"] == "2"
     assert stages["quantized_distillation_2bit"].signature != before["quantized_distillation_2bit"]
     assert stages["teacher_cache"].signature == before["teacher_cache"]
 
@@ -133,6 +133,7 @@ def test_the_evaluate_stage_shows_the_sentences_of_the_models_still_running(tmp_
     model's own progress line (onmt_qd_eval's, in its log) now shows beside it."""
     from types import SimpleNamespace
 
+    from onmt_qd.recipe.evaluation_stages import models_done
     from onmt_qd.recipe.identity import TEACHER, ModelId
 
     for folder in ("eval", "logs"):
@@ -142,7 +143,7 @@ def test_the_evaluate_stage_shows_the_sentences_of_the_models_still_running(tmp_
         "onmt_qd_eval: 1,200/2,532 sentences translated, 40.1 sentences/s, about 33 s left\n")
     stub = SimpleNamespace(path=lambda *parts: str(tmp_path.joinpath(*parts)))
     models = [TEACHER, ModelId("student_fp"), ModelId("pm_quantization", 4)]
-    line, done = Pipeline.models_done(stub, "eval", models, "evaluated", "evaluate")
+    line, done = models_done(stub, "eval", models, "evaluated", "evaluate")
     assert line == "1/3 models evaluated; student_fp 1,200/2,532 sentences"
     assert done == pytest.approx(1 / 3)
 

@@ -6,17 +6,14 @@ import time
 
 import pytest
 
-from onmt_qd.recipe import Pipeline, RecipeError, Stage
+from onmt_qd.recipe import RecipeError, Runner, Stage
 
 
-def pipeline_of(work, stages):
-    """A Pipeline over hand-made stages (no recipe, no training)."""
-    pipeline = Pipeline.__new__(Pipeline)
-    pipeline.work = str(work)
-    for sub in ("stages", "logs"):
-        (work / sub).mkdir(exist_ok=True)
-    pipeline.stages = stages
-    return pipeline
+def runner_of(work, stages):
+    """A Runner over hand-made stages (no recipe, no training), as a Pipeline holds one."""
+    runner = Runner(work)
+    runner.stages = stages
+    return runner
 
 
 def test_a_stage_reruns_when_a_stage_it_needs_ran_again(tmp_path, capsys):
@@ -28,14 +25,14 @@ def test_a_stage_reruns_when_a_stage_it_needs_ran_again(tmp_path, capsys):
 
     stages = [stage("teacher"), stage("student"), stage("cache", ["teacher"]),
               stage("distilled", ["cache"]), stage("evaluate", ["student", "distilled"])]
-    pipeline = pipeline_of(tmp_path, stages)
-    pipeline.run()
+    runner = runner_of(tmp_path, stages)
+    runner.run()
     assert ran == ["teacher", "student", "cache", "distilled", "evaluate"]
     ran.clear()
-    pipeline.run()
+    runner.run()
     assert ran == [] and capsys.readouterr().out.count("done already, skipped") == 5
     signature["teacher"] = "epochs=8"
-    pipeline.run()
+    runner.run()
     assert ran == ["teacher", "cache", "distilled", "evaluate"]  # not the student
 
 
@@ -54,9 +51,9 @@ def test_with_jobs_independent_stages_run_side_by_side_and_wait_for_their_needs(
     stages = [stage("data"), stage("student", ["data"], both_started.wait),
               stage("teacher", ["data"], both_started.wait),
               stage("report", ["student", "teacher"])]
-    pipeline = pipeline_of(tmp_path, stages)
-    pipeline.jobs = 2
-    pipeline.run()
+    runner = runner_of(tmp_path, stages)
+    runner.jobs = 2
+    runner.run()
     assert events[:2] == ["start data", "end data"] and events[-2:] == ["start report",
                                                                         "end report"]
     assert {e for e in events[2:-2]} == {"start student", "start teacher", "end student",
@@ -77,10 +74,10 @@ def test_with_jobs_a_failed_stage_lets_running_ones_finish_and_starts_nothing_ne
     stages = [Stage("teacher", fail), Stage("student", slow),
               Stage("cache", lambda: None, needs=["teacher"]),
               Stage("other", lambda: None)]
-    pipeline = pipeline_of(tmp_path, stages)
-    pipeline.jobs = 2
+    runner = runner_of(tmp_path, stages)
+    runner.jobs = 2
     with pytest.raises(RecipeError, match="stage teacher failed"):
-        pipeline.run()
+        runner.run()
     finished = {p.name for p in (tmp_path / "stages").iterdir()}
     assert finished == {"student.done"}  # finished although teacher failed; no new start
 
@@ -90,8 +87,6 @@ def test_stages_side_by_side_share_the_cores_and_keep_a_users_thread_count(tmp_p
     """With jobs > 1 every command gets cores/jobs threads (torch would start one per
     core in each and oversubscribe them); one the user set is kept; with 1 job nothing
     is set."""
-    from onmt_qd.recipe.runner import Runner
-
     monkeypatch.setattr("onmt_qd.recipe.runner.usable_cores", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert Runner(tmp_path, jobs=2).command_environment()["OMP_NUM_THREADS"] == "4"
@@ -110,14 +105,14 @@ def test_a_stage_every_other_waits_for_has_every_core(tmp_path, monkeypatch):
     have been alone.)"""
     monkeypatch.setattr("onmt_qd.recipe.runner.usable_cores", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    seen, pipeline = {}, None
+    seen, runner = {}, None
 
     def stage(name, needs=()):
         def run():
-            seen[name] = pipeline.command_environment().get("OMP_NUM_THREADS", "all")
+            seen[name] = runner.command_environment().get("OMP_NUM_THREADS", "all")
             if name == "evaluate":
-                pipeline.side_by_side(lambda m: seen.__setitem__(
-                    m, pipeline.command_environment()["OMP_NUM_THREADS"]), ["m1", "m2"])
+                runner.side_by_side(lambda m: seen.__setitem__(
+                    m, runner.command_environment()["OMP_NUM_THREADS"]), ["m1", "m2"])
             # side by side for sure: a stage that ended before the other started would
             # leave it alone, with every core
             if name in pairs:
@@ -126,11 +121,11 @@ def test_a_stage_every_other_waits_for_has_every_core(tmp_path, monkeypatch):
 
     first, second = threading.Barrier(2, timeout=10), threading.Barrier(2, timeout=10)
     pairs = {"teacher": first, "student": first, "distilled": second, "quantized": second}
-    pipeline = pipeline_of(tmp_path, [
+    runner = runner_of(tmp_path, [
         stage("teacher"), stage("student"), stage("cache", ["teacher", "student"]),
         stage("distilled", ["cache"]), stage("quantized", ["cache"]),
         stage("evaluate", ["student", "distilled", "quantized"])])
-    pipeline.jobs = 2
-    pipeline.run()
+    runner.jobs = 2
+    runner.run()
     assert seen == {"teacher": "4", "student": "4", "cache": "all", "distilled": "4",
                     "quantized": "4", "evaluate": "all", "m1": "4", "m2": "4"}

@@ -8,27 +8,29 @@ import yaml
 
 from onmt_qd import datasets
 from onmt_qd.fileio import atomic_output
+from onmt_qd.recipe.profile import SPM_KEYS, Profile
 from onmt_qd.recipe.runner import RecipeError
+from onmt_qd.recipe.signatures import file_digest, given_digest
 
 # in data_config.yaml for the recipe's stages, not for training: the test sets, and the
 # source the teacher translates when the recipe adds monolingual text (mono)
 RECIPE_ONLY_KEYS = ("test", "test_sets", "distill_src")
 
 
-def prepare_data(runner, recipe, profile, data_dir, mirror):
-    """Write data/ and data_config.yaml under ``runner``'s work folder; the vocabulary
+def prepare_data(pipeline, recipe, profile, data_dir, mirror):
+    """Write data/ and data_config.yaml under ``pipeline``'s work folder; the vocabulary
     is built by the stage "data"'s command, or taken from the recipe's teacher_model (a
     CTranslate2 teacher's only for word-level distillation: otherwise it gives its
     tokenizers, and the students a vocabulary of the pieces the data holds)."""
-    data = runner.path("data")
+    data = pipeline.path("data")
     files, test_sets = dataset_files(recipe["dataset"], profile, data,
-                                     runner.path("data_raw") if profile.subset else data_dir,
+                                     pipeline.path("data_raw") if profile.subset else data_dir,
                                      mirror)
     os.makedirs(data, exist_ok=True)
     config = corpus_config(files, data)
     config.update(vocabulary_options(recipe, profile, files, data, config["data"]))
     translator = recipe.get("teacher_translator")
-    if translator and runner.word_level:  # its distribution meets the students' token by token
+    if translator and pipeline.word_level:  # its distribution meets the students' token by token
         from onmt_qd.ct2_format import read_vocabularies
 
         source, target = read_vocabularies(translator.path)
@@ -40,7 +42,7 @@ def prepare_data(runner, recipe, profile, data_dir, mirror):
         config.update(teacher_vocabulary(load_checkpoint(recipe["teacher_model"])["vocab"],
                                          config, recipe["teacher_model"]))
     else:
-        build_vocabulary(runner, config)
+        build_vocabulary(pipeline, config)
     if "mono" in recipe:
         config["distill_src"] = with_mono(files["train"][0], recipe["mono"],
                                           os.path.join(data, "distill"))
@@ -49,9 +51,23 @@ def prepare_data(runner, recipe, profile, data_dir, mirror):
     config["test_sets"] = [{"name": n, "src": src, "tgt": tgt}
                            for n, (src, tgt) in test_sets.items()]
     config["test"] = pooled_test_set(ordered_test_sets(config["test_sets"]), data)
-    with atomic_output(runner.path("data_config.yaml")) as temporary, \
+    with atomic_output(pipeline.path("data_config.yaml")) as temporary, \
             open(temporary, "w") as handle:
         yaml.safe_dump(config, handle)
+
+
+def data_settings(recipe: dict, profile: Profile) -> dict:
+    """What the data stage's output depends on besides the dataset's files."""
+    sentencepiece, dataset = bool(recipe.get("sentencepiece")), recipe["dataset"]
+    given = {key: file_digest(recipe[key]) for key in ("teacher_model", *SPM_KEYS, "mono")
+             if key in recipe}
+    if "teacher_translator" in recipe:
+        given["teacher_model"] = given_digest(recipe)
+    if isinstance(dataset, datasets.LocalFolderDataset):
+        given["folder"] = dataset.folder
+    return {"dataset": dataset.name, "subset": profile.subset,
+            "vocabulary": profile.spm_vocab_size if sentencepiece else
+            recipe.get("vocab_size", 50000), "sentencepiece": sentencepiece, **given}
 
 
 def with_mono(source, mono, stem):

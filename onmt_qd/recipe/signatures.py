@@ -1,0 +1,29 @@
+"""What stage signatures are made of: a digest of the settings a stage's output depends
+on, and digests of the files a recipe gives (its teacher, tokenizers, mono text)."""
+import hashlib
+import json
+import os
+
+from onmt_qd.fileio import sha256
+
+
+def settings_digest(settings: dict) -> str:
+    """A short, stable name for the settings a stage's output depends on: a finished
+    stage whose settings changed (a profile edited, another profile in the same work
+    folder) runs again instead of being skipped."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return "settings=" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of a given file, or of a CTranslate2 directory's model.bin."""
+    return sha256(os.path.join(path, "model.bin") if os.path.isdir(path) else path)
+
+
+def given_digest(recipe: dict) -> str:
+    """The SHA-256 of the recipe's given teacher_model and, for a CTranslate2 teacher,
+    of the tokenizers found or named for it."""
+    translator = recipe.get("teacher_translator")
+    tokenizers = f" tokenizers={sha256(translator.source_spm)[:16]}," \
+        f"{sha256(translator.target_spm)[:16]}" if translator else ""
+    return f"sha256={file_digest(recipe['teacher_model'])}{tokenizers}"
