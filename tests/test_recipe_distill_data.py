@@ -47,10 +47,12 @@ def with_mono(recipe):
 
 
 @needs_multi30k
-def test_teacher_translations_are_aligned_and_a_student_trains_on_them(tmp_path, monkeypatch):
+def test_teacher_translations_are_aligned_and_a_student_trains_on_them(tmp_path, monkeypatch,
+                                                                       capsys):
     """Of the training source, then of the recipe's monolingual text (its blank line
     left out): the distilled student trains on both, less the tenth of the translated
-    pairs the teacher scores lowest (filter_worst)."""
+    pairs the teacher scores lowest (filter_worst); another filter does not translate
+    again."""
     edited_recipe(tmp_path, monkeypatch, with_mono)
     (tmp_path / "multi30k" / "mono.de").write_text("\n".join(MONO) + "\n", encoding="utf-8")
     stand_in_mirror(tmp_path / "mirror")
@@ -58,7 +60,8 @@ def test_teacher_translations_are_aligned_and_a_student_trains_on_them(tmp_path,
     pipeline = Pipeline("multi30k", "mini", work, mirror=str(tmp_path / "mirror"))
     names = [s.name for s in pipeline.stages]
     assert "teacher_translations" in names and "teacher_cache" not in names  # weight 0
-    pipeline.run(["data", "teacher", "teacher_translations", "student_distilled_fp"])
+    pipeline.run(["data", "teacher", "teacher_translations", "teacher_translations_filter",
+                  "student_distilled_fp"])
 
     source = (work / "data" / "distill.de").read_text(encoding="utf-8").split("\n")[:-1]
     assert source[:40] == (work / "data" / "train.de").read_text(
@@ -80,7 +83,19 @@ def test_teacher_translations_are_aligned_and_a_student_trains_on_them(tmp_path,
     assert len(scores) == 43 and len(kept) == 39  # 40 scored (3 blank), the 4 worst dropped
     lowest = sorted((s, i) for i, s in enumerate(scores) if source[i].strip())[:4]
     assert not {source[i] for _, i in lowest} & set(kept)
-    assert "kept 39 of 43 pairs (dropped 4 by score, 0 more by length ratio)" in log
+    assert "kept 39 of 43 pairs (dropped 4 by score, 0 more by length ratio)" in \
+        (work / "logs" / "teacher_translations_filter.log").read_text()
+
+    def filter_more(recipe):  # another filter: the translations are kept, refiltered
+        with_mono(recipe)
+        recipe["profiles"]["mini"]["filter_worst"] = 0.2
+    edited_recipe(tmp_path, monkeypatch, filter_more)
+    capsys.readouterr()
+    Pipeline("multi30k", "mini", work, mirror=str(tmp_path / "mirror")).run(
+        ["data", "teacher", "teacher_translations", "teacher_translations_filter"])
+    assert "teacher_translations: done already, skipped" in capsys.readouterr().out
+    assert "kept 35 of 43 pairs" in \
+        (work / "logs" / "teacher_translations_filter.log").read_text()
     assert "teacher_cache" not in config and "teacher_model" not in config
     assert (work / "models" / "student_distilled_fp.pt").exists()
 

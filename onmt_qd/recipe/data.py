@@ -8,7 +8,7 @@ import yaml
 
 from onmt_qd import datasets
 from onmt_qd.fileio import atomic_output
-from onmt_qd.recipe.profile import SPM_KEYS, Profile
+from onmt_qd.recipe.profile import SPM_KEYS, Profile, word_level
 from onmt_qd.recipe.runner import RecipeError
 from onmt_qd.recipe.signatures import file_digest, given_digest
 
@@ -30,7 +30,8 @@ def prepare_data(pipeline, recipe, profile, data_dir, mirror):
     config = corpus_config(files, data)
     config.update(vocabulary_options(recipe, profile, files, data, config["data"]))
     translator = recipe.get("teacher_translator")
-    if translator and pipeline.word_level:  # its distribution meets the students' token by token
+    # its distribution meets the students' token by token
+    if translator and pipeline.word_level:
         from onmt_qd.ct2_format import read_vocabularies
 
         source, target = read_vocabularies(translator.path)
@@ -63,6 +64,8 @@ def data_settings(recipe: dict, profile: Profile) -> dict:
              if key in recipe}
     if "teacher_translator" in recipe:
         given["teacher_model"] = given_digest(recipe)
+        # word level gives the students the teacher's vocabularies (prepare_data)
+        given["teacher_vocabulary"] = word_level(recipe, profile)
     if isinstance(dataset, datasets.LocalFolderDataset):
         given["folder"] = dataset.folder
     return {"dataset": dataset.name, "subset": profile.subset,

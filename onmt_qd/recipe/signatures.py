@@ -26,4 +26,8 @@ def given_digest(recipe: dict) -> str:
     translator = recipe.get("teacher_translator")
     tokenizers = f" tokenizers={sha256(translator.source_spm)[:16]}," \
         f"{sha256(translator.target_spm)[:16]}" if translator else ""
-    return f"sha256={file_digest(recipe['teacher_model'])}{tokenizers}"
+    if translator:  # its weights, conventions (config.json) and vocabularies
+        from onmt_qd.ct2_format import directory_digest
+
+        return f"sha256={directory_digest(recipe['teacher_model'])}{tokenizers}"
+    return f"sha256={file_digest(recipe['teacher_model'])}"

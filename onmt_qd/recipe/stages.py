@@ -23,7 +23,8 @@ from onmt_qd.recipe.runner import RecipeError, Runner, Stage
 from onmt_qd.recipe.signatures import settings_digest
 from onmt_qd.recipe.student_stages import full_precision_stages, quantized_models, \
     quantized_stage
-from onmt_qd.recipe.teacher_stages import cache_stage, teacher_stage, translations_stage
+from onmt_qd.recipe.teacher_stages import (cache_stage, filter_stage, teacher_stage,
+                                           translations_stage)
 
 
 class Pipeline:
@@ -83,6 +84,8 @@ class Pipeline:
         stages = [self.data_stage(), teacher_stage(self)]
         if p.distill_data == "teacher":
             stages.append(translations_stage(self))
+        if self.filtering():
+            stages.append(filter_stage(self))
         if self.uses_cache():
             stages.append(cache_stage(self))
         for family, options in families:
@@ -205,6 +208,7 @@ class Pipeline:
         """The stages whose outputs carry the teacher's knowledge to a student."""
         return ["teacher",
                 *(["teacher_translations"] if self.profile.distill_data == "teacher" else []),
+                *(["teacher_translations_filter"] if self.filtering() else []),
                 *(["teacher_cache"] if self.uses_cache() else [])]
 
     # ---- training options --------------------------------------------------

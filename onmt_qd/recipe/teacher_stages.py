@@ -52,14 +52,11 @@ def teacher_stage(pipeline: Pipeline) -> Stage:
 
 def translations_stage(pipeline: Pipeline) -> Stage:
     """Sequence-level distillation data (distill_data teacher)."""
-    p = pipeline.profile
     return Stage("teacher_translations", lambda: translate_training_source(pipeline),
                  [pipeline.teacher_translations_path(),
                   pipeline.teacher_translations_path(".scores"),
-                  *(pipeline.distilled_pair() if pipeline.filtering() else ()),
                   pipeline.path("data", "teacher.ct2")],
-                 f"beam=5 engine=ctranslate2-{TEACHER_QUANTIZATION} "
-                 f"filter={p.filter_worst},{p.filter_length_ratio}",
+                 f"beam=5 ctranslate2_quantization={TEACHER_QUANTIZATION}",
                  needs=["teacher"], progress=lambda: progress.counted(
                      pipeline.path("logs", "teacher_translations.log"), "sentences translated"))
 
@@ -77,12 +74,22 @@ def translate_training_source(pipeline: Pipeline) -> None:
         "-output", pipeline.teacher_translations_path(),
         "-scores", pipeline.teacher_translations_path(".scores"), "-beam_size", 5,
         "-batch_size", p.translate_batch_size, "-gpu", 0 if pipeline.gpu else -1))
-    if pipeline.filtering():
+
+
+def filter_stage(pipeline: Pipeline) -> Stage:
+    """The translated pairs the profile's filter_* keys keep: a stage of its own, so
+    that another filter does not translate the corpus again."""
+    p = pipeline.profile
+
+    def run():
         kept = filter_pairs(pipeline.distilled_source(), pipeline.teacher_translations_path(),
                             pipeline.teacher_translations_path(".scores"),
                             pipeline.distilled_pair(), p.filter_worst, p.filter_length_ratio)
-        with open(pipeline.path("logs", "teacher_translations.log"), "a") as handle:
-            handle.write(f"teacher_translations: {kept}\n")
+        with open(pipeline.path("logs", "teacher_translations_filter.log"), "a") as handle:
+            handle.write(f"teacher_translations_filter: {kept}\n")
+    return Stage("teacher_translations_filter", run, list(pipeline.distilled_pair()),
+                 f"worst={p.filter_worst} length_ratio={p.filter_length_ratio}",
+                 needs=["teacher_translations"])
 
 
 def teacher_translator(pipeline: Pipeline) -> str:
