@@ -21,7 +21,8 @@ from onmt_qd.ct2_format import TRANSLATOR_SPEC, check_translator_spec, read_voca
 SHARED_SPM_NAMES = ("sentencepiece.model", "spm.model", "sentencepiece.bpe.model")
 SPM_PAIR_NAMES = (("source.spm", "target.spm"), ("source.spm.model", "target.spm.model"))
 # share of the pieces of a side's SentencePiece model (or of that side's vocabulary) the
-# other holds: the model's own tokenizer gives nearly all; another language's few
+# other holds: the model's own tokenizer gives nearly all; another language's few (also
+# the rule of a checkpoint teacher's sentencepiece_model: profile.check_teacher_subwords)
 MIN_PIECE_COVERAGE = 0.9
 
 
@@ -65,7 +66,7 @@ def find_tokenizers(path: str, option: str, source_spm: str | None = None,
                      f"in it or the folder above ({looked}): name it with {naming}")
 
 
-def _special(token: str) -> bool:
+def is_special_token(token: str) -> bool:
     """Control tokens (<unk>, <s>, </s>, <blank>, <pad>...), in no tokenizer's pieces."""
     return token.startswith("<") and token.endswith(">")
 
@@ -85,7 +86,7 @@ def piece_coverage(spm: str, vocabulary: list[str]) -> float:
     pieces = {processor.id_to_piece(i) for i in range(processor.get_piece_size())} - \
         {processor.id_to_piece(i) for i in range(processor.get_piece_size())
          if processor.is_control(i) or processor.is_unknown(i)}
-    tokens = {t for t in vocabulary if not _special(t)}
+    tokens = {t for t in vocabulary if not is_special_token(t)}
     if not pieces or not tokens:
         return 0.0
     return max(len(pieces & tokens) / len(pieces), len(pieces & tokens) / len(tokens))

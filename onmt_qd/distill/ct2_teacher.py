@@ -77,7 +77,6 @@ class TranslatorTeacher:
                                   if self.device.type == "cuda" else
                                   torch.from_numpy(np.asarray(s)) for s in steps[:n]]
                                  )[:, :len(self.columns)].cpu()
-            rows = torch.full((n, len(self.target_tokens)), ABSENT)
-            rows[:, self.columns] = torch.log_softmax(logits.float(), dim=-1)
-            out[b, :n] = rows
+            out[b, :n] = ABSENT
+            out[b, :n, self.columns] = torch.log_softmax(logits.float(), dim=-1)
         return out.view(-1, out.size(-1)).to(self.device)

@@ -7,10 +7,10 @@ import sys
 import yaml
 
 from onmt_qd import datasets
-from onmt_qd.fileio import atomic_output
+from onmt_qd.fileio import atomic_output, sha256
 from onmt_qd.recipe.profile import SPM_KEYS, Profile, word_level
 from onmt_qd.recipe.runner import RecipeError
-from onmt_qd.recipe.signatures import file_digest, given_digest
+from onmt_qd.recipe.signatures import given_digest
 
 # in data_config.yaml for the recipe's stages, not for training: the test sets, and the
 # source the teacher translates when the recipe adds monolingual text (mono)
@@ -60,10 +60,11 @@ def prepare_data(pipeline, recipe, profile, data_dir, mirror):
 def data_settings(recipe: dict, profile: Profile) -> dict:
     """What the data stage's output depends on besides the dataset's files."""
     sentencepiece, dataset = bool(recipe.get("sentencepiece")), recipe["dataset"]
-    given = {key: file_digest(recipe[key]) for key in ("teacher_model", *SPM_KEYS, "mono")
-             if key in recipe}
+    given = {key: sha256(recipe[key]) for key in (*SPM_KEYS, "mono") if key in recipe}
+    if "teacher_model" in recipe and "teacher_translator" not in recipe:
+        given["teacher_model"] = sha256(recipe["teacher_model"])
     if "teacher_translator" in recipe:
-        given["teacher_model"] = given_digest(recipe)
+        given["teacher_model"] = given_digest(recipe)  # the directory's files, hashed once
         # word level gives the students the teacher's vocabularies (prepare_data)
         given["teacher_vocabulary"] = word_level(recipe, profile)
     if isinstance(dataset, datasets.LocalFolderDataset):

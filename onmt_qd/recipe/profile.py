@@ -427,18 +427,13 @@ def word_level(recipe, profile):
     return any(family.get("distill_weight", default) > 0 for _, family in profile.families())
 
 
-# share of a teacher's vocabulary (special tokens aside) that must be pieces of its
-# sentencepiece_model: the teacher's own model has them all; another language's model
-# has few (a German vocabulary against an English model)
-MIN_PIECE_COVERAGE = 0.9
-
-
 def check_teacher_subwords(recipe, checkpoint, path):
     """The recipe's sentencepiece_model must be the teacher's own: a word-level
     teacher has none, and a model whose pieces are not the teacher's vocabulary (the
     target language's model for the source side) would tokenize every stage wrongly."""
     import sentencepiece
 
+    from onmt_qd.deploy.foreign import MIN_PIECE_COVERAGE, is_special_token
     from onmt_qd.models import sentencepiece_models
 
     given = recipe["sentencepiece_model"]
@@ -453,18 +448,13 @@ def check_teacher_subwords(recipe, checkpoint, path):
                           f"model ({str(exc).splitlines()[0]})") from None
     pieces = {processor.id_to_piece(i) for i in range(processor.get_piece_size())}
     for side in ("src", "tgt"):
-        tokens = [t for t in checkpoint["vocab"][side] if not _special(t)]
+        tokens = [t for t in checkpoint["vocab"][side] if not is_special_token(t)]
         covered = sum(t in pieces for t in tokens) / max(len(tokens), 1)
         if covered < MIN_PIECE_COVERAGE:
             raise RecipeError(f"sentencepiece_model in {path}: {given} is not the teacher's "
                               f"subword model (only {covered:.0%} of its {side} vocabulary "
                               "are pieces of it; was the other language's model given?): "
                               "name the SentencePiece model the teacher was trained with")
-
-
-def _special(token):
-    """OpenNMT-py's special tokens (<unk>, <blank>, <s>, </s>, ...)."""
-    return token.startswith("<") and token.endswith(">")
 
 
 # What a Transformer the recipe trains gets for the options no level of the recipe file

@@ -2,7 +2,6 @@
 on, and digests of the files a recipe gives (its teacher, tokenizers, mono text)."""
 import hashlib
 import json
-import os
 
 from onmt_qd.fileio import sha256
 
@@ -15,11 +14,6 @@ def settings_digest(settings: dict) -> str:
     return "settings=" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def file_digest(path: str) -> str:
-    """SHA-256 of a given file, or of a CTranslate2 directory's model.bin."""
-    return sha256(os.path.join(path, "model.bin") if os.path.isdir(path) else path)
-
-
 def given_digest(recipe: dict) -> str:
     """The SHA-256 of the recipe's given teacher_model and, for a CTranslate2 teacher,
     of the tokenizers found or named for it."""
@@ -30,4 +24,4 @@ def given_digest(recipe: dict) -> str:
         from onmt_qd.ct2_format import directory_digest
 
         return f"sha256={directory_digest(recipe['teacher_model'])}{tokenizers}"
-    return f"sha256={file_digest(recipe['teacher_model'])}"
+    return f"sha256={sha256(recipe['teacher_model'])}"
