@@ -225,7 +225,7 @@ def test_recipe_deploy_stage_exports_transformers_and_skips_lstm_int8_on_a_gpu(
 
     from onmt_qd.bin.recipe_deploy import deploy_all, deploy_model
 
-    plan = {"models": [{"name": "q4", "file": transformer["qdz"], "reference": False}],
+    plan = {"models": [{"name": "q4", "files": [transformer["qdz"]], "reference": False}],
             "src": data["test.de"], "tgt": data["test.en"], "beam_size": 2, "batch_size": 8,
             "gpu": False, "threads": 1, "folder": str(tmp_path)}
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
@@ -240,7 +240,7 @@ def test_recipe_deploy_stage_exports_transformers_and_skips_lstm_int8_on_a_gpu(
         "intra_threads": 1}
     assert read_manifest(run["model"])["source"] == transformer["qdz"]
     assert len(lines_of(tmp_path / run["hyp"])) == len(lines_of(data["test.de"]))
-    [skipped] = deploy_model({"name": "lstm", "file": teacher, "reference": False},
+    [skipped] = deploy_model({"name": "lstm", "files": [teacher], "reference": False},
                              {**plan, "gpu": True})
     assert skipped["engine"]["name"] == "OpenNMT-py" and "CPU kernels only" in skipped["skipped"]
 

@@ -12,12 +12,14 @@ from onmt_qd.recipe.deployment import DEPLOYED, QUANTIZATION, REFERENCE, deploym
 def deploy_model(item, plan):
     """The runs of one model of the plan: its deployment path (evaluated, or skipped
     with the reason) and, for the reference model, fp32 through OpenNMT-py first (a
-    CTranslate2 directory, already deployed, is timed once, in both roles)."""
+    CTranslate2 directory, already deployed, is timed once, in both roles; a teacher
+    ensemble, which CTranslate2 does not decode, is timed as the reference only)."""
     from onmt_qd.deploy.ct2 import export
     from onmt_qd.inference.evaluate import evaluate
     from onmt_qd.qdz import load_any
 
-    folder, name, model = plan["folder"], item["name"], item["file"]
+    folder, name, models = plan["folder"], item["name"], item["files"]
+    model = models[0]
     gpu = 0 if plan["gpu"] else -1
 
     def run(role, path, precision=None):
@@ -26,7 +28,12 @@ def deploy_model(item, plan):
                           plan["batch_size"], gpu, hyp, precision=precision)
         return {"role": role, **result, "hyp": os.path.basename(hyp)}
 
-    runs = [run(REFERENCE, model)] if item["reference"] else []
+    runs = [run(REFERENCE, models)] if item["reference"] else []
+    if len(models) > 1:  # a teacher ensemble: OpenNMT-py decodes it, CTranslate2 does not
+        return runs + [{"role": DEPLOYED, "engine": {"name": "CTranslate2",
+                                                      "precision": QUANTIZATION},
+                        "skipped": f"an ensemble of {len(models)} models: CTranslate2 "
+                                   "decodes no ensemble"}]
     if os.path.isdir(model):  # a CTranslate2 teacher: deployed as the recipe was given it
         return runs + [{**runs[0], "role": DEPLOYED, "same_run_as": REFERENCE} if runs
                        else run(DEPLOYED, model)]

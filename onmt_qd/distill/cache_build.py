@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import os
 import shutil
 from argparse import Namespace
@@ -32,7 +33,7 @@ from onmt_qd.distill.loss import Batch
 from onmt_qd.distill.teacher import load_teacher, teacher_forced_logits
 from onmt_qd.fileio import check_corpora_no_bom, remove_stale_temporaries, temporary_name
 from onmt_qd.constants import DEFAULT_TOPK
-from onmt_qd.distill.rules import check_teacher_model, check_topk
+from onmt_qd.distill.rules import check_teacher_model, check_topk, teacher_paths
 from onmt_qd.opts import OptionError
 from onmt_qd.progress import Progress
 from onmt_qd.processes import check_cpu_backend, run_processes
@@ -76,10 +77,18 @@ def topk_rows(logits: torch.Tensor, topk: int
 def header_of(opt: Namespace, vocabs: Vocabs, topk: int) -> Json:
     return {"format": FORMAT, "version": VERSION, "topk": topk,
             "vocab_size": len(vocabs["tgt"]),
-            "teacher_sha256": file_digest(os.path.join(opt.teacher_model, "model.bin")
-                                          if os.path.isdir(opt.teacher_model)
-                                          else opt.teacher_model)[0],
+            "teacher_sha256": teacher_digest(opt.teacher_model),
             "fingerprint": data_fingerprint(opt, vocabs)}
+
+
+def teacher_digest(teacher_model: str | list[str]) -> str:
+    """SHA-256 of the teacher's file (a CTranslate2 directory's model.bin); of an
+    ensemble, of its members' digests in order."""
+    digests = [file_digest(os.path.join(path, "model.bin") if os.path.isdir(path) else path)[0]
+               for path in teacher_paths(teacher_model)]
+    if len(digests) == 1:
+        return digests[0]
+    return hashlib.sha256(" ".join(digests).encode()).hexdigest()
 
 
 def check_existing(path: str, header: Json) -> bool:

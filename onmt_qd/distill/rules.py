@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from argparse import Namespace
+from collections.abc import Sequence
 
 # Above this the T^2-scaled KL loses its float32 precision: measured on random logits
 # (8000 words, std 0.3 to 5) against float64, the loss is within 0.05% up to T = 100,
@@ -12,27 +13,42 @@ from argparse import Namespace
 MAX_TEMPERATURE = 100.0
 
 
-def check_teacher_model(path: str | None, needed_for: str | None = None,
+def teacher_paths(value: str | Sequence[str] | None) -> list[str]:
+    """-teacher_model's files (a recipe gives one as a string): one teacher, or the
+    members of an ensemble."""
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def check_teacher_model(path: str | Sequence[str] | None, needed_for: str | None = None,
                         option: str = "-teacher_model") -> None:
     """-teacher_model names an OpenNMT-py checkpoint that exists (a .qdz lacks the
-    weights a teacher needs) or a CTranslate2 translator directory. ``needed_for``:
-    the command requires it, and why; ``option``: what the user set (a recipe's
-    teacher_model key)."""
+    weights a teacher needs) or a CTranslate2 translator directory; several name the
+    checkpoints of an ensemble. ``needed_for``: the command requires it, and why;
+    ``option``: what the user set (a recipe's teacher_model key)."""
     from onmt_qd.compat import refuse_compressed
 
-    if not path:
+    paths = teacher_paths(path)
+    if not paths:
         if needed_for:
             raise ValueError(f"-teacher_model is required: {needed_for}")
         return
-    if os.path.isdir(path):  # a CTranslate2 translator (distill/ct2_teacher.py)
-        from onmt_qd.ct2_format import check_translator_spec
+    for one in paths:
+        if os.path.isdir(one):  # a CTranslate2 translator (distill/ct2_teacher.py)
+            if len(paths) > 1:
+                raise ValueError(f"{option} {one} is a directory in an ensemble of "
+                                 f"{len(paths)}: an ensemble's members are OpenNMT-py "
+                                 "checkpoints (CTranslate2 decodes no ensemble); give the "
+                                 "directory alone")
+            from onmt_qd.ct2_format import check_translator_spec
 
-        check_translator_spec(path, option)
-        return
-    if not os.path.isfile(path):
-        raise ValueError(f"teacher checkpoint {path} does not exist: train the teacher "
-                         f"first or fix {option}")
-    refuse_compressed(path)
+            check_translator_spec(one, option)
+            continue
+        if not os.path.isfile(one):
+            raise ValueError(f"teacher checkpoint {one} does not exist: train the teacher "
+                             f"first or fix {option}")
+        refuse_compressed(one)
 
 
 def check_topk(topk: object, name: str = "-topk", vocabulary: int | None = None) -> None:

@@ -4,6 +4,7 @@ holds it (CachedTeacher); the distribution computes the distillation loss agains
 student's logits. A new kind of teacher is one class with ``distribution``."""
 from __future__ import annotations
 
+import math
 import os
 from argparse import Namespace
 from collections.abc import Mapping, Sequence
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from onmt.decoders.ensemble import EnsembleModel
 from onmt.inputters.inputter import vocabs_to_dict
 
 from onmt_qd.compat import load_checkpoint
@@ -18,7 +21,7 @@ from onmt_qd.distill.cache import (Vocabs, TeacherCache, corpus_line, data_finge
                                    source_checksum)
 from onmt_qd.distill.ct2_teacher import TranslatorTeacher
 from onmt_qd.distill.loss import Batch, distillation_loss, topk_distillation_loss
-from onmt_qd.distill.rules import check_cached_loss
+from onmt_qd.distill.rules import check_cached_loss, teacher_paths
 from onmt_qd.models import build_model_from_checkpoint
 
 if TYPE_CHECKING:  # OpenNMT-py has no type information: to mypy this is Any, named
@@ -50,10 +53,17 @@ def check_same_vocabs(teacher_vocab: Mapping[str, Sequence[str]],
                 f"{remedy}")
 
 
-def load_teacher(path: str, student_vocabs: Vocabs, device: torch.device | str,
+def load_teacher(path: str | Sequence[str], student_vocabs: Vocabs, device: torch.device | str,
                  other: str = "student") -> NMTModel | TranslatorTeacher:
     """Frozen teacher model whose vocabularies match ``student_vocabs``, or a
-    CTranslate2 directory's translator asked teacher-forced (ct2_teacher.py)."""
+    CTranslate2 directory's translator asked teacher-forced (ct2_teacher.py). Several
+    checkpoints: their ensemble, OpenNMT-py's EnsembleModel (which onmt_translate
+    decodes), teaching the mean of its members' distributions (teacher_forced_logits)."""
+    paths = teacher_paths(path)
+    if len(paths) > 1:
+        return EnsembleModel([load_teacher(one, student_vocabs, device, other)
+                              for one in paths]).eval()
+    path = paths[0]
     if os.path.isdir(path):
         return TranslatorTeacher(path, student_vocabs, device, other=other)
     checkpoint = load_checkpoint(path)
@@ -70,11 +80,25 @@ def load_teacher(path: str, student_vocabs: Vocabs, device: torch.device | str,
 def teacher_forced_logits(model: NMTModel, batch: Batch) -> torch.Tensor:
     """Logits at every target position given the gold prefix: [batch * positions, vocab],
     rows in the order of ``batch["tgt"][:, 1:]`` flattened (OpenNMT-py's loss order);
-    a CTranslate2 teacher gives its log-probabilities, which are logits too."""
+    a CTranslate2 teacher gives its log-probabilities, which are logits too, and an
+    ensemble the log of its members' mean probabilities (mean_distribution)."""
     if isinstance(model, TranslatorTeacher):
         return model.forced_logits(batch)
+    if isinstance(model, EnsembleModel):
+        return mean_distribution([teacher_forced_logits(member, batch)
+                                  for member in model.models])
     output, _ = model(batch["src"], batch["tgt"], batch["srclen"])
     return model.generator(output.reshape(-1, output.size(-1)))
+
+
+def mean_distribution(logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """log(mean_i softmax(logits_i)): the ensemble's distribution (the mean of its
+    members' probabilities) as log-probabilities. onmt_translate's beam search averages
+    the members' logits instead (a normalised geometric mean), where one member's low
+    probability vetoes a token; the arithmetic mean keeps every member's alternatives,
+    which is what a student learns from."""
+    logp = torch.stack([F.log_softmax(one.float(), dim=-1) for one in logits])
+    return torch.logsumexp(logp, dim=0) - math.log(len(logits))
 
 
 class DenseDistribution:
@@ -113,7 +137,7 @@ class LiveTeacher:
         self.model = model
 
     @classmethod
-    def from_checkpoint(cls, path: str, student_vocabs: Vocabs,
+    def from_checkpoint(cls, path: str | Sequence[str], student_vocabs: Vocabs,
                         device: torch.device | str) -> LiveTeacher:
         return cls(load_teacher(path, student_vocabs, device))
 

@@ -74,12 +74,17 @@ def check_model_input(path: str) -> None:
 def check_inference(opt: Namespace, sentences: int) -> None:
     """Refuse, before the model is loaded, what its engine would not do as asked
     (Engine.check_options: options CTranslate2 does not take, -precision where it does
-    not apply), several processes, OpenNMT-py's bitsandbytes -quant_type, and a search
-    whose hypotheses in flight (beam x sentences per batch, a batch being at most the
-    corpus) would exhaust memory. With -batch_type tokens, sentences per batch are
-    known only once tokenized: -beam_size alone is bounded."""
+    not apply), an ensemble with a directory in it, several processes, OpenNMT-py's
+    bitsandbytes -quant_type, and a search whose hypotheses in flight (beam x sentences
+    per batch, a batch being at most the corpus) would exhaust memory. With -batch_type
+    tokens, sentences per batch are known only once tokenized: -beam_size alone is
+    bounded."""
     from onmt_qd.inference.engines import engine_for
 
+    if len(opt.models) > 1 and any(os.path.isdir(model) for model in opt.models):
+        raise ValueError(f"-model: {len(opt.models)} models with a directory among them; an "
+                         "ensemble's members are checkpoints (CTranslate2 decodes no "
+                         "ensemble): give a CTranslate2 directory alone")
     engine_for(opt.models[0], opt.precision).check_options(opt)
     if opt.world_size > 1:
         raise ValueError(f"-world_size {opt.world_size}: this translates in one process; "

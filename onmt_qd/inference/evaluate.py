@@ -18,7 +18,7 @@ from onmt_qd.inference.engines import Engine, Predictions, Scores, open_engine
 from onmt_qd.progress import Progress
 
 
-def check_args(model: str, srcs: Sequence[str], tgts: Sequence[str], beam_size: int,
+def check_args(models: Sequence[str], srcs: Sequence[str], tgts: Sequence[str], beam_size: int,
                batch_size: int, gpu: int, outputs: Mapping[str, str | None],
                subword_models: Mapping[str, str | None]) -> None:
     """Every check that can fail, before a model is loaded."""
@@ -33,9 +33,11 @@ def check_args(model: str, srcs: Sequence[str], tgts: Sequence[str], beam_size: 
     if len(srcs) > 1 and STDIN in (*srcs, *tgts):
         raise ValueError("- (standard input) names one test set: give files when "
                          "evaluating several")
-    check_model_input(model)
-    inputs = [("-model", model), *(("-src", s) for s in srcs), *(("-tgt", t) for t in tgts)]
-    for option, path in inputs[1:]:
+    for model in models:
+        check_model_input(model)
+    inputs = [*(("-model", m) for m in models), *(("-src", s) for s in srcs),
+              *(("-tgt", t) for t in tgts)]
+    for option, path in inputs[len(models):]:
         check_input_file(path, option, stdin=True)
     for name, subword_model in subword_models.items():
         if subword_model:
@@ -82,14 +84,15 @@ class EngineRun(NamedTuple):
     machine: dict[str, Any]
 
 
-def evaluate(model: str, src: str | Sequence[str], tgt: str | Sequence[str], beam_size: int = 5,
-             batch_size: int = 64, gpu: int = -1, output: str | None = None,
+def evaluate(model: str | Sequence[str], src: str | Sequence[str], tgt: str | Sequence[str],
+             beam_size: int = 5, batch_size: int = 64, gpu: int = -1, output: str | None = None,
              json_path: str | None = None, precision: str | None = None,
              subword_models: Mapping[str, str | None] | None = None) -> dict[str, Any]:
     """Scores of ``model`` on ``src``/``tgt`` (its translations kept in ``output``, the
-    scores in ``json_path``). ``src`` and ``tgt`` may be lists of parallel test sets:
-    each set is translated in a run of its own, so its scores under ``test_sets`` are
-    exactly what evaluating it alone gives, and bleu, chrf, ppl and speed are over all
+    scores in ``json_path``); several checkpoints are an ensemble (engine.load_models).
+    ``src`` and ``tgt`` may be lists of parallel test sets: each set is translated in a
+    run of its own, so its scores under ``test_sets`` are exactly what evaluating it
+    alone gives, and bleu, chrf, ppl and speed are over all
     of them pooled (``output`` holds their translations in order).
     ``translate_seconds`` times the translations alone, after one untimed batch of the
     first set has warmed the device up (reading and building the model is
@@ -101,18 +104,19 @@ def evaluate(model: str, src: str | Sequence[str], tgt: str | Sequence[str], bea
     checkpoint's (models.resolve_subword_models)."""
     # src and tgt come alike: one path each, or parallel lists
     srcs, tgts = ([src], [cast(str, tgt)]) if isinstance(src, str) else (list(src), list(tgt))
+    models = [model] if isinstance(model, str) else list(model)
     subword_models = subword_models or {}
-    check_args(model, srcs, tgts, beam_size, batch_size, gpu,
+    check_args(models, srcs, tgts, beam_size, batch_size, gpu,
                {"-json": json_path, "-output": output}, subword_models)
     sets = read_test_sets(srcs, tgts)
     given: dict[str, Any] = {name: path for name, path in subword_models.items() if path}
     if precision:  # None: the model's own
         given["precision"] = precision
-    run = _run_engine(sets, models=[model], beam_size=beam_size, batch_size=batch_size,
+    run = _run_engine(sets, models=models, beam_size=beam_size, batch_size=batch_size,
                       gpu=gpu, **given)
     if output:
         write_translations(output, run.scores, run.predictions)
-    result = _result(model, sets, run, beam_size, batch_size)
+    result = _result(" ".join(models), sets, run, beam_size, batch_size)
     if json_path:
         write_json(result, json_path)
     return result

@@ -18,10 +18,11 @@ from onmt_qd.quant.policy import ROUNDINGS
 
 def distill_opts(parser: ArgumentParser) -> None:
     group = parser.add_argument_group("Distillation (onmt_qd)")
-    group.add("-teacher_model", "--teacher_model", default=None,
+    group.add("-teacher_model", "--teacher_model", default=None, nargs="+",
               help="the teacher: an OpenNMT-py checkpoint, or a CTranslate2 translator "
-              "directory (its distribution read at each gold token). When set, the loss is "
-              "(1-lambda)*CE + lambda*T^2*KL(teacher||student) per target word.")
+              "directory (its distribution read at each gold token); several checkpoints "
+              "are an ensemble, which teaches the mean of their distributions. When set, "
+              "the loss is (1-lambda)*CE + lambda*T^2*KL(teacher||student) per target word.")
     group.add("-distill_weight", "--distill_weight", type=float, default=0.7,
               help="lambda: weight of the KL term, in [0, 1].")
     group.add("-distill_temperature", "--distill_temperature", type=float, default=1.0,
@@ -321,7 +322,10 @@ def eval_parser() -> ArgumentParser:
                             "on disk of a checkpoint, compressed file or onmt_qd_export "
                             "directory. -src - (or -tgt -) reads standard input; -json - or "
                             "-output - writes standard output.")
-    parser.add("-model", "--model", required=True)
+    parser.add("-model", "--model", required=True, nargs="+",
+               help="the model; several checkpoints are an ensemble, decoded as "
+               "onmt_translate decodes one and scored (perplexity) by the mean of their "
+               "distributions")
     parser.add("-src", "--src", required=True, nargs="+",
                help="source text; several files are several test sets, each translated in "
                "its own run and scored alone (test_sets in -json) and pooled")

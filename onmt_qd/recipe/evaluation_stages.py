@@ -61,7 +61,7 @@ def evaluate_all(pipeline: Pipeline) -> None:
     os.makedirs(pipeline.path("eval"), exist_ok=True)
     sources, references = test_files(pipeline)
     pipeline.side_by_side(lambda model: pipeline.command("evaluate", pipeline.py(
-        "eval", "-model", pipeline.evaluated_file(model), "-src", *sources,
+        "eval", "-model", *pipeline.evaluated_files(model), "-src", *sources,
         "-tgt", *references, "-json", pipeline.path("eval", f"{model.name}.json"),
         "-output", pipeline.path("eval", f"{model.name}.hyp"),
         "-batch_size", pipeline.profile.translate_batch_size,
@@ -90,7 +90,7 @@ def deploy_all(pipeline: Pipeline) -> None:
 
     os.makedirs(pipeline.path("deployed"), exist_ok=True)
     sources, references = test_files(pipeline)
-    plan = {"models": [{"name": m.name, "file": pipeline.evaluated_file(m),
+    plan = {"models": [{"name": m.name, "files": pipeline.evaluated_files(m),
                         "reference": m == TEACHER} for m in pipeline.evaluated],
             "src": sources, "tgt": references, "beam_size": DEPLOY_BEAM,
             "batch_size": pipeline.profile.translate_batch_size, "gpu": pipeline.gpu,

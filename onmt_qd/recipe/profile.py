@@ -51,7 +51,8 @@ SPLITS = ("train", "valid", "test")
 # the profile's whole-number keys and their smallest value (teacher_topk 0: the live
 # teacher instead of the cache; quantized_epochs 0: quantized students from scratch)
 WHOLE_NUMBERS = {"teacher_topk": 0, "quantized_epochs": 0, "jobs": 1, "teacher_average": 1,
-                 "translate_batch_size": 1, "diffquant_steps": 1, "spm_vocab_size": 1}
+                 "teacher_ensemble": 1, "translate_batch_size": 1, "diffquant_steps": 1,
+                 "spm_vocab_size": 1}
 
 
 def _key(default, meaning):
@@ -105,6 +106,10 @@ class Profile:
     teacher_average: int = _key(1, "the teacher the students learn from: the mean of the "
                                 "weights of its last N epochs' checkpoints (1: its best "
                                 "checkpoint)")
+    teacher_ensemble: int = _key(1, "the teacher the students learn from: an ensemble of N "
+                                 "teachers trained alike from seeds seed .. seed+N-1 (its "
+                                 "cache holds their mean distribution, its translations "
+                                 "come from ensemble decoding; 1: one teacher)")
     jobs: int = _key(1, "stages (and models or parts within one) run side by side")
     world_size: int | str = _key(1, "data-parallel processes of each training stage and of "
                                  "the cache build: CPU processes (gloo), or GPUs 0..N-1 with "
@@ -312,6 +317,10 @@ def load_recipe(name, profile):
         raise RecipeError(f"teacher_average in profile {profile} of {path} averages the "
                           "checkpoints of a teacher the recipe trains, and the recipe names "
                           "its teacher_model: drop teacher_average")
+    if "teacher_model" in recipe and settings.teacher_ensemble > 1:
+        raise RecipeError(f"teacher_ensemble in profile {profile} of {path} trains the "
+                          "members of an ensemble, and the recipe names its teacher_model: "
+                          "drop teacher_ensemble")
     if settings.teacher and settings.teacher_average > settings.teacher.get("epochs", 1):
         raise RecipeError(f"teacher_average {settings.teacher_average} in profile {profile} "
                           f"of {path} is more than the teacher's epochs (one checkpoint "

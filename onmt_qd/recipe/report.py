@@ -52,7 +52,8 @@ def collect(pipeline):
         with open(pipeline.path("eval", f"{name}.json")) as handle:
             result = json.load(handle)
         entry = {"name": name, **model.as_dict(),
-                 "path": os.path.relpath(pipeline.evaluated_file(model), pipeline.work),
+                 "path": " ".join(os.path.relpath(path, pipeline.work)
+                                  for path in pipeline.evaluated_files(model)),
                  "bleu": result["bleu"], "chrf": result["chrf"], "ppl": result["ppl"],
                  "size_bytes": result["size_bytes"], "n_params": result["n_params"],
                  "sentences_per_second": result["sentences_per_second"],

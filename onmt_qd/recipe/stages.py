@@ -23,8 +23,8 @@ from onmt_qd.recipe.runner import RecipeError, Runner, Stage
 from onmt_qd.recipe.signatures import settings_digest
 from onmt_qd.recipe.student_stages import full_precision_stages, quantized_models, \
     quantized_stage
-from onmt_qd.recipe.teacher_stages import (cache_stage, filter_stage, teacher_stage,
-                                           translations_stage)
+from onmt_qd.recipe.teacher_stages import (cache_stage, ensemble_stages, filter_stage,
+                                           teacher_stage, translations_stage)
 
 
 class Pipeline:
@@ -81,7 +81,7 @@ class Pipeline:
         """Every stage, in the order a run with one job takes them; ``quantized`` and
         ``evaluated`` name the models the last stages cover."""
         p, families = self.profile, self.profile.families()
-        stages = [self.data_stage(), teacher_stage(self)]
+        stages = [self.data_stage(), teacher_stage(self), *ensemble_stages(self)]
         if p.distill_data == "teacher":
             stages.append(translations_stage(self))
         if self.filtering():
@@ -152,12 +152,25 @@ class Pipeline:
         return self.model_path(TEACHER.name, ".ct2" if "teacher_translator" in self.recipe
                                else ".pt")
 
-    def evaluated_file(self, model: ModelId) -> str:
+    def teacher_members(self) -> list[str]:
+        """The stage and file names of the teacher's models: ``teacher``, then
+        ``teacher_2`` .. ``teacher_N`` when the profile trains an ensemble of N."""
+        return [TEACHER.name, *(f"{TEACHER.name}_{k}"
+                                for k in range(2, self.profile.teacher_ensemble + 1))]
+
+    def teacher_files(self) -> list[str]:
+        """What the students learn from: teacher_file, and the other members' checkpoints
+        of an ensemble (several files: an ensemble wherever -teacher_model or -model
+        takes it)."""
+        return [self.teacher_file(), *(self.model_path(name)
+                                       for name in self.teacher_members()[1:])]
+
+    def evaluated_files(self, model: ModelId) -> list[str]:
         """Quantized models are evaluated from their compressed file, the teacher as the
-        recipe has it (teacher_file)."""
+        students learn from it (teacher_files)."""
         if model == TEACHER:
-            return self.teacher_file()
-        return self.model_path(model.name, ".qdz" if model.quantized else ".pt")
+            return self.teacher_files()
+        return [self.model_path(model.name, ".qdz" if model.quantized else ".pt")]
 
     def teacher_cache_path(self) -> str:
         return self.path("models", "teacher_cache")
@@ -206,7 +219,7 @@ class Pipeline:
 
     def knowledge_stages(self) -> list[str]:
         """The stages whose outputs carry the teacher's knowledge to a student."""
-        return ["teacher",
+        return [*self.teacher_members(),
                 *(["teacher_translations"] if self.profile.distill_data == "teacher" else []),
                 *(["teacher_translations_filter"] if self.filtering() else []),
                 *(["teacher_cache"] if self.uses_cache() else [])]

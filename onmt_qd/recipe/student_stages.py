@@ -78,7 +78,7 @@ def diffquant(pipeline: Pipeline, model: ModelId, start: ModelId) -> None:
     pipeline.command(model.name, pipeline.py(
         "diffquant", "-config", pipeline.write_config(model.name, config),
         "-model", pipeline.model_path(start.name),
-        "-teacher_model", pipeline.teacher_file(), "-bits", model.bits,
+        "-teacher_model", *pipeline.teacher_files(), "-bits", model.bits,
         "-train_steps", pipeline.profile.diffquant_steps,
         "-output", pipeline.model_path(model.name),
         *(["-gpu_ranks", 0] if pipeline.gpu else [])))

@@ -50,6 +50,17 @@ def teacher_stage(pipeline: Pipeline) -> Stage:
                  lambda: f"given={given} {given_digest(recipe)}", needs=["data"])
 
 
+def ensemble_stages(pipeline: Pipeline) -> list[Stage]:
+    """The other members of a teacher ensemble (teacher_ensemble N): teacher_2 ..
+    teacher_N, trained as the teacher is from the next seeds (a seed below 0, random
+    in OpenNMT-py, stays so)."""
+    options = pipeline.profile.teacher
+    seed = {**pipeline.train_options(), **(options or {})}.get("seed", -1)
+    return [train_stage(pipeline, TEACHER, {**options, "seed": seed + k if seed >= 0 else seed},
+                        name=name)
+            for k, name in enumerate(pipeline.teacher_members()[1:], 1)]
+
+
 def translations_stage(pipeline: Pipeline) -> Stage:
     """Sequence-level distillation data (distill_data teacher)."""
     return Stage("teacher_translations", lambda: translate_training_source(pipeline),
@@ -57,7 +68,7 @@ def translations_stage(pipeline: Pipeline) -> Stage:
                   pipeline.teacher_translations_path(".scores"),
                   pipeline.path("data", "teacher.ct2")],
                  f"beam=5 ctranslate2_quantization={TEACHER_QUANTIZATION}",
-                 needs=["teacher"], progress=lambda: progress.counted(
+                 needs=pipeline.teacher_members(), progress=lambda: progress.counted(
                      pipeline.path("logs", "teacher_translations.log"), "sentences translated"))
 
 
@@ -69,7 +80,7 @@ def translate_training_source(pipeline: Pipeline) -> None:
     (teacher_translator)."""
     p = pipeline.profile
     pipeline.command("teacher_translations", pipeline.py(
-        "teacher_translate", "-model", teacher_translator(pipeline),
+        "teacher_translate", "-model", *teacher_translator(pipeline),
         "-src", pipeline.distilled_source(),
         "-output", pipeline.teacher_translations_path(),
         "-scores", pipeline.teacher_translations_path(".scores"), "-beam_size", 5,
@@ -92,25 +103,26 @@ def filter_stage(pipeline: Pipeline) -> Stage:
                  needs=["teacher_translations"])
 
 
-def teacher_translator(pipeline: Pipeline) -> str:
+def teacher_translator(pipeline: Pipeline) -> list[str]:
     """What translates the training source: a CTranslate2 teacher as given; a
     Transformer checkpoint exported to CTranslate2 at TEACHER_QUANTIZATION first
     (data/teacher.ct2); an LSTM, which CTranslate2 does not convert, as it is
-    (OpenNMT-py)."""
+    (OpenNMT-py); an ensemble's checkpoints decoded together by OpenNMT-py, since
+    CTranslate2 decodes no ensemble."""
     from onmt_qd.qdz import load_any
     from onmt_qd.recipe.deployment import deployment
 
-    teacher = pipeline.teacher_file()
-    if "teacher_translator" in pipeline.recipe:
-        return teacher
-    engine, skipped = deployment(load_any(teacher)["opt"], gpu=False)
+    teachers = pipeline.teacher_files()
+    if "teacher_translator" in pipeline.recipe or len(teachers) > 1:
+        return teachers
+    engine, skipped = deployment(load_any(teachers[0])["opt"], gpu=False)
     if engine != "CTranslate2" or skipped:
-        return teacher
+        return teachers
     exported = pipeline.path("data", "teacher.ct2")
     pipeline.command("teacher_translations", pipeline.py(
-        "export", "-model", teacher, "-output", exported,
+        "export", "-model", teachers[0], "-output", exported,
         "-quantization", TEACHER_QUANTIZATION))
-    return exported
+    return [exported]
 
 
 def cache_stage(pipeline: Pipeline) -> Stage:
@@ -131,5 +143,5 @@ def build_teacher_cache(pipeline: Pipeline) -> None:
     config.update(pipeline.process_options())
     pipeline.command("teacher_cache", pipeline.py(
         "teacher_cache", "-config", pipeline.write_config("teacher_cache", config),
-        "-teacher_model", pipeline.teacher_file(),
+        "-teacher_model", *pipeline.teacher_files(),
         "-topk", pipeline.profile.teacher_topk, "-output", pipeline.teacher_cache_path()))

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def train_stage(pipeline: Pipeline, model_id: ModelId, model: dict, teacher: bool = False,
-                warm_start: str | None = None) -> Stage:
+                warm_start: str | None = None, name: str | None = None) -> Stage:
     """A training stage. Quantized students train from scratch, as in the paper,
     unless the profile sets ``quantized_epochs`` (to save time): then they resume
     the full-precision run of the same loss (``warm_start``) that many epochs before
@@ -26,8 +26,9 @@ def train_stage(pipeline: Pipeline, model_id: ModelId, model: dict, teacher: boo
     quantized, so they see exactly as many epochs as the full-precision student.
     Distilled students (``teacher``) learn from the teacher's cache, or its live
     outputs when the profile sets teacher_topk 0, and from its translations when
-    distill_data is teacher."""
-    p, name = pipeline.profile, model_id.name
+    distill_data is teacher. ``name``: the stage's and its files' (a member of a teacher
+    ensemble: teacher_2 ..), by default the model's."""
+    p, name = pipeline.profile, name or model_id.name
     bits = model_id.bits if model_id.quantized else None
     resumes = bool(bits and warm_start and p.quantized_epochs)
     averaged = model_id == TEACHER and p.teacher_average > 1
@@ -44,11 +45,11 @@ def train_stage(pipeline: Pipeline, model_id: ModelId, model: dict, teacher: boo
         if teacher and pipeline.uses_cache():
             config.update(teacher_cache=pipeline.teacher_cache_path(), topk=p.teacher_topk)
         elif teacher and pipeline.word_level:
-            config["teacher_model"] = pipeline.teacher_file()
+            config["teacher_model"] = pipeline.teacher_files()
         config.update(pipeline.process_options())
         pipeline.command(name, pipeline.py("train", "-config", pipeline.write_config(name, config)))
         if averaged:
-            average_teacher(pipeline, model["epochs"])
+            average_teacher(pipeline, name, model["epochs"])
         else:
             os.replace(pipeline.path("models", name, "model_best.pt"), pipeline.model_path(name))
     distillation = f"data={p.distill_data} teacher=" + (
@@ -67,17 +68,17 @@ def train_stage(pipeline: Pipeline, model_id: ModelId, model: dict, teacher: boo
                  signature, needs, lambda: progress.training(pipeline.path("logs", f"{name}.log")))
 
 
-def average_teacher(pipeline: Pipeline, epochs: int) -> None:
-    """models/teacher.pt: the mean of the teacher's last teacher_average epoch
-    checkpoints (said in its log)."""
+def average_teacher(pipeline: Pipeline, name: str, epochs: int) -> None:
+    """models/NAME.pt (the teacher, or a member of its ensemble): the mean of its last
+    teacher_average epoch checkpoints (said in its log)."""
     from onmt_qd.compat import save_atomic
     from onmt_qd.models import average_checkpoints
 
-    last = [epoch_checkpoint(pipeline, TEACHER.name, epoch) for epoch in
+    last = [epoch_checkpoint(pipeline, name, epoch) for epoch in
             range(epochs - pipeline.profile.teacher_average + 1, epochs + 1)]
-    save_atomic(average_checkpoints(last), pipeline.model_path(TEACHER.name))
-    with open(pipeline.path("logs", f"{TEACHER.name}.log"), "a") as handle:
-        handle.write(f"teacher: the mean of {', '.join(map(os.path.basename, last))}\n")
+    save_atomic(average_checkpoints(last), pipeline.model_path(name))
+    with open(pipeline.path("logs", f"{name}.log"), "a") as handle:
+        handle.write(f"{name}: the mean of {', '.join(map(os.path.basename, last))}\n")
 
 
 def epoch_checkpoint(pipeline: Pipeline, name: str, epoch: int) -> str:

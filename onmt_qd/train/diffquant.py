@@ -17,7 +17,7 @@ from onmt.utils.parse import ArgumentParser
 
 from onmt_qd.compat import load_checkpoint, save_atomic
 from onmt_qd.distill import LiveTeacher, teacher_forced_logits
-from onmt_qd.distill.rules import check_distill_opts
+from onmt_qd.distill.rules import check_distill_opts, teacher_paths
 from onmt_qd.evaluate.metrics import reference_perplexity
 from onmt_qd.fileio import check_outputs
 from onmt_qd.models import build_model_from_checkpoint, named_weights, tied_names
@@ -228,7 +228,8 @@ def check_opts(opt):
     policy = policy_from_opts(opt, prefix="")
     check_checkpoint_output(opt.output, "onmt_qd_diffquant")
     check_outputs({"-output": opt.output},
-                  {"-model": opt.model, "-teacher_model": opt.teacher_model})
+                  [("-model", opt.model),
+                   *(("-teacher_model", path) for path in teacher_paths(opt.teacher_model))])
     return policy
 
 

@@ -17,6 +17,7 @@ from onmt.utils.logging import init_logger, logger
 from onmt_qd.compat import keep_log_file, prepare_onmt
 from onmt_qd.distill import DistillLossCompute, teacher_from_opts
 from onmt_qd.distill.loss import PastTheStep
+from onmt_qd.distill.rules import teacher_paths
 from onmt_qd.fileio import remove_stale_temporaries
 from onmt_qd.models import named_weights, split_weights
 from onmt_qd.opts import AUTOCAST_DTYPES, QUANT_OPTIONS
@@ -147,7 +148,8 @@ def train_single(opt, device_id, policy=None):
         loss = DistillLossCompute.from_opts(opt, model, vocabs["tgt"])
         loss.set_teacher(teacher, opt.distill_weight, opt.distill_temperature)
         trainer.train_loss = loss
-        logger.info(f"Distilling from {opt.teacher_model or opt.teacher_cache}: "
+        taught_by = " + ".join(teacher_paths(opt.teacher_model)) or opt.teacher_cache
+        logger.info(f"Distilling from {taught_by}: "
                     f"lambda={opt.distill_weight}, "
                     f"T={opt.distill_temperature}")
 

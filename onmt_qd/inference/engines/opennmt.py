@@ -39,7 +39,7 @@ class OpenNMTEngine(Engine):
         self.loaded = load_models(opt.models, opt)  # several: an ensemble
         self.device = "cpu" if opt.gpu < 0 else f"cuda:{opt.gpu}"
         self.n_params = sum(p.numel() for p in self.loaded.model.parameters())
-        self.size_bytes = os.path.getsize(opt.models[0])
+        self.size_bytes = sum(os.path.getsize(model) for model in opt.models)
 
     def translate(self, lines: list[str], progress: Progress | None = None
                   ) -> tuple[Scores, Predictions]:
