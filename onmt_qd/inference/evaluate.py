@@ -35,10 +35,10 @@ def check_args(models: Sequence[str], srcs: Sequence[str], tgts: Sequence[str], 
                          "evaluating several")
     for model in models:
         check_model_input(model)
-    inputs = [*(("-model", m) for m in models), *(("-src", s) for s in srcs),
-              *(("-tgt", t) for t in tgts)]
-    for option, path in inputs[len(models):]:
+    texts = [*(("-src", s) for s in srcs), *(("-tgt", t) for t in tgts)]
+    for option, path in texts:
         check_input_file(path, option, stdin=True)
+    inputs = [*(("-model", m) for m in models), *texts]
     for name, subword_model in subword_models.items():
         if subword_model:
             check_input_file(subword_model, f"-{name}")
@@ -92,8 +92,8 @@ def evaluate(model: str | Sequence[str], src: str | Sequence[str], tgt: str | Se
     scores in ``json_path``); several checkpoints are an ensemble (engine.load_models).
     ``src`` and ``tgt`` may be lists of parallel test sets: each set is translated in a
     run of its own, so its scores under ``test_sets`` are exactly what evaluating it
-    alone gives, and bleu, chrf, ppl and speed are over all
-    of them pooled (``output`` holds their translations in order).
+    alone gives, and bleu, chrf, ppl and speed are over all of them pooled (``output``
+    holds their translations in order).
     ``translate_seconds`` times the translations alone, after one untimed batch of the
     first set has warmed the device up (reading and building the model is
     ``load_seconds``, the warm-up ``warmup_seconds``, all three ``total_seconds``);
